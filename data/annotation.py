@@ -1,0 +1,251 @@
+"""Annotation work: sampled batches waiting to be ranked, who is ranking what, and the rankings themselves."""
+
+import json
+from dataclasses import dataclass
+
+from data.store import Store
+
+STALE_CLAIM_MINUTES = 30  # a batch claimed but not ranked for this long goes back to the pool
+STATUSES = ("ranked", "skipped", "flagged")
+
+
+class RankingError(ValueError):
+    """A submitted ranking is not valid for its item; nothing was written."""
+
+
+@dataclass
+class Item:
+    """One thing to rank: a prompt and the K responses sampled together for it."""
+
+    batch_id: int
+    prompt_id: int
+    prompt: str
+    response_ids: list[int]
+    responses: list[str]
+    model: str
+
+
+def ensure_annotator(store: Store, name: str) -> int:
+    """Return the annotator's id, creating the annotator on first use."""
+    name = name.strip()
+    if not name:
+        raise ValueError("annotator name is empty")
+
+    def upsert(cursor) -> int:
+        cursor.execute("INSERT INTO annotators (name) VALUES (?) ON CONFLICT (name) DO NOTHING", [name])
+        return cursor.execute("SELECT id FROM annotators WHERE name = ?", [name]).fetchone()[0]
+
+    return store.write(upsert)
+
+
+def add_batch(store: Store, prompt_id: int, model: str, params: dict, samples) -> int:
+    """Store K samples of one prompt as one batch (one transaction); return the batch id."""
+    params_json = json.dumps(params, sort_keys=True)
+
+    def insert(cursor) -> int:
+        batch_id = cursor.execute(
+            "INSERT INTO batches (prompt_id, model, params) VALUES (?, ?, ?) RETURNING id",
+            [prompt_id, model, params_json],
+        ).fetchone()[0]
+        cursor.executemany(
+            "INSERT INTO responses (batch_id, prompt_id, position, text, model, params, finish_reason, num_tokens) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (batch_id, prompt_id, position, s.text, model, params_json, s.finish_reason, s.num_tokens)
+                for position, s in enumerate(samples)
+            ],
+        )
+        return batch_id
+
+    return store.write(insert)
+
+
+_OPEN_BATCH = f"""
+    NOT EXISTS (SELECT 1 FROM rankings k WHERE k.batch_id = b.id)
+    AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.batch_id = b.id
+                    AND c.claimed_at >= now() - INTERVAL {STALE_CLAIM_MINUTES} MINUTE)
+"""
+
+
+def open_batch_count(store: Store) -> int:
+    """Return how many sampled batches wait, unclaimed, for an annotator."""
+    return store.query(f"SELECT count(*) FROM batches b WHERE {_OPEN_BATCH}")[0][0]
+
+
+def prompts_to_sample(store: Store, limit: int) -> list[tuple[int, str]]:
+    """Return prompts that need a new batch: none waiting for them, fewest rankings first."""
+    return store.query(
+        """
+        SELECT p.id, p.text FROM prompts p
+        WHERE NOT EXISTS (
+            SELECT 1 FROM batches b WHERE b.prompt_id = p.id
+            AND NOT EXISTS (SELECT 1 FROM rankings k WHERE k.batch_id = b.id))
+        ORDER BY (SELECT count(*) FROM rankings k WHERE k.prompt_id = p.id), p.id
+        LIMIT ?
+        """,
+        [limit],
+    )
+
+
+def _load_item(cursor, batch_id: int) -> Item:
+    prompt_id, prompt, model = cursor.execute(
+        "SELECT b.prompt_id, p.text, b.model FROM batches b JOIN prompts p ON p.id = b.prompt_id WHERE b.id = ?",
+        [batch_id],
+    ).fetchone()
+    rows = cursor.execute("SELECT id, text FROM responses WHERE batch_id = ? ORDER BY position", [batch_id]).fetchall()
+    return Item(batch_id, prompt_id, prompt, [r[0] for r in rows], [r[1] for r in rows], model)
+
+
+def claim_next_item(store: Store, annotator_id: int) -> Item | None:
+    """Return the annotator's current item, claiming the oldest open batch if they hold none; None if none wait."""
+
+    def claim(cursor) -> Item | None:
+        held = cursor.execute(
+            "SELECT c.batch_id FROM claims c WHERE c.annotator_id = ? "
+            "AND NOT EXISTS (SELECT 1 FROM rankings k WHERE k.batch_id = c.batch_id) ORDER BY c.claimed_at LIMIT 1",
+            [annotator_id],
+        ).fetchone()
+        if held is None:
+            held = cursor.execute(
+                f"SELECT id FROM batches b WHERE {_OPEN_BATCH} AND NOT EXISTS ("
+                "  SELECT 1 FROM rankings k WHERE k.prompt_id = b.prompt_id AND k.annotator_id = ?)"
+                " ORDER BY b.id LIMIT 1",
+                [annotator_id],
+            ).fetchone()
+            if held is None:
+                return None
+            cursor.execute(
+                "INSERT OR REPLACE INTO claims (batch_id, annotator_id, claimed_at) VALUES (?, ?, now())",
+                [held[0], annotator_id],
+            )
+        return _load_item(cursor, held[0])
+
+    return store.write(claim)
+
+
+def ranks_to_groups(ranks: dict[int, int]) -> list[list[int]]:
+    """Turn {response_id: rank} (1 = best, equal ranks = tie) into tie groups of ids, best group first."""
+    groups: dict[int, list[int]] = {}
+    for response_id, rank in ranks.items():
+        groups.setdefault(int(rank), []).append(int(response_id))
+    return [sorted(groups[rank]) for rank in sorted(groups)]
+
+
+def _check_ranking(cursor, batch_id: int, annotator_id: int, status: str, ranking: list[list[int]]) -> int:
+    """Return the batch's prompt id, or raise RankingError naming what is wrong with the submission."""
+    if status not in STATUSES:
+        raise RankingError(f"unknown status {status!r}; expected one of {STATUSES}")
+    row = cursor.execute(
+        "SELECT b.prompt_id, c.annotator_id FROM batches b LEFT JOIN claims c ON c.batch_id = b.id WHERE b.id = ?",
+        [batch_id],
+    ).fetchone()
+    if row is None:
+        raise RankingError(f"no item with batch id {batch_id}")
+    prompt_id, holder = row
+    if holder is not None and holder != annotator_id:
+        raise RankingError("this item was handed to another annotator meanwhile; reload to get a new one")
+    if cursor.execute("SELECT 1 FROM rankings WHERE batch_id = ?", [batch_id]).fetchone():
+        raise RankingError("this item was already submitted (stale page?); reload to get the next one")
+    if status != "ranked":
+        if ranking:
+            raise RankingError(f"a {status} item carries no ranking")
+        return prompt_id
+    expected = {r[0] for r in cursor.execute("SELECT id FROM responses WHERE batch_id = ?", [batch_id]).fetchall()}
+    given = [response_id for group in ranking for response_id in group]
+    if any(not group for group in ranking):
+        raise RankingError("the ranking has an empty tie group")
+    if len(given) != len(set(given)) or set(given) != expected:
+        raise RankingError(
+            f"the ranking must order each of this item's {len(expected)} responses exactly once "
+            f"(got ids {sorted(given)}, expected {sorted(expected)})"
+        )
+    if len(ranking) < 2:
+        raise RankingError("all responses are tied: that says nothing; rank them, or skip the item")
+    return prompt_id
+
+
+def submit_ranking(
+    store: Store,
+    annotator_id: int,
+    batch_id: int,
+    ranking: list[list[int]],
+    status: str = "ranked",
+    comment: str | None = None,
+    seconds_spent: float | None = None,
+    submission_token: str | None = None,
+) -> int:
+    """Store one submission in one transaction and return its id; a repeated submission token returns the first."""
+    ranking = [[int(i) for i in group] for group in ranking]
+
+    def insert(cursor) -> int:
+        if submission_token is not None:
+            seen = cursor.execute(
+                "SELECT id FROM rankings WHERE submission_token = ?", [submission_token]
+            ).fetchone()
+            if seen:
+                return seen[0]
+        prompt_id = _check_ranking(cursor, batch_id, annotator_id, status, ranking)
+        return cursor.execute(
+            "INSERT INTO rankings (batch_id, prompt_id, annotator_id, status, ranking, comment, seconds_spent,"
+            " submission_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [batch_id, prompt_id, annotator_id, status, ranking, comment or None, seconds_spent, submission_token],
+        ).fetchone()[0]
+
+    return store.write(insert)
+
+
+def progress(store: Store, annotator_id: int | None = None) -> dict:
+    """Return counts for the progress bars: this annotator's rankings, all rankings, prompts ranked at least once."""
+    (total_prompts,) = store.query("SELECT count(*) FROM prompts")[0]
+    ranked, covered = store.query(
+        "SELECT count(*), count(DISTINCT prompt_id) FROM rankings WHERE status = 'ranked'"
+    )[0]
+    mine = 0
+    if annotator_id is not None:
+        mine = store.query(
+            "SELECT count(*) FROM rankings WHERE annotator_id = ? AND status = 'ranked'", [annotator_id]
+        )[0][0]
+    return {"prompts": total_prompts, "rankings": ranked, "prompts_ranked": covered, "mine": mine}
+
+
+def rankings_per_annotator(store: Store):
+    return store.query_df(
+        """
+        SELECT a.name AS annotator,
+               count(*) FILTER (WHERE k.status = 'ranked') AS ranked,
+               count(*) FILTER (WHERE k.status = 'skipped') AS skipped,
+               count(*) FILTER (WHERE k.status = 'flagged') AS flagged,
+               round(median(k.seconds_spent), 1) AS median_seconds
+        FROM rankings k JOIN annotators a ON a.id = k.annotator_id
+        GROUP BY a.name ORDER BY ranked DESC
+        """
+    )
+
+
+def coverage(store: Store):
+    """Return how many prompts have 0, 1, 2, ... rankings."""
+    return store.query_df(
+        """
+        SELECT rankings, count(*) AS prompts FROM (
+            SELECT p.id, count(k.id) FILTER (WHERE k.status = 'ranked') AS rankings
+            FROM prompts p LEFT JOIN rankings k ON k.prompt_id = p.id GROUP BY p.id)
+        GROUP BY rankings ORDER BY rankings
+        """
+    )
+
+
+def counts(store: Store) -> dict:
+    tables = ("prompts", "batches", "responses", "rankings", "annotators")
+    return {table: store.query(f"SELECT count(*) FROM {table}")[0][0] for table in tables}
+
+
+def active_annotator_count(store: Store, minutes: int = 15) -> int:
+    """Return how many annotators claimed or submitted something in the last `minutes`."""
+    return store.query(
+        f"""
+        SELECT count(DISTINCT annotator_id) FROM (
+            SELECT annotator_id FROM claims WHERE claimed_at >= now() - INTERVAL {int(minutes)} MINUTE
+            UNION ALL
+            SELECT annotator_id FROM rankings WHERE created_at >= now() - INTERVAL {int(minutes)} MINUTE)
+        """
+    )[0][0]

@@ -1,0 +1,149 @@
+"""Read prompts from JSONL, CSV, Parquet, a `datasets` folder or a hub dataset; refuse a malformed file whole."""
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from data.prompts import MAX_PROMPT_CHARS, add_prompts
+from data.store import Store
+
+PROMPT_FIELDS = ("prompt", "text", "question", "instruction")
+
+
+class PromptFileError(ValueError):
+    """A prompt file is malformed; the message names the file, the line or row, and the problem."""
+
+    def __init__(self, source: str, where: str, problem: str):
+        super().__init__(f"{source}, {where}: {problem}" if where else f"{source}: {problem}")
+        self.source, self.where, self.problem = source, where, problem
+
+
+@dataclass
+class ImportReport:
+    source: str
+    read: int
+    added: int
+    skipped_duplicates: int
+
+
+def _check_text(value, source: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise PromptFileError(source, where, f"prompt must be text, got {type(value).__name__}")
+    if not value.strip():
+        raise PromptFileError(source, where, "prompt is empty")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise PromptFileError(source, where, f"prompt has {len(value):,} characters, more than {MAX_PROMPT_CHARS:,}")
+    return value
+
+
+def _pick_field(columns, source: str) -> str:
+    for field in PROMPT_FIELDS:
+        if field in columns:
+            return field
+    raise PromptFileError(source, "", f"no prompt column: expected one of {', '.join(PROMPT_FIELDS)}, found {list(columns)}")
+
+
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise PromptFileError(str(path), f"line {line}", f"not valid UTF-8 (byte {error.start})") from None
+
+
+def read_jsonl(path: Path) -> list[str]:
+    """Each line: a JSON object with a prompt field, or a JSON string. Blank lines are ignored."""
+    texts = []
+    for number, line in enumerate(_decode(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise PromptFileError(str(path), where, f"invalid JSON ({error.msg})") from None
+        if isinstance(record, dict):
+            record = record.get(_pick_field(record.keys(), f"{path}, {where}"))
+        texts.append(_check_text(record, str(path), where))
+    return texts
+
+
+def read_csv(path: Path) -> list[str]:
+    """A header row with a prompt column; rows are numbered as a spreadsheet shows them (header = row 1)."""
+    reader = csv.DictReader(_decode(path).splitlines(keepends=True))
+    if not reader.fieldnames:
+        raise PromptFileError(str(path), "", "empty file: no header row")
+    field = _pick_field(reader.fieldnames, str(path))
+    texts = []
+    try:
+        for number, row in enumerate(reader, start=2):
+            if None in row:
+                raise PromptFileError(str(path), f"row {number}", "more cells than header columns")
+            texts.append(_check_text(row[field], str(path), f"row {number}"))
+    except csv.Error as error:
+        raise PromptFileError(str(path), f"row {reader.line_num}", f"bad CSV ({error})") from None
+    return texts
+
+
+def _texts_from_table(column_names: list[str], column, source: str) -> list[str]:
+    """Check each row of the prompt column; `column(name)` returns that column as a Python list."""
+    values = column(_pick_field(column_names, source))
+    return [_check_text(value, source, f"row {i}") for i, value in enumerate(values)]
+
+
+def read_parquet(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as error:  # pyarrow raises several unrelated types for a broken file
+        raise PromptFileError(str(path), "", f"not a readable Parquet file ({error})") from None
+    return _texts_from_table(table.column_names, lambda name: table.column(name).to_pylist(), str(path))
+
+
+def read_datasets(name_or_path: str) -> list[str]:
+    """A folder written by `Dataset.save_to_disk`, or (for users with a hub) a dataset name; the train split."""
+    import datasets
+
+    if Path(name_or_path).is_dir():
+        loaded = datasets.load_from_disk(name_or_path)
+    else:
+        loaded = datasets.load_dataset(name_or_path)
+    if isinstance(loaded, datasets.DatasetDict):
+        split = "train" if "train" in loaded else next(iter(loaded))
+        loaded = loaded[split]
+    return _texts_from_table(loaded.column_names, lambda name: loaded[name], name_or_path)
+
+
+READERS = {".jsonl": read_jsonl, ".json": read_jsonl, ".csv": read_csv, ".parquet": read_parquet}
+
+
+def read_prompts(name_or_path: str | Path) -> list[str]:
+    """Return every prompt of a file, folder or hub dataset, or raise PromptFileError for the first bad one."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return read_datasets(str(path))
+    if path.suffix.lower() in READERS:
+        if not path.exists():
+            raise PromptFileError(str(path), "", "file does not exist")
+        texts = READERS[path.suffix.lower()](path)
+        if not texts:
+            raise PromptFileError(str(path), "", "empty file: no prompts")
+        return texts
+    if path.suffix:
+        raise PromptFileError(str(path), "", f"unknown file type {path.suffix!r}: use .jsonl, .csv, .parquet or a datasets folder")
+    return read_datasets(str(name_or_path))
+
+
+def import_prompts(store: Store, name_or_path: str | Path, source: str | None = None) -> ImportReport:
+    """Read all prompts first, then add them in one transaction: a bad file writes nothing."""
+    texts = read_prompts(name_or_path)
+    report = add_prompts(store, texts, source or Path(str(name_or_path)).name)
+    return ImportReport(str(name_or_path), len(texts), report.added, report.skipped_duplicates)
+
+
+def seed_prompts_path() -> Path:
+    """Return the ~100 prompts shipped with RLHF Studio, so a first run has work."""
+    return Path(__file__).parent / "seed_prompts.jsonl"

@@ -1,0 +1,34 @@
+"""App settings (generator model, sampling parameters), stored in DuckDB so every session and the worker agree."""
+
+import json
+
+from data.store import Store
+
+DEFAULTS = {
+    "generator_model": "default",
+    "k": 4,
+    "temperature": 0.8,
+    "top_p": 0.95,
+    "max_new_tokens": 256,
+    "seed": None,
+    "ready_per_annotator": 5,
+}
+
+
+def load_settings(store: Store) -> dict:
+    """Return the stored settings over the defaults."""
+    stored = {key: json.loads(value) for key, value in store.query("SELECT key, value FROM settings")}
+    return DEFAULTS | {key: value for key, value in stored.items() if key in DEFAULTS}
+
+
+def save_settings(store: Store, changes: dict) -> None:
+    """Store changed settings in one transaction; an unknown key is refused."""
+    unknown = set(changes) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown settings: {sorted(unknown)}")
+
+    def upsert(cursor):
+        for key, value in changes.items():
+            cursor.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", [key, json.dumps(value)])
+
+    store.write(upsert)

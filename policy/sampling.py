@@ -1,0 +1,93 @@
+"""Sample K responses to a prompt in one batched `generate`, with the chat template, cut at the first EOS."""
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass
+class SamplingParams:
+    """How responses are sampled; stored beside every response so a ranking can be traced to its settings."""
+
+    k: int = 4  # responses per prompt, 2..8
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    seed: int | None = None  # None: a fresh random draw each time
+
+    def __post_init__(self):
+        if not 2 <= self.k <= 8:
+            raise ValueError(f"k (responses per prompt) must be between 2 and 8, got {self.k}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not self.max_new_tokens >= 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Sample:
+    text: str
+    finish_reason: str  # 'eos' when the model stopped, 'length' when max_new_tokens cut it
+    num_tokens: int
+
+
+def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """Return the token ids of a user prompt wrapped in the model's chat template (plain text if it has none)."""
+    if tokenizer.chat_template:
+        messages = [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    return tokenizer(prompt, add_special_tokens=True)["input_ids"]
+
+
+def cut_at_eos(token_ids: list[int], eos_ids: set[int], pad_id: int | None) -> tuple[list[int], str]:
+    """Return the completion up to (not including) its first EOS, and why it ended."""
+    for index, token in enumerate(token_ids):
+        if token in eos_ids:
+            return token_ids[:index], "eos"
+    if pad_id is not None:
+        while token_ids and token_ids[-1] == pad_id:
+            token_ids = token_ids[:-1]
+    return token_ids, "length"
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """Return every id that ends a turn: the tokenizer's EOS and whatever the generation config adds."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(configured)
+    ids.discard(None)
+    return ids
+
+
+@torch.no_grad()
+def sample_responses(model, tokenizer, prompt: str, params: SamplingParams) -> list[Sample]:
+    """Return `params.k` sampled responses to one prompt from a single batched `generate` call."""
+    if params.seed is not None:
+        torch.manual_seed(params.seed)
+    input_ids = torch.tensor([chat_prompt_ids(tokenizer, prompt)], device=model.device)  # (1, P)
+    eos_ids = eos_token_ids(model, tokenizer)
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        do_sample=True,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_new_tokens=params.max_new_tokens,
+        num_return_sequences=params.k,
+        eos_token_id=sorted(eos_ids),
+        pad_token_id=tokenizer.pad_token_id,
+    )  # (K, P + T)
+    samples = []
+    for row in output[:, input_ids.shape[1] :].tolist():
+        completion, reason = cut_at_eos(row, eos_ids, tokenizer.pad_token_id)
+        text = tokenizer.decode(completion, skip_special_tokens=True).strip()
+        samples.append(Sample(text=text, finish_reason=reason, num_tokens=len(completion)))
+    return samples

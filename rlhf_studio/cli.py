@@ -1,0 +1,153 @@
+"""`rlhf-studio`: the headless jobs (serve the app, import prompts, sample, export, train)."""
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rlhf_studio.paths import default_db_path
+
+
+def _open_store(args):
+    from data.store import Store
+
+    return Store(args.db)
+
+
+def cmd_prepare_model(args) -> int:
+    from rlhf_studio.models import prepare_default_model
+
+    print(prepare_default_model())
+    return 0
+
+
+def cmd_serve(args) -> int:
+    """Start the Streamlit app on the given address; it finds the database through RLHF_STUDIO_DB."""
+    import app
+
+    main_page = Path(app.__file__).parent / "main.py"
+    env = os.environ | {"RLHF_STUDIO_DB": str(Path(args.db).resolve())}
+    if args.model:
+        env["RLHF_STUDIO_MODEL"] = args.model
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(main_page),
+        "--server.address", args.host, "--server.port", str(args.port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    print(f"RLHF Studio on http://{args.host}:{args.port}  (database: {env['RLHF_STUDIO_DB']})", flush=True)
+    return subprocess.call(command, env=env)
+
+
+def cmd_import_prompts(args) -> int:
+    from data.importers import import_prompts, seed_prompts_path
+
+    store = _open_store(args)
+    for source in args.files or [str(seed_prompts_path())]:
+        report = import_prompts(store, source)
+        print(f"{report.source}: read {report.read}, added {report.added}, skipped {report.skipped_duplicates} duplicates")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from tqdm import tqdm
+
+    from data.settings import load_settings, save_settings
+    from rlhf_studio.sampler import Generator, fill, sampling_params
+
+    store = _open_store(args)
+    changes = {key: getattr(args, key) for key in ("k", "temperature", "top_p", "max_new_tokens", "seed")}
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if args.model:
+        changes["generator_model"] = args.model
+    sampling_params(load_settings(store) | changes)  # validate before saving
+    save_settings(store, changes)
+    with tqdm(total=args.prompts, desc="sampling", unit="prompt") as bar:
+        made = fill(store, Generator(args.device), args.prompts, progress=lambda _: bar.update(1))
+    print(f"sampled {made} batches")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from data.export import export
+
+    store = _open_store(args)
+    rows = export(store, args.output, kind=args.kind, fmt=args.format)
+    print(f"wrote {rows} {args.kind} rows to {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlhf-studio", description=__doc__)
+    parser.add_argument("--db", default=str(default_db_path()), help="DuckDB file (default: %(default)s)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("prepare-model", help="convert the packaged default model once (cached)")
+    p.set_defaults(func=cmd_prepare_model)
+
+    p = commands.add_parser("serve", help="start the browser app")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--model", help="generator model (default: the stored setting)")
+    p.set_defaults(func=cmd_serve)
+
+    p = commands.add_parser("import-prompts", help="import prompts (JSONL, CSV, Parquet, datasets folder or hub name)")
+    p.add_argument("files", nargs="*", help="default: the prompts shipped with RLHF Studio")
+    p.set_defaults(func=cmd_import_prompts)
+
+    p = commands.add_parser("sample", help="sample K responses for prompts that have none waiting")
+    p.add_argument("--prompts", type=int, default=10, help="how many prompts to sample for")
+    p.add_argument("--model", help="generator: 'default', a hub id, a folder or a policy run")
+    p.add_argument("--k", type=int)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-p", dest="top_p", type=float)
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.set_defaults(func=cmd_sample)
+
+    p = commands.add_parser("export", help="export rankings or chosen/rejected pairs")
+    p.add_argument("output", help="a .parquet or .jsonl file")
+    p.add_argument("--kind", choices=["pairs", "rankings"], default="pairs")
+    p.add_argument("--format", choices=["parquet", "jsonl"], help="default: from the file's suffix")
+    p.set_defaults(func=cmd_export)
+
+    # Training commands register themselves from their packages.
+    for register in _training_commands():
+        register(commands)
+    return parser
+
+
+def _training_commands():
+    registers = []
+    try:
+        from rm.cli import register as register_rm
+
+        registers.append(register_rm)
+    except ImportError:
+        pass
+    try:
+        from policy.cli import register as register_policy
+
+        registers.append(register_policy)
+    except ImportError:
+        pass
+    return registers
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from data.store import StoreError
+
+    try:
+        return args.func(args)
+    except (ValueError, StoreError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

