@@ -179,9 +179,7 @@ def submit_ranking(
 
     def insert(cursor) -> int:
         if submission_token is not None:
-            seen = cursor.execute(
-                "SELECT id FROM rankings WHERE submission_token = ?", [submission_token]
-            ).fetchone()
+            seen = cursor.execute("SELECT id FROM rankings WHERE submission_token = ?", [submission_token]).fetchone()
             if seen:
                 return seen[0]
         prompt_id = _check_ranking(cursor, batch_id, annotator_id, status, ranking)
@@ -197,9 +195,7 @@ def submit_ranking(
 def progress(store: Store, annotator_id: int | None = None) -> dict:
     """Return counts for the progress bars: this annotator's rankings, all rankings, prompts ranked at least once."""
     (total_prompts,) = store.query("SELECT count(*) FROM prompts")[0]
-    ranked, covered = store.query(
-        "SELECT count(*), count(DISTINCT prompt_id) FROM rankings WHERE status = 'ranked'"
-    )[0]
+    ranked, covered = store.query("SELECT count(*), count(DISTINCT prompt_id) FROM rankings WHERE status = 'ranked'")[0]
     mine = 0
     if annotator_id is not None:
         mine = store.query(

@@ -14,16 +14,19 @@ def ranked_items(store: Store) -> list[dict]:
     """Return every ranking with its prompt and its responses as tie groups of texts, best group first."""
     rows = store.query(
         """
-        SELECT k.id, p.text, k.ranking, a.name, k.created_at, b.model
+        SELECT k.id, k.prompt_id, p.text, k.ranking, a.name, k.created_at, b.model
         FROM rankings k JOIN prompts p ON p.id = k.prompt_id JOIN annotators a ON a.id = k.annotator_id
         JOIN batches b ON b.id = k.batch_id
         WHERE k.status = 'ranked' ORDER BY k.id
         """
     )
-    texts = dict(store.query("SELECT id, text FROM responses WHERE id IN (SELECT unnest(flatten(ranking)) FROM rankings)"))
+    texts = dict(
+        store.query("SELECT id, text FROM responses WHERE id IN (SELECT unnest(flatten(ranking)) FROM rankings)")
+    )
     return [
         {
             "ranking_id": ranking_id,
+            "prompt_id": prompt_id,
             "prompt": prompt,
             "ranked_responses": [[texts[i] for i in group] for group in groups],
             "ranked_response_ids": groups,
@@ -31,7 +34,7 @@ def ranked_items(store: Store) -> list[dict]:
             "model": model,
             "created_at": created_at.isoformat(),
         }
-        for ranking_id, prompt, groups, annotator, created_at, model in rows
+        for ranking_id, prompt_id, prompt, groups, annotator, created_at, model in rows
     ]
 
 
@@ -44,7 +47,13 @@ def expand_to_pairs(item: dict) -> list[dict]:
             for chosen in better_group:
                 for rejected in worse_group:
                     pairs.append(
-                        {"ranking_id": item["ranking_id"], "prompt": item["prompt"], "chosen": chosen, "rejected": rejected}
+                        {
+                            "ranking_id": item["ranking_id"],
+                            "prompt_id": item["prompt_id"],
+                            "prompt": item["prompt"],
+                            "chosen": chosen,
+                            "rejected": rejected,
+                        }
                     )
     return pairs
 
@@ -54,6 +63,7 @@ def rankings_dataset(store: Store) -> datasets.Dataset:
     features = datasets.Features(
         {
             "ranking_id": datasets.Value("int64"),
+            "prompt_id": datasets.Value("int64"),
             "prompt": datasets.Value("string"),
             "ranked_responses": datasets.List(datasets.List(datasets.Value("string"))),
             "ranked_response_ids": datasets.List(datasets.List(datasets.Value("int64"))),
@@ -68,7 +78,13 @@ def rankings_dataset(store: Store) -> datasets.Dataset:
 def pairs_dataset(store: Store) -> datasets.Dataset:
     pairs = [pair for item in ranked_items(store) for pair in expand_to_pairs(item)]
     features = datasets.Features(
-        {name: datasets.Value("int64" if name == "ranking_id" else "string") for name in ("ranking_id", "prompt", "chosen", "rejected")}
+        {
+            "ranking_id": datasets.Value("int64"),
+            "prompt_id": datasets.Value("int64"),
+            "prompt": datasets.Value("string"),
+            "chosen": datasets.Value("string"),
+            "rejected": datasets.Value("string"),
+        }
     )
     return datasets.Dataset.from_list(pairs, features=features)
 

@@ -41,7 +41,9 @@ def _pick_field(columns, source: str) -> str:
     for field in PROMPT_FIELDS:
         if field in columns:
             return field
-    raise PromptFileError(source, "", f"no prompt column: expected one of {', '.join(PROMPT_FIELDS)}, found {list(columns)}")
+    raise PromptFileError(
+        source, "", f"no prompt column: expected one of {', '.join(PROMPT_FIELDS)}, found {list(columns)}"
+    )
 
 
 def _decode(path: Path) -> str:
@@ -133,7 +135,9 @@ def read_prompts(name_or_path: str | Path) -> list[str]:
             raise PromptFileError(str(path), "", "empty file: no prompts")
         return texts
     if path.suffix:
-        raise PromptFileError(str(path), "", f"unknown file type {path.suffix!r}: use .jsonl, .csv, .parquet or a datasets folder")
+        raise PromptFileError(
+            str(path), "", f"unknown file type {path.suffix!r}: use .jsonl, .csv, .parquet or a datasets folder"
+        )
     return read_datasets(str(name_or_path))
 
 

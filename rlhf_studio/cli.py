@@ -46,7 +46,9 @@ def cmd_import_prompts(args) -> int:
     store = _open_store(args)
     for source in args.files or [str(seed_prompts_path())]:
         report = import_prompts(store, source)
-        print(f"{report.source}: read {report.read}, added {report.added}, skipped {report.skipped_duplicates} duplicates")
+        print(
+            f"{report.source}: read {report.read}, added {report.added}, skipped {report.skipped_duplicates} duplicates"
+        )
     return 0
 
 
