@@ -2,7 +2,6 @@
 
 import logging
 import threading
-import time
 
 from data import annotation
 from data.settings import load_settings
