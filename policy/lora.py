@@ -1,0 +1,97 @@
+"""The trainable policy: LoRA adapters on a causal LM, whose adapter-disabled self is the reference model."""
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from rlhf_studio.models import ensure_pad_token, load_tokenizer, resolve_model
+
+
+@dataclass
+class LoraSettings:
+    rank: int = 16  # LoRA rank r (Hu et al. 2021); 0 means full fine-tuning with an explicit reference copy
+    alpha: int = 32
+    dropout: float = 0.0  # dropout off: RL ratios and KL must compare deterministic forward passes
+    target_modules: str = "all-linear"
+
+    def __post_init__(self):
+        if self.rank < 0:
+            raise ValueError(f"LoRA rank must be >= 0 (0 = full fine-tuning), got {self.rank}")
+
+
+def load_policy(name_or_path: str, lora: LoraSettings, device: torch.device, dtype: torch.dtype):
+    """Return (policy, reference, tokenizer).
+
+    With LoRA the reference is None: it is the policy with its adapter disabled (`reference_mode`), so memory
+    holds one copy of the weights. With full fine-tuning (rank 0) the reference is a frozen copy.
+    A previous policy run folder resolves to its merged model, so training continues from it.
+    """
+    path = resolve_model(name_or_path)
+    tokenizer = load_tokenizer(path, padding_side="left")
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    ensure_pad_token(tokenizer, base)
+    if lora.rank == 0:
+        reference = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        reference.requires_grad_(False)
+        return base, reference, tokenizer
+    config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(base, config), None, tokenizer
+
+
+@contextlib.contextmanager
+def reference_mode(policy, reference=None):
+    """Yield the model that computes reference log-probs: the explicit copy, or the policy with adapters off."""
+    if reference is not None:
+        yield reference
+    elif isinstance(policy, PeftModel):
+        with policy.disable_adapter():
+            yield policy
+    else:
+        raise ValueError("a full fine-tuned policy needs an explicit reference model")
+
+
+def save_checkpoint(policy, tokenizer, folder: Path, metadata: dict) -> Path:
+    """Write `adapter/` (LoRA only), `merged/` (a plain model any `from_pretrained` and the app load) and metadata."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(policy, PeftModel):
+        policy.save_pretrained(folder / "adapter")
+        # Merge into a copy: peft's merge_and_unload works in place and would end training on this policy.
+        merged = AutoModelForCausalLM.from_config(policy.get_base_model().config, dtype=torch.float32)
+        missing, unexpected = merged.load_state_dict(_merged_state_dict(policy), strict=False)
+        if unexpected or any("lm_head" not in name for name in missing):
+            raise RuntimeError(f"merging LoRA into the base failed: missing {missing}, unexpected {unexpected}")
+    else:
+        merged = policy
+    merged.save_pretrained(folder / "merged")
+    tokenizer.save_pretrained(folder / "merged")
+    (folder / "checkpoint.json").write_text(json.dumps(metadata, indent=2, default=str))
+    return folder
+
+
+def _merged_state_dict(policy: PeftModel) -> dict:
+    """Return the base model's state dict with each LoRA update W + (α/r)·B·A folded in, leaving `policy` as is."""
+    merged = {}
+    for name, module in policy.get_base_model().named_modules():
+        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
+            adapter = module.active_adapters[0]
+            weight = module.base_layer.weight.detach().float() + module.get_delta_weight(adapter).detach().float()
+            merged[f"{name}.weight"] = weight.cpu()
+            if module.base_layer.bias is not None:
+                merged[f"{name}.bias"] = module.base_layer.bias.detach().float().cpu()
+    for name, tensor in policy.get_base_model().state_dict().items():
+        if "lora_" in name or ".base_layer." in name:
+            continue
+        merged.setdefault(name, tensor.detach().float().cpu())
+    return merged
