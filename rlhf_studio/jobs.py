@@ -16,7 +16,7 @@ from data import jobs
 from data.store import Store
 from rlhf_studio.paths import runs_dir
 
-JOB_KINDS = ("train-rm", "train-policy")
+JOB_KINDS = ("train-rm", "train-policy", "sample")
 _MARKER = "rlhf_studio.jobrun"
 
 
@@ -31,8 +31,8 @@ def new_run_dir(kind: str) -> Path:
     return (runs_dir() / f"{kind.removeprefix('train-')}-{stamp}-{time.monotonic_ns() % 10**6:06d}").resolve()
 
 
-def submit(store: Store, kind: str, args: list[str], run_dir: Path) -> int:
-    """Queue `rlhf-studio <kind> <args>` writing into run_dir, and return the job id.
+def submit(store: Store, kind: str, args: list[str], run_dir: Path, global_args: list[str] = ()) -> int:
+    """Queue `rlhf-studio <global args> <kind> <args>` writing into run_dir, and return the job id.
 
     The job must not open the app's DuckDB file: DuckDB lets one process write a file, and the app holds it.
     So callers pass the job its data as files (exported rankings, pairs, prompts) inside run_dir, and the app
@@ -41,7 +41,7 @@ def submit(store: Store, kind: str, args: list[str], run_dir: Path) -> int:
     if kind not in JOB_KINDS:
         raise ValueError(f"unknown job kind {kind!r}; expected one of {JOB_KINDS}")
     log_path = Path(run_dir).with_name(Path(run_dir).name + ".log")
-    return jobs.add_job(store, kind, [kind, *args], str(run_dir), str(log_path))
+    return jobs.add_job(store, kind, [*global_args, kind, *args], str(run_dir), str(log_path))
 
 
 def _pid_alive(pid: int) -> bool:
