@@ -245,3 +245,12 @@ def active_annotator_count(store: Store, minutes: int = 15) -> int:
             SELECT annotator_id FROM rankings WHERE created_at >= now() - INTERVAL {int(minutes)} MINUTE)
         """
     )[0][0]
+
+
+def prompts_left_for(store: Store, annotator_id: int) -> int:
+    """Return how many prompts this annotator has not yet ranked, skipped or flagged."""
+    return store.query(
+        "SELECT count(*) FROM prompts p WHERE NOT EXISTS ("
+        "  SELECT 1 FROM rankings k WHERE k.prompt_id = p.id AND k.annotator_id = ?)",
+        [annotator_id],
+    )[0][0]

@@ -58,6 +58,11 @@ def expand_to_pairs(item: dict) -> list[dict]:
     return pairs
 
 
+def _table(rows: list[dict], features: datasets.Features) -> datasets.Dataset:
+    """Return rows as a Dataset; column-wise, so that no rows still gives a table with its columns."""
+    return datasets.Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
+
+
 def rankings_dataset(store: Store) -> datasets.Dataset:
     items = ranked_items(store)
     features = datasets.Features(
@@ -72,7 +77,7 @@ def rankings_dataset(store: Store) -> datasets.Dataset:
             "created_at": datasets.Value("string"),
         }
     )
-    return datasets.Dataset.from_list(items, features=features)
+    return _table(items, features)
 
 
 def pairs_dataset(store: Store) -> datasets.Dataset:
@@ -86,7 +91,7 @@ def pairs_dataset(store: Store) -> datasets.Dataset:
             "rejected": datasets.Value("string"),
         }
     )
-    return datasets.Dataset.from_list(pairs, features=features)
+    return _table(pairs, features)
 
 
 def export(store: Store, path: str | Path, kind: str = "pairs", fmt: str | None = None) -> int:

@@ -37,12 +37,12 @@ def _check_text(value, source: str, where: str) -> str:
     return value
 
 
-def _pick_field(columns, source: str) -> str:
+def _pick_field(columns, source: str, where: str = "") -> str:
     for field in PROMPT_FIELDS:
         if field in columns:
             return field
     raise PromptFileError(
-        source, "", f"no prompt column: expected one of {', '.join(PROMPT_FIELDS)}, found {list(columns)}"
+        source, where, f"no prompt column: expected one of {', '.join(PROMPT_FIELDS)}, found {list(columns)}"
     )
 
 
@@ -67,7 +67,7 @@ def read_jsonl(path: Path) -> list[str]:
         except json.JSONDecodeError as error:
             raise PromptFileError(str(path), where, f"invalid JSON ({error.msg})") from None
         if isinstance(record, dict):
-            record = record.get(_pick_field(record.keys(), f"{path}, {where}"))
+            record = record.get(_pick_field(record.keys(), str(path), where))
         texts.append(_check_text(record, str(path), where))
     return texts
 
@@ -83,6 +83,8 @@ def read_csv(path: Path) -> list[str]:
         for number, row in enumerate(reader, start=2):
             if None in row:
                 raise PromptFileError(str(path), f"row {number}", "more cells than header columns")
+            if row[field] is None:
+                raise PromptFileError(str(path), f"row {number}", f"fewer cells than header columns: no {field!r}")
             texts.append(_check_text(row[field], str(path), f"row {number}"))
     except csv.Error as error:
         raise PromptFileError(str(path), f"row {reader.line_num}", f"bad CSV ({error})") from None
@@ -92,7 +94,7 @@ def read_csv(path: Path) -> list[str]:
 def _texts_from_table(column_names: list[str], column, source: str) -> list[str]:
     """Check each row of the prompt column; `column(name)` returns that column as a Python list."""
     values = column(_pick_field(column_names, source))
-    return [_check_text(value, source, f"row {i}") for i, value in enumerate(values)]
+    return [_check_text(value, source, f"row {i}") for i, value in enumerate(values, start=1)]
 
 
 def read_parquet(path: Path) -> list[str]:
@@ -109,14 +111,20 @@ def read_datasets(name_or_path: str) -> list[str]:
     """A folder written by `Dataset.save_to_disk`, or (for users with a hub) a dataset name; the train split."""
     import datasets
 
-    if Path(name_or_path).is_dir():
-        loaded = datasets.load_from_disk(name_or_path)
-    else:
-        loaded = datasets.load_dataset(name_or_path)
+    try:
+        if Path(name_or_path).is_dir():
+            loaded = datasets.load_from_disk(name_or_path)
+        else:
+            loaded = datasets.load_dataset(name_or_path)
+    except (OSError, ValueError) as error:  # a folder of something else, an unknown or unreachable hub name
+        raise PromptFileError(name_or_path, "", f"not a readable datasets folder or hub dataset ({error})") from None
     if isinstance(loaded, datasets.DatasetDict):
         split = "train" if "train" in loaded else next(iter(loaded))
         loaded = loaded[split]
-    return _texts_from_table(loaded.column_names, lambda name: loaded[name], name_or_path)
+    texts = _texts_from_table(loaded.column_names, lambda name: list(loaded[name]), name_or_path)
+    if not texts:
+        raise PromptFileError(name_or_path, "", "empty dataset: no prompts")
+    return texts
 
 
 READERS = {".jsonl": read_jsonl, ".json": read_jsonl, ".csv": read_csv, ".parquet": read_parquet}
@@ -138,6 +146,8 @@ def read_prompts(name_or_path: str | Path) -> list[str]:
         raise PromptFileError(
             str(path), "", f"unknown file type {path.suffix!r}: use .jsonl, .csv, .parquet or a datasets folder"
         )
+    if str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1:
+        raise PromptFileError(str(path), "", "folder does not exist")  # a path, not a hub name: do not ask the hub
     return read_datasets(str(name_or_path))
 
 

@@ -22,8 +22,9 @@ class Store:
     """One DuckDB connection per process, one cursor per thread, one transaction per user action.
 
     DuckDB allows a single writing process per file, so the app, its background sampler and its pages share
-    this object (Streamlit's `st.cache_resource`). Concurrent transactions that touch the same rows conflict
-    optimistically in DuckDB; `write` retries those a few times before giving up.
+    this object (Streamlit's `st.cache_resource`). Writes take a process-wide lock: DuckDB's snapshot isolation
+    does not see a check-then-insert race (two submits of one item, two claims of one batch), so concurrent
+    write transactions would both pass their checks. Reads never wait for it.
     """
 
     def __init__(self, path: str | Path):
@@ -35,6 +36,7 @@ class Store:
         except duckdb.Error as error:
             raise StoreError(f"cannot open database {path}: {error}") from error
         self._local = threading.local()
+        self._write_lock = threading.RLock()
         self.migrate()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -53,21 +55,25 @@ class Store:
             yield cursor
             cursor.commit()
         except BaseException as error:
-            cursor.rollback()
+            try:
+                cursor.rollback()
+            except duckdb.Error:
+                pass  # a failed COMMIT has already ended the transaction
             if isinstance(error, duckdb.Error):
                 raise StoreError(str(error)) from error
             raise
 
     def write(self, action: Callable[..., T], *args, retries: int = 5, **kwargs) -> T:
-        """Run `action(cursor, *args, **kwargs)` in one transaction, retrying write-write conflicts."""
-        for attempt in range(retries + 1):
-            try:
-                with self.transaction() as cursor:
-                    return action(cursor, *args, **kwargs)
-            except StoreError as error:
-                if "conflict" not in str(error).lower() or attempt == retries:
-                    raise
-                time.sleep(0.01 * 2**attempt)
+        """Run `action(cursor, *args, **kwargs)` in one transaction, one writer at a time, retrying conflicts."""
+        with self._write_lock:
+            for attempt in range(retries + 1):
+                try:
+                    with self.transaction() as cursor:
+                        return action(cursor, *args, **kwargs)
+                except StoreError as error:
+                    if "conflict" not in str(error).lower() or attempt == retries:
+                        raise
+                    time.sleep(0.01 * 2**attempt)
         raise AssertionError("unreachable")
 
     def query(self, sql: str, params: list | tuple = ()) -> list[tuple]:

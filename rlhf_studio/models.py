@@ -1,6 +1,7 @@
 """Load generators and backbones: the packaged default model, any Hugging Face id or folder, our own checkpoints."""
 
 import importlib.util
+import json
 import logging
 import shutil
 import tempfile
@@ -88,14 +89,22 @@ def resolve_model(name_or_path: str | Path) -> str:
     path = Path(name).expanduser()
     if path.is_dir():
         for sub in ("merged", "model"):
-            if (path / sub / "config.json").exists() and not (path / "config.json").exists():
-                return str(path / sub)
+            if (path / sub / "config.json").exists() and not _is_model_config(path / "config.json"):
+                return str(path / sub)  # a run folder (its own config.json, if any, is the training config)
         if not (path / "config.json").exists():
             raise ModelNotFound(f"{path} is a folder but holds no config.json: not a model folder")
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelNotFound(f"model folder {name!r} does not exist")
     return name
+
+
+def _is_model_config(config_file: Path) -> bool:
+    """Return whether a config.json describes a model (a run folder's config.json holds its training settings)."""
+    try:
+        return "model_type" in json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, model=None) -> PreTrainedTokenizerBase:
