@@ -96,21 +96,65 @@ def _load_item(cursor, batch_id: int) -> Item:
     return Item(batch_id, prompt_id, prompt, [r[0] for r in rows], [r[1] for r in rows], model)
 
 
-def claim_next_item(store: Store, annotator_id: int) -> Item | None:
-    """Return the annotator's current item, claiming the oldest open batch if they hold none; None if none wait."""
+_CLAIMABLE = f"""
+    NOT EXISTS (SELECT 1 FROM rankings k WHERE k.batch_id = b.id AND k.annotator_id = $annotator)
+    AND NOT EXISTS (SELECT 1 FROM rankings k WHERE k.prompt_id = b.prompt_id AND k.annotator_id = $annotator)
+    AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.batch_id = b.id AND c.annotator_id != $annotator
+                    AND c.claimed_at >= now() - INTERVAL {STALE_CLAIM_MINUTES} MINUTE
+                    AND NOT EXISTS (SELECT 1 FROM rankings k WHERE k.batch_id = b.id AND k.annotator_id = c.annotator_id))
+    AND (NOT EXISTS (SELECT 1 FROM rankings k WHERE k.batch_id = b.id)
+         OR ($overlap_every > 0 AND b.id % $overlap_every = 0
+             AND (SELECT count(*) FROM rankings k WHERE k.batch_id = b.id) < $overlap_annotators))
+"""
+
+ORDERS = ("fewest", "uncertain")
+
+# Which claimable batch comes next: the prompt with the fewest rankings, or (with a reward model's scores) the
+# batch whose closest two responses the reward model can least tell apart. Unscored batches come last.
+_ORDER_BY = {
+    "fewest": "(SELECT count(*) FROM rankings k WHERE k.prompt_id = b.prompt_id AND k.status = 'ranked'), b.id",
+    "uncertain": """(SELECT min(gap) FROM (
+            SELECT s.score - lag(s.score) OVER (ORDER BY s.score) AS gap
+            FROM responses r JOIN response_scores s ON s.response_id = r.id AND s.reward_model = $reward_model
+            WHERE r.batch_id = b.id)) NULLS LAST, b.id""",
+}
+
+
+def claim_next_item(
+    store: Store,
+    annotator_id: int,
+    order: str = "fewest",
+    overlap_every: int = 0,
+    overlap_annotators: int = 2,
+    reward_model: str | None = None,
+) -> Item | None:
+    """Return the annotator's current item, claiming the next open batch if they hold none; None if none wait.
+
+    With overlap_every = n > 0, every n-th batch is also shown to up to `overlap_annotators` people, so their
+    agreement can be measured; every other batch goes to one person only.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; expected one of {ORDERS}")
+    if order == "uncertain" and not reward_model:
+        raise ValueError("'uncertain first' needs a reward model to score the responses")
+    params = {
+        "annotator": annotator_id,
+        "overlap_every": int(overlap_every),
+        "overlap_annotators": int(overlap_annotators),
+    }
+    if order == "uncertain":
+        params["reward_model"] = reward_model
 
     def claim(cursor) -> Item | None:
         held = cursor.execute(
-            "SELECT c.batch_id FROM claims c WHERE c.annotator_id = ? "
-            "AND NOT EXISTS (SELECT 1 FROM rankings k WHERE k.batch_id = c.batch_id) ORDER BY c.claimed_at LIMIT 1",
+            "SELECT c.batch_id FROM claims c WHERE c.annotator_id = ? AND NOT EXISTS "
+            "(SELECT 1 FROM rankings k WHERE k.batch_id = c.batch_id AND k.annotator_id = c.annotator_id) "
+            "ORDER BY c.claimed_at LIMIT 1",
             [annotator_id],
         ).fetchone()
         if held is None:
             held = cursor.execute(
-                f"SELECT id FROM batches b WHERE {_OPEN_BATCH} AND NOT EXISTS ("
-                "  SELECT 1 FROM rankings k WHERE k.prompt_id = b.prompt_id AND k.annotator_id = ?)"
-                " ORDER BY b.id LIMIT 1",
-                [annotator_id],
+                f"SELECT id FROM batches b WHERE {_CLAIMABLE} ORDER BY {_ORDER_BY[order]} LIMIT 1", params
             ).fetchone()
             if held is None:
                 return None
@@ -144,8 +188,13 @@ def _check_ranking(cursor, batch_id: int, annotator_id: int, status: str, rankin
     prompt_id, holder = row
     if holder is not None and holder != annotator_id:
         raise RankingError("this item was handed to another annotator meanwhile; reload to get a new one")
-    if cursor.execute("SELECT 1 FROM rankings WHERE batch_id = ?", [batch_id]).fetchone():
+    # The claim check above keeps a second person off a batch unless overlap handed it to them.
+    if cursor.execute(
+        "SELECT 1 FROM rankings WHERE batch_id = ? AND annotator_id = ?", [batch_id, annotator_id]
+    ).fetchone():
         raise RankingError("this item was already submitted (stale page?); reload to get the next one")
+    if holder is None and cursor.execute("SELECT 1 FROM rankings WHERE batch_id = ?", [batch_id]).fetchone():
+        raise RankingError("this item was already ranked by someone else; reload to get the next one")
     if status != "ranked":
         if ranking:
             raise RankingError(f"a {status} item carries no ranking")
@@ -254,3 +303,46 @@ def prompts_left_for(store: Store, annotator_id: int) -> int:
         "  SELECT 1 FROM rankings k WHERE k.prompt_id = p.id AND k.annotator_id = ?)",
         [annotator_id],
     )[0][0]
+
+
+def overlap_every(share: float) -> int:
+    """Return n such that every n-th batch is shown to several annotators (0: none)."""
+    if not 0 <= share <= 1:
+        raise ValueError(f"overlap share must be between 0 and 1, got {share}")
+    return round(1 / share) if share > 0 else 0
+
+
+def store_scores(store: Store, reward_model: str, scores: dict[int, float]) -> None:
+    """Store a reward model's score of each response id (one transaction)."""
+    store.write(
+        lambda cursor: cursor.executemany(
+            "INSERT OR REPLACE INTO response_scores (response_id, reward_model, score) VALUES (?, ?, ?)",
+            [(response_id, reward_model, float(score)) for response_id, score in scores.items()],
+        )
+    )
+
+
+def scores_for(store: Store, reward_model: str, response_ids: list[int]) -> dict[int, float]:
+    """Return the stored scores of these responses under one reward model (missing ones left out)."""
+    if not response_ids:
+        return {}
+    placeholders = ", ".join("?" for _ in response_ids)
+    return dict(
+        store.query(
+            f"SELECT response_id, score FROM response_scores WHERE reward_model = ? AND response_id IN ({placeholders})",
+            [reward_model, *response_ids],
+        )
+    )
+
+
+def unscored_responses(store: Store, reward_model: str, limit: int = 64) -> list[tuple[int, str, str]]:
+    """Return (response id, prompt, response) of unranked batches' responses this reward model has not scored."""
+    return store.query(
+        """
+        SELECT r.id, p.text, r.text FROM responses r JOIN prompts p ON p.id = r.prompt_id
+        WHERE NOT EXISTS (SELECT 1 FROM response_scores s WHERE s.response_id = r.id AND s.reward_model = ?)
+          AND NOT EXISTS (SELECT 1 FROM rankings k WHERE k.batch_id = r.batch_id)
+        ORDER BY r.id LIMIT ?
+        """,
+        [reward_model, limit],
+    )

@@ -12,6 +12,11 @@ DEFAULTS = {
     "max_new_tokens": 256,
     "seed": None,
     "ready_per_annotator": 5,
+    "next_order": "fewest",  # 'fewest' rankings first, or 'uncertain' first (needs suggestion_model)
+    "overlap_share": 0.0,  # share of items also shown to a second annotator, to measure agreement
+    "suggestion_model": None,  # reward-model run whose scores the sampler stores beside new responses
+    "suggestions": "off",  # 'off', 'scores' or 'preorder': off by default so people are not anchored
+    "guidelines": "",  # markdown shown beside every annotation item
 }
 
 
