@@ -34,7 +34,10 @@ class Store:
         try:
             self._connection = duckdb.connect(str(path))
         except duckdb.Error as error:
-            raise StoreError(f"cannot open database {path}: {error}") from error
+            hint = ""
+            if "lock" in str(error).lower():
+                hint = " (another process, such as a running app, holds it: DuckDB lets one process write a file)"
+            raise StoreError(f"cannot open database {path}{hint}: {error}") from error
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self.migrate()

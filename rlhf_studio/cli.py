@@ -23,12 +23,26 @@ def cmd_prepare_model(args) -> int:
     return 0
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 def cmd_serve(args) -> int:
     """Start the Streamlit app on the given address; it finds the database through RLHF_STUDIO_DB."""
     import app
+    from data.users import has_users
 
+    store = _open_store(args)
+    users_defined = has_users(store)
+    store.close()  # the app process opens it; DuckDB lets one process write a file
+    if args.host not in LOCAL_HOSTS and not users_defined:
+        print(
+            f"error: refusing to listen on {args.host} with no users defined: anyone who can reach it could "
+            "read and change the data. Create an admin first: rlhf-studio add-user NAME --role admin",
+            file=sys.stderr,
+        )
+        return 2
     main_page = Path(app.__file__).parent / "main.py"
-    env = os.environ | {"RLHF_STUDIO_DB": str(Path(args.db).resolve())}
+    env = os.environ | {"RLHF_STUDIO_DB": str(Path(args.db).resolve()), "RLHF_STUDIO_HOST": args.host}
     if args.model:
         env["RLHF_STUDIO_MODEL"] = args.model
     command = [
@@ -68,6 +82,37 @@ def cmd_sample(args) -> int:
     with tqdm(total=args.prompts, desc="sampling", unit="prompt") as bar:
         made = fill(store, Generator(args.device), args.prompts, progress=lambda _: bar.update(1))
     print(f"sampled {made} batches")
+    return 0
+
+
+def cmd_add_user(args) -> int:
+    """Create a user; the password is read from stdin or a prompt, never from the command line or a log."""
+    import getpass
+
+    from data.users import add_user
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise ValueError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    add_user(_open_store(args), args.name, args.role, password, replace=args.replace)
+    print(f"{'updated' if args.replace else 'added'} {args.role} {args.name}")
+    return 0
+
+
+def cmd_backup(args) -> int:
+    from data.backup import backup
+
+    print(f"backup written to {backup(_open_store(args), args.target)}")
+    return 0
+
+
+def cmd_restore(args) -> int:
+    from data.backup import restore
+
+    print(f"restored {args.backup} into {restore(args.backup, args.db, overwrite=args.overwrite)}")
     return 0
 
 
@@ -115,6 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["pairs", "rankings"], default="pairs")
     p.add_argument("--format", choices=["parquet", "jsonl"], help="default: from the file's suffix")
     p.set_defaults(func=cmd_export)
+
+    p = commands.add_parser("add-user", help="create a user (password read from stdin or a prompt)")
+    p.add_argument("name")
+    p.add_argument("--role", choices=["admin", "annotator"], default="annotator")
+    p.add_argument("--replace", action="store_true", help="reset an existing user's role and password")
+    p.set_defaults(func=cmd_add_user)
+
+    p = commands.add_parser("backup", help="write a consistent snapshot of the database to a new file")
+    p.add_argument("target", help="a new .duckdb file")
+    p.set_defaults(func=cmd_backup)
+
+    p = commands.add_parser("restore", help="restore a snapshot into --db (stop the app first)")
+    p.add_argument("backup", help="a file written by `rlhf-studio backup`")
+    p.add_argument("--overwrite", action="store_true", help="replace --db (the old file is kept as .before-restore)")
+    p.set_defaults(func=cmd_restore)
 
     # Training commands register themselves from their packages.
     for register in _training_commands():

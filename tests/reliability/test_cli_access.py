@@ -1,0 +1,54 @@
+"""The command line side of access and backups: add-user, refusing to serve openly, backup and restore."""
+
+import io
+import sys
+
+from data.store import Store
+from data.users import list_users, login
+from rlhf_studio.cli import main
+
+
+def test_add_user_reads_the_password_from_stdin_and_never_prints_it(tmp_path, monkeypatch, capsys):
+    db = str(tmp_path / "s.duckdb")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret-pass\n"))
+    assert main(["--db", db, "add-user", "ada", "--role", "admin"]) == 0
+    out = capsys.readouterr()
+    assert "s3cret" not in out.out + out.err
+    store = Store(db)
+    assert [u.role for u in list_users(store)] == ["admin"]
+    assert login(store, "ada", "s3cret-pass")
+    store.close()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
+    assert main(["--db", db, "add-user", "bob"]) == 2
+    assert "at least 8" in capsys.readouterr().err
+
+
+def test_serve_refuses_an_open_address_without_users(tmp_path, capsys):
+    assert main(["--db", str(tmp_path / "s.duckdb"), "serve", "--host", "0.0.0.0"]) == 2
+    assert "no users defined" in capsys.readouterr().err
+
+
+def test_backup_and_restore_commands(tmp_path, capsys):
+    db, snapshot = str(tmp_path / "s.duckdb"), str(tmp_path / "snap.duckdb")
+    assert main(["--db", db, "import-prompts"]) == 0
+    assert main(["--db", db, "backup", snapshot]) == 0
+    restored = str(tmp_path / "restored.duckdb")
+    assert main(["--db", restored, "restore", snapshot]) == 0
+    assert Store(restored).query("SELECT count(*) FROM prompts") == Store(db).query("SELECT count(*) FROM prompts")
+
+
+def test_a_database_held_by_another_process_gets_a_clear_error(tmp_path, capsys):
+    import subprocess
+
+    db = tmp_path / "s.duckdb"
+    Store(db).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('ok', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        assert main(["--db", str(db), "export", str(tmp_path / "x.jsonl")]) == 2
+        assert "another process" in capsys.readouterr().err
+    finally:
+        holder.kill()
