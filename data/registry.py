@@ -71,3 +71,9 @@ def list_models(store: Store, kind: str | None = None) -> list[dict]:
     else:
         rows = store.query(f"SELECT {_COLUMNS} FROM models WHERE kind = ? ORDER BY id DESC", [kind])
     return [_row_to_dict(row) for row in rows]
+
+
+def path_of(store: Store, name_or_path: str) -> str:
+    """Return the folder of a recorded model by name; anything else (a folder, a hub id) passes through."""
+    rows = store.query("SELECT path FROM models WHERE name = ?", [name_or_path])
+    return rows[0][0] if rows and rows[0][0] else name_or_path

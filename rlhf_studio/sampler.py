@@ -4,6 +4,7 @@ import logging
 import threading
 
 from data import annotation
+from data.registry import path_of
 from data.settings import load_settings
 from data.store import Store
 from policy.sampling import SamplingParams, sample_responses
@@ -57,6 +58,34 @@ def fill(store: Store, generator: Generator, count: int, progress=None) -> int:
     return made
 
 
+class SuggestionScorer:
+    """The reward model named in the settings' suggestion_model, loaded once, reloaded when it changes."""
+
+    def __init__(self, device: str | None = None):
+        self.device = device
+        self.name: str | None = None
+        self.scorer = None
+
+    def get(self, store: Store, name: str):
+        if name != self.name:
+            from rm.score import RewardScorer
+
+            self.scorer = RewardScorer.from_run(path_of(store, name), self.device)
+            self.name = name
+        return self.scorer
+
+
+def score_waiting_responses(store: Store, scorers: SuggestionScorer, reward_model: str, limit: int = 32) -> int:
+    """Score up to `limit` waiting responses with the suggestion reward model; return how many were scored."""
+    waiting = annotation.unscored_responses(store, reward_model, limit)
+    if not waiting:
+        return 0
+    ids, prompts, responses = zip(*waiting, strict=True)
+    rewards = scorers.get(store, reward_model).score(list(prompts), list(responses))
+    annotation.store_scores(store, reward_model, dict(zip(ids, rewards.tolist(), strict=True)))
+    return len(ids)
+
+
 class BackgroundSampler(threading.Thread):
     """Daemon thread: while fewer than `ready_per_annotator` × active annotators items wait, sample more."""
 
@@ -64,6 +93,7 @@ class BackgroundSampler(threading.Thread):
         super().__init__(daemon=True, name="rlhf-studio-sampler")
         self.store = store
         self.generator = Generator(device)
+        self.scorers = SuggestionScorer(device)
         self.idle_seconds = idle_seconds
         self.stop_event = threading.Event()
         self.last_error: str | None = None
@@ -76,13 +106,20 @@ class BackgroundSampler(threading.Thread):
         """Sample one batch if the queue is short; return whether it did."""
         settings = load_settings(self.store)
         if annotation.open_batch_count(self.store) >= self.target(settings):
-            return False
+            return self.score_suggestions(settings)
         prompts = annotation.prompts_to_sample(self.store, 1)
         if not prompts:
-            return False
+            return self.score_suggestions(settings)
         sample_batch(self.store, self.generator, *prompts[0], settings)
         self.batches_made += 1
+        self.score_suggestions(settings)  # so suggestions and "uncertain first" see the new batch at once
         return True
+
+    def score_suggestions(self, settings: dict) -> bool:
+        """Score waiting responses with the suggestion reward model, if one is set; return whether it did any."""
+        if not settings["suggestion_model"]:
+            return False
+        return score_waiting_responses(self.store, self.scorers, settings["suggestion_model"]) > 0
 
     def run(self):
         while not self.stop_event.is_set():
