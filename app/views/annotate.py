@@ -1,0 +1,143 @@
+"""Annotate: read a prompt and its K sampled responses, rank them (equal ranks tie), submit, get the next one."""
+
+import string
+import time
+import uuid
+
+import streamlit as st
+
+from app import resources
+from data import annotation
+from data.annotation import RankingError
+
+store = resources.store()
+sampler = resources.sampler()
+
+
+def current_annotator() -> int | None:
+    name = st.sidebar.text_input("Annotator", value="local", key="annotate_annotator", help="Your name or handle")
+    if not name.strip():
+        return None
+    return annotation.ensure_annotator(store, name)
+
+
+def show_progress(annotator_id: int) -> dict:
+    counts = annotation.progress(store, annotator_id)
+    left, right = st.columns([1, 3])
+    left.metric("You ranked", counts["mine"])
+    share = counts["prompts_ranked"] / counts["prompts"] if counts["prompts"] else 0.0
+    right.progress(share, text=f"{counts['prompts_ranked']} of {counts['prompts']} prompts ranked at least once")
+    return counts
+
+
+@st.fragment(run_every=2)
+def wait_for_item(annotator_id: int) -> None:
+    """Poll until the background sampler has an item for this annotator, then redraw the page."""
+    if annotation.claim_next_item(store, annotator_id) is not None:
+        st.rerun()
+    st.info("Responses are being sampled for you; this page refreshes by itself.", icon=":material/hourglass_top:")
+    if sampler.last_error:
+        st.warning(f"The sampler reported an error (it retries): {sampler.last_error}")
+
+
+def shown_item(batch_id: int) -> dict:
+    """Return when this item was first shown and the token that makes its submission idempotent."""
+    shown = st.session_state.get("annotate_shown")
+    if not shown or shown["batch_id"] != batch_id:
+        shown = {"batch_id": batch_id, "token": str(uuid.uuid4()), "since": time.monotonic()}
+        st.session_state["annotate_shown"] = shown
+    return shown
+
+
+def response_card(label: str, text: str, k: int, key: str) -> int | None:
+    """Draw one response with its rank picker; return the chosen rank (1 = best) or None."""
+    with st.container(border=True):
+        rank = st.radio(f"Rank of {label}", range(1, k + 1), index=None, horizontal=True, key=key)
+        # st.markdown escapes HTML: a model's output can never inject markup or scripts into the page.
+        st.markdown(text if text.strip() else "*(empty response)*")
+    return rank
+
+
+def ranking_form(item: annotation.Item) -> tuple[str | None, dict[int, int | None], str]:
+    """Draw the item as a form; return (the button pressed or None, {response id: rank}, comment)."""
+    k = len(item.response_ids)
+    with st.form(f"annotate_form_{item.batch_id}", border=False):
+        st.caption("Give each response a rank: 1 = best. Equal ranks mean a tie.")
+        ranks = {}
+        for row_start in range(0, k, 2):
+            columns = st.columns(2)
+            for column, index in zip(columns, range(row_start, min(row_start + 2, k)), strict=False):
+                with column:
+                    response_id = item.response_ids[index]
+                    key = f"annotate_rank_{item.batch_id}_{response_id}"
+                    ranks[response_id] = response_card(string.ascii_uppercase[index], item.responses[index], k, key)
+        comment = st.text_input("Comment (optional)", key=f"annotate_comment_{item.batch_id}")
+        pressed = None
+        with st.container(horizontal=True):  # Enter in the comment box presses the first button: submit
+            if st.form_submit_button("Submit ranking", type="primary", icon=":material/check:"):
+                pressed = "ranked"
+            if st.form_submit_button("Skip", icon=":material/skip_next:"):
+                pressed = "skipped"
+            if st.form_submit_button("Flag as bad", icon=":material/flag:"):
+                pressed = "flagged"
+    return pressed, ranks, comment
+
+
+def submit(annotator_id: int, item: annotation.Item, status: str, ranks: dict, comment: str) -> None:
+    shown = shown_item(item.batch_id)
+    ranking = []
+    if status == "ranked":
+        unranked = [string.ascii_uppercase[i] for i, rid in enumerate(item.response_ids) if ranks[rid] is None]
+        if unranked:
+            st.error(f"Give every response a rank; missing: {', '.join(unranked)}.")
+            return
+        ranking = annotation.ranks_to_groups(ranks)
+    try:
+        annotation.submit_ranking(
+            store,
+            annotator_id,
+            item.batch_id,
+            ranking,
+            status=status,
+            comment=comment.strip() or None,
+            seconds_spent=time.monotonic() - shown["since"],
+            submission_token=shown["token"],
+        )
+    except RankingError as error:
+        st.error(str(error))
+        return
+    st.session_state["annotate_saved"] = {"ranked": "Ranking saved.", "skipped": "Skipped.", "flagged": "Flagged."}[
+        status
+    ]
+    st.rerun()
+
+
+st.title("Annotate")
+annotator_id = current_annotator()
+if annotator_id is None:
+    st.info("Enter your name in the sidebar to start.")
+    st.stop()
+if saved := st.session_state.pop("annotate_saved", None):
+    st.toast(saved, icon=":material/check_circle:")
+counts = show_progress(annotator_id)
+
+item = annotation.claim_next_item(store, annotator_id)
+if item is None:
+    if counts["prompts"] == 0:
+        st.info("No prompts yet: import a file on the Prompts page.")
+        st.page_link("views/prompts.py", label="Prompts", icon=":material/list:")
+        st.stop()
+    if annotation.prompts_left_for(store, annotator_id) == 0:
+        st.info("You have gone through every prompt. Import more on the Prompts page.")
+        st.page_link("views/prompts.py", label="Prompts", icon=":material/list:")
+        st.stop()
+    wait_for_item(annotator_id)
+    st.stop()
+
+shown_item(item.batch_id)
+st.subheader("Prompt")
+with st.container(border=True):
+    st.markdown(item.prompt)
+pressed, ranks, comment = ranking_form(item)
+if pressed:
+    submit(annotator_id, item, pressed, ranks, comment)

@@ -1,0 +1,53 @@
+"""Data: what has been collected so far, who ranked how much, how well prompts are covered, and exports."""
+
+import altair as alt
+import streamlit as st
+
+from app import resources
+from data import annotation
+from data.export import export_bytes
+
+store = resources.store()
+MIME = {"parquet": "application/vnd.apache.parquet", "jsonl": "application/jsonl"}
+
+st.title("Data")
+
+counts = annotation.counts(store)
+for column, (table, count) in zip(st.columns(len(counts)), counts.items(), strict=True):
+    column.metric(table.capitalize(), count)
+
+st.subheader("Rankings per annotator")
+per_annotator = annotation.rankings_per_annotator(store)
+if per_annotator.empty:
+    st.info("No rankings yet: rank some responses on the Annotate page.")
+else:
+    st.dataframe(per_annotator, hide_index=True)
+
+st.subheader("Coverage")
+coverage = annotation.coverage(store)
+chart = (
+    alt.Chart(coverage)
+    .mark_bar()
+    .encode(
+        x=alt.X("rankings:O", title="rankings of a prompt"),
+        y=alt.Y("prompts:Q", title="prompts"),
+        tooltip=["rankings", "prompts"],
+    )
+)
+st.altair_chart(chart)
+
+st.subheader("Export")
+st.caption(
+    "Rankings: one row per ranking, responses as tie groups, best first. "
+    "Pairs: every better/worse pair of a ranking as prompt, chosen, rejected (ties make no pair)."
+)
+for column, kind in zip(st.columns(2), ("rankings", "pairs"), strict=True):
+    for fmt in ("parquet", "jsonl"):
+        column.download_button(
+            f"{kind} as {fmt}",
+            data=lambda kind=kind, fmt=fmt: export_bytes(store, kind, fmt),  # built only when clicked
+            file_name=f"{kind}.{fmt}",
+            mime=MIME[fmt],
+            key=f"data_export_{kind}_{fmt}",
+            icon=":material/download:",
+        )

@@ -1,0 +1,54 @@
+"""Prompts: import a file of prompts, then browse and search them with how often each was ranked."""
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from app import resources
+from data import importers, prompts
+from data.importers import PromptFileError
+
+store = resources.store()
+
+
+def import_upload(uploaded) -> None:
+    """Save the upload under its own name (the suffix picks the reader) and import it in one transaction."""
+    name = Path(uploaded.name).name
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(uploaded.getvalue())
+        try:
+            report = importers.import_prompts(store, path, source=name)
+        except PromptFileError as error:
+            st.error(f"Nothing imported. {str(error).replace(str(path), name)}")
+            return
+    st.success(f"{name}: added {report.added} prompts, skipped {report.skipped_duplicates} duplicates.")
+
+
+st.title("Prompts")
+with st.form("prompts_import", clear_on_submit=True):
+    uploaded = st.file_uploader(
+        "Import prompts",
+        type=["jsonl", "json", "csv", "parquet"],
+        key="prompts_file",
+        help="JSONL (one object per line with a 'prompt', 'text', 'question' or 'instruction' field, or a string), "
+        "CSV with a header, or Parquet. Duplicates are skipped; a malformed file imports nothing.",
+    )
+    if st.form_submit_button("Import", icon=":material/upload:") and uploaded is not None:
+        import_upload(uploaded)
+
+search = st.text_input("Search", key="prompts_search", placeholder="words in the prompt")
+table = prompts.browse_prompts(store, search)
+st.caption(f"{prompts.prompt_count(store)} prompts in all; showing {len(table)}.")
+st.dataframe(
+    table,
+    hide_index=True,
+    column_config={
+        "id": st.column_config.NumberColumn("id", width="small"),
+        "text": st.column_config.TextColumn("prompt", width="large"),
+        "responses": st.column_config.NumberColumn("responses", help="responses sampled for this prompt"),
+        "rankings": st.column_config.NumberColumn("rankings", help="times this prompt was ranked"),
+        "created_at": st.column_config.DatetimeColumn("added", format="YYYY-MM-DD HH:mm"),
+    },
+)

@@ -1,0 +1,25 @@
+"""Data page: counts, rankings per annotator, coverage chart and the four export buttons."""
+
+from data import annotation
+
+
+def test_data_page_summarises_rankings(studio):
+    batch_id, (a, b) = studio.add_item("Compare", ["good", "bad"])
+    studio.add_item("Unranked", ["x", "y"])
+    bob = annotation.ensure_annotator(studio.store, "bob")
+    annotation.claim_next_item(studio.store, bob)
+    annotation.submit_ranking(studio.store, bob, batch_id, [[a], [b]], seconds_spent=4.0)
+
+    at = studio.open("data")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Prompts": "2", "Batches": "2", "Responses": "4", "Rankings": "1", "Annotators": "2"}
+    per_annotator = at.dataframe[0].value
+    assert per_annotator[["annotator", "ranked", "skipped", "flagged"]].values.tolist() == [["bob", 1, 0, 0]]
+    assert len(at.get("vega_lite_chart")) == 1
+    labels = sorted(button.label for button in at.get("download_button"))
+    assert labels == ["pairs as jsonl", "pairs as parquet", "rankings as jsonl", "rankings as parquet"]
+
+
+def test_data_page_without_rankings_says_so(studio):
+    at = studio.open("data")
+    assert any("No rankings yet" in info.value for info in at.info)
