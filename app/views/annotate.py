@@ -6,7 +6,7 @@ import uuid
 
 import streamlit as st
 
-from app import resources
+from app import auth, resources
 from data import annotation
 from data.annotation import RankingError
 
@@ -15,7 +15,11 @@ sampler = resources.sampler()
 
 
 def current_annotator() -> int | None:
-    name = st.sidebar.text_input("Annotator", value="local", key="annotate_annotator", help="Your name or handle")
+    """Return the annotator id: the signed-in user, or in the local no-login mode a name typed in the sidebar."""
+    user = auth.current_user()
+    name = user.name
+    if user == auth.LOCAL_ADMIN:
+        name = st.sidebar.text_input("Annotator", value="local", key="annotate_annotator", help="Your name or handle")
     if not name.strip():
         return None
     return annotation.ensure_annotator(store, name)
@@ -123,13 +127,13 @@ counts = show_progress(annotator_id)
 
 item = annotation.claim_next_item(store, annotator_id)
 if item is None:
-    if counts["prompts"] == 0:
-        st.info("No prompts yet: import a file on the Prompts page.")
-        st.page_link("views/prompts.py", label="Prompts", icon=":material/list:")
-        st.stop()
-    if annotation.prompts_left_for(store, annotator_id) == 0:
-        st.info("You have gone through every prompt. Import more on the Prompts page.")
-        st.page_link("views/prompts.py", label="Prompts", icon=":material/list:")
+    if counts["prompts"] == 0 or annotation.prompts_left_for(store, annotator_id) == 0:
+        done = "No prompts yet" if counts["prompts"] == 0 else "You have gone through every prompt"
+        if auth.current_user().is_admin:
+            st.info(f"{done}: import more on the Prompts page.")
+            st.page_link("views/prompts.py", label="Prompts", icon=":material/list:")
+        else:
+            st.info(f"{done}. An admin can import more prompts.")
         st.stop()
     wait_for_item(annotator_id)
     st.stop()

@@ -3,10 +3,11 @@
 import altair as alt
 import streamlit as st
 
-from app import resources
+from app import auth, resources
 from data import annotation
 from data.export import export_bytes
 
+auth.require_admin()
 store = resources.store()
 MIME = {"parquet": "application/vnd.apache.parquet", "jsonl": "application/jsonl"}
 

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import resources
+from app import auth, resources
 from data import importers, prompts
 from data.importers import PromptFileError
 
+auth.require_admin()
 store = resources.store()
 
 

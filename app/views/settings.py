@@ -2,11 +2,12 @@
 
 import streamlit as st
 
-from app import resources
+from app import auth, resources
 from data.settings import load_settings, save_settings
 from rlhf_studio.models import DEFAULT_MODEL, resolve_model
 from rlhf_studio.sampler import sampling_params
 
+auth.require_admin()
 store = resources.store()
 
 

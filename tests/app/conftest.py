@@ -60,6 +60,7 @@ def studio(store, tiny_model_dir, monkeypatch):
     """
     monkeypatch.setenv("RLHF_STUDIO_DB", str(store.path))
     monkeypatch.setenv("RLHF_STUDIO_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("RLHF_STUDIO_HOST", "127.0.0.1")  # as `rlhf-studio serve` sets it: the no-login local mode
     monkeypatch.setattr(importers, "seed_prompts_path", lambda: store.path.with_name("no-seed.jsonl"))
     save_settings(store, {"ready_per_annotator": 0})
     yield Studio(store)

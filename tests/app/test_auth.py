@@ -1,0 +1,53 @@
+"""Sign-in and roles in the app: local no-login mode, login form, admin and annotator navigation."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from data import users
+from tests.app.conftest import APP_MAIN
+
+
+def sign_in(at: AppTest, name: str, password: str) -> AppTest:
+    at.text_input[0].input(name)
+    at.text_input[1].input(password)
+    at.button[0].click().run()
+    return at
+
+
+def test_localhost_without_users_is_the_local_admin(studio):
+    at = studio.open()
+    assert at.title[0].value == "Annotate"
+    assert not any("Password" == t.label for t in at.text_input)
+
+
+def test_open_address_without_users_refuses(studio, monkeypatch):
+    monkeypatch.setenv("RLHF_STUDIO_HOST", "0.0.0.0")
+    at = AppTest.from_file(APP_MAIN, default_timeout=30).run()
+    assert "no users" in at.error[0].value
+    assert not at.title
+
+
+def test_login_required_once_users_exist(studio):
+    users.add_user(studio.store, "ada", "admin", "correct horse")
+    at = AppTest.from_file(APP_MAIN, default_timeout=30).run()
+    assert [t.label for t in at.text_input] == ["User name", "Password"]
+    sign_in(at, "ada", "wrong password")
+    assert "wrong user name or password" in at.error[0].value
+    sign_in(at, "ada", "correct horse")
+    assert not at.exception and at.title[0].value == "Annotate"
+    at.switch_page("views/settings.py").run()
+    assert at.title[0].value == "Settings"
+
+
+def test_annotator_sees_only_annotation_and_ranks_as_themselves(studio):
+    users.add_user(studio.store, "bob", "annotator", "battery staple")
+    batch_id, ids = studio.add_item("Say hi", ["hi", "hello"])
+    at = sign_in(AppTest.from_file(APP_MAIN, default_timeout=30).run(), "bob", "battery staple")
+    assert at.title[0].value == "Annotate"
+    assert not any(t.label == "Annotator" for t in at.text_input)  # the name is the signed-in user's
+    at.radio[0].set_value(2)
+    at.radio[1].set_value(1)
+    studio.click(at, "Submit ranking")
+    assert studio.rankings()[0][5] == "bob"
+    with pytest.raises(ValueError, match="Known pages: \\['.*annotate.py'\\]"):
+        at.switch_page("views/data.py")  # admin pages are not even registered for an annotator
