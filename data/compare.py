@@ -85,3 +85,43 @@ def matches(store: Store) -> list[tuple[str, str, float]]:
     """Return every vote as (model_a, model_b, score of a) for the Bradley-Terry leaderboard."""
     score = {"a": 1.0, "b": 0.0, "tie": 0.5, "both_bad": 0.5}
     return [(a, b, score[v]) for (a, b), votes in votes_by_pair(store).items() for v in votes]
+
+
+def add_comparisons(store: Store, rows: list[tuple[str, str, str, str, str]], rng=random) -> list[int]:
+    """Store many (prompt, model_a, text_a, model_b, text_b) comparisons in one transaction; return their ids."""
+    for _, model_a, _, model_b, _ in rows:
+        if model_a == model_b:
+            raise ValueError("a comparison needs two different models")
+
+    def insert(cursor) -> list[int]:
+        return [
+            cursor.execute(
+                "INSERT INTO comparisons (prompt, model_a, model_b, text_a, text_b, a_on_left) "
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                [prompt, model_a, model_b, text_a, text_b, rng.random() < 0.5],
+            ).fetchone()[0]
+            for prompt, model_a, text_a, model_b, text_b in rows
+        ]
+
+    return store.write(insert)
+
+
+def sample_prompts(store: Store, count: int, seed: int | None = None) -> list[str]:
+    """Return `count` prompt texts drawn at random from the store (all of them if it holds fewer)."""
+    if count < 1:
+        raise ValueError(f"a comparison set needs at least one prompt, got {count}")
+    texts = [row[0] for row in store.query("SELECT text FROM prompts ORDER BY id")]
+    return random.Random(seed).sample(texts, min(count, len(texts)))
+
+
+def comparison_counts(store: Store, annotator_id: int | None = None) -> dict:
+    """Return how many comparisons exist, how many votes were cast, and how many this annotator has left."""
+    comparisons, votes = store.query("SELECT (SELECT count(*) FROM comparisons), (SELECT count(*) FROM votes)")[0]
+    left = 0
+    if annotator_id is not None:
+        left = store.query(
+            "SELECT count(*) FROM comparisons c WHERE NOT EXISTS "
+            "(SELECT 1 FROM votes v WHERE v.comparison_id = c.id AND v.annotator_id = ?)",
+            [annotator_id],
+        )[0][0]
+    return {"comparisons": comparisons, "votes": votes, "left": left}

@@ -9,6 +9,7 @@ from data.prompts import MAX_PROMPT_CHARS, add_prompts
 from data.store import Store
 
 PROMPT_FIELDS = ("prompt", "text", "question", "instruction")
+MAX_IMPORT_ROWS = 1_000_000  # one import is one transaction held in memory; split larger files
 
 
 class PromptFileError(ValueError):
@@ -154,6 +155,10 @@ def read_prompts(name_or_path: str | Path) -> list[str]:
 def import_prompts(store: Store, name_or_path: str | Path, source: str | None = None) -> ImportReport:
     """Read all prompts first, then add them in one transaction: a bad file writes nothing."""
     texts = read_prompts(name_or_path)
+    if len(texts) > MAX_IMPORT_ROWS:
+        raise PromptFileError(
+            str(name_or_path), "", f"{len(texts):,} prompts, more than {MAX_IMPORT_ROWS:,} per import: split the file"
+        )
     report = add_prompts(store, texts, source or Path(str(name_or_path)).name)
     return ImportReport(str(name_or_path), len(texts), report.added, report.skipped_duplicates)
 

@@ -3,6 +3,8 @@
 import hashlib
 from dataclasses import dataclass
 
+import pyarrow
+
 from data.store import Store
 
 MAX_PROMPT_CHARS = 20_000
@@ -28,8 +30,11 @@ def add_prompts(store: Store, texts: list[str], source: str) -> AddReport:
             unique.setdefault(prompt_hash(text), text.strip())
         if not unique:
             return AddReport(0, len(texts))
-        cursor.execute("CREATE OR REPLACE TEMP TABLE incoming (text VARCHAR, text_hash VARCHAR)")
-        cursor.executemany("INSERT INTO incoming VALUES (?, ?)", [(t, h) for h, t in unique.items()])
+        # One columnar insert: row-by-row executemany takes seconds for a 100k-prompt file.
+        incoming = pyarrow.table({"text": list(unique.values()), "text_hash": list(unique.keys())})
+        cursor.register("incoming_arrow", incoming)
+        cursor.execute("CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM incoming_arrow")
+        cursor.unregister("incoming_arrow")
         new = cursor.execute(
             "SELECT count(*) FROM incoming WHERE text_hash NOT IN (SELECT text_hash FROM prompts)"
         ).fetchone()[0]
