@@ -1,10 +1,5 @@
 """In a real browser: the app serves an item sampled by the background thread, a ranking with a tie is stored."""
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,28 +7,9 @@ import pytest
 from data.prompts import add_prompts
 from data.settings import save_settings
 from data.store import Store
+from tests.browser.serving import launch_chromium, running_app
 
-REPO = Path(__file__).parents[2]
 SCREENSHOT = Path("/tmp/annotate.png")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, server: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {server.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"streamlit did not listen on port {port} within {seconds} s")
 
 
 @pytest.fixture
@@ -44,23 +20,9 @@ def server(tmp_path, tiny_model_dir):
     add_prompts(store, ["Write a *short* greeting.", "Name three fruits."], source="test")
     save_settings(store, {"k": 3, "max_new_tokens": 12, "ready_per_annotator": 1})
     store.close()  # the server process must be the only one holding the file
-    port = free_port()
-    env = os.environ | {"RLHF_STUDIO_DB": str(db), "RLHF_STUDIO_MODEL": str(tiny_model_dir)}
-    command = [
-        sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-        "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}", db, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    env = {"RLHF_STUDIO_MODEL": str(tiny_model_dir)}
+    with running_app(db, env) as (url, process):
+        yield url, db, process
 
 
 @pytest.mark.browser
@@ -69,9 +31,7 @@ def test_rank_in_the_browser_and_find_the_ties_in_duckdb(server):
 
     url, db, process = server
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS + ["--no-first-run"]
-        )
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.goto(url)

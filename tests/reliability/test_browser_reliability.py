@@ -1,0 +1,89 @@
+"""In a real browser: model or user text holding HTML runs nothing; several sessions rank at once, exactly once each."""
+
+import pytest
+
+from data import annotation
+from data.prompts import add_prompts
+from data.settings import save_settings
+from data.store import Store
+from policy.sampling import Sample
+from tests.browser.serving import launch_chromium, running_app, stop
+
+HOSTILE_PROMPT = (
+    'Hi <script>window.__xss = "prompt"</script> <img src="http://127.0.0.1:9/prompt.png" onerror="window.__xss = 1">'
+)
+HOSTILE_RESPONSE = '<img src="http://127.0.0.1:9/response.png" onerror="window.__xss = 2"> <b>bold?</b>'
+
+
+def prepare(db, prompts: list[str], responses: list[str]) -> None:
+    """Store prompts with hand-made batches and keep the sampler idle: no model is needed in these tests."""
+    store = Store(db)
+    add_prompts(store, prompts, "test")
+    for (prompt_id,) in store.query("SELECT id FROM prompts ORDER BY id"):
+        annotation.add_batch(store, prompt_id, "m", {}, [Sample(text, "eos", 1) for text in responses])
+    save_settings(store, {"ready_per_annotator": 0})
+    store.close()
+
+
+@pytest.mark.browser
+def test_html_in_prompts_and_responses_is_shown_as_text_and_runs_nothing(tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    db = tmp_path / "studio.duckdb"
+    prepare(db, [HOSTILE_PROMPT], [HOSTILE_RESPONSE, "plain answer"])
+    requests = []
+    with running_app(db) as (url, _), sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page()
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(url)
+            expect(page.get_by_role("radiogroup", name="Rank of B")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("plain answer")).to_be_visible()
+            page.wait_for_timeout(1000)
+            assert page.evaluate("window.__xss") is None
+            assert page.locator('img[src*="127.0.0.1:9"]').count() == 0
+            assert page.locator("b", has_text="bold?").count() == 0
+            page.screenshot(path=str(tmp_path / "hostile.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not [u for u in requests if "127.0.0.1:9" in u], "the page tried to load an image from model text"
+
+
+@pytest.mark.browser
+def test_three_browser_sessions_rank_at_once_with_exact_counts(tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    db = tmp_path / "studio.duckdb"
+    prepare(db, [f"Question {i}?" for i in range(12)], ["first answer", "second answer"])
+    names = ["ann", "ben", "cat"]
+    with running_app(db) as (url, process), sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            pages = [browser.new_context().new_page() for _ in names]
+            for page, name in zip(pages, names, strict=True):
+                page.goto(url)
+                field = page.get_by_role("textbox", name="Annotator")
+                field.fill(name)
+                field.press("Enter")
+                page.wait_for_timeout(1500)  # let the rerun under the new name finish before ranking
+            for done in (1, 2):  # interleave the sessions: each ranks one item per round
+                for page in pages:
+                    expect(page.get_by_role("radiogroup", name="Rank of B")).to_be_visible(timeout=60_000)
+                    page.get_by_role("radiogroup", name="Rank of A").get_by_text("2", exact=True).click()
+                    page.get_by_role("radiogroup", name="Rank of B").get_by_text("1", exact=True).click()
+                for page in pages:
+                    page.get_by_role("button", name="Submit ranking").click()
+                for page in pages:
+                    you_ranked = page.get_by_test_id("stMetric").filter(has_text="You ranked")
+                    expect(you_ranked).to_contain_text(str(done), timeout=30_000)
+                    assert page.get_by_test_id("stException").count() == 0
+                    assert page.get_by_test_id("stAlertContentError").count() == 0
+        finally:
+            browser.close()
+        stop(process)
+    store = Store(db)
+    rows = store.query("SELECT a.name, k.batch_id FROM rankings k JOIN annotators a ON a.id = k.annotator_id")
+    store.close()
+    assert sorted(name for name, _ in rows) == sorted(names * 2)
+    assert len({batch for _, batch in rows}) == 6, "two sessions ranked the same item"
