@@ -16,11 +16,18 @@ st.session_state["auth_user"] = user = auth.sign_in(store)
 
 annotation_pages = [
     st.Page("views/annotate.py", title="Annotate", icon=":material/thumbs_up_down:", default=True),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
 ]
 admin_pages = [
     st.Page("views/prompts.py", title="Prompts", icon=":material/list:"),
     st.Page("views/data.py", title="Data", icon=":material/bar_chart:"),
     st.Page("views/settings.py", title="Settings", icon=":material/settings:"),
+    st.Page("views/playground.py", title="Playground", icon=":material/science:"),
+    st.Page("views/compare_results.py", title="Comparisons", icon=":material/leaderboard:"),
+    st.Page("views/rm_check.py", title="Reward-model check", icon=":material/fact_check:"),
+    st.Page("views/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("views/jobs.py", title="Jobs", icon=":material/work_history:"),
+    st.Page("views/registry.py", title="Models", icon=":material/hub:"),
 ]
 pages = {"Annotation": annotation_pages, "Admin": admin_pages} if user.is_admin else annotation_pages
 st.navigation(pages).run()

@@ -1,19 +1,25 @@
-"""What every page and session of the app shares: the database and the background sampler, one per process."""
+"""What every page and session of the app shares: the database, the background sampler and the job runner."""
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
+from functools import partial
 
 import streamlit as st
 
 from data import importers, prompts
 from data.settings import save_settings
 from data.store import Store
+from rlhf_studio.jobs import JobRunner
+from rlhf_studio.launch import record_finished_run
 from rlhf_studio.paths import default_db_path
 from rlhf_studio.sampler import BackgroundSampler
 
 log = logging.getLogger(__name__)
 MODEL_ENV = "RLHF_STUDIO_MODEL"  # set by `rlhf-studio serve --model` and by tests that use a tiny model
+MAX_JOBS_ENV = "RLHF_STUDIO_MAX_JOBS"  # training jobs run at once (default 1); 0 queues without starting any
+TICK_SECONDS = 2.0
 
 
 def db_path() -> str:
@@ -28,13 +34,34 @@ def seed_if_empty(store: Store) -> None:
         log.info("seeded %d prompts from %s", report.added, seed)
 
 
+class JobTicker(threading.Thread):
+    """Daemon thread: every couple of seconds, settle ended jobs and start queued ones (also after a restart)."""
+
+    def __init__(self, runner: JobRunner, seconds: float = TICK_SECONDS):
+        super().__init__(daemon=True, name="rlhf-studio-jobs")
+        self.runner = runner
+        self.seconds = seconds
+        self.stop_event = threading.Event()
+
+    def run(self):
+        while not self.stop_event.is_set():
+            try:
+                self.runner.tick()
+            except Exception:  # a failed tick (a busy database) must not end the thread; the next one retries
+                log.exception("job runner tick failed")
+            self.stop_event.wait(self.seconds)
+
+
 @dataclass
 class Studio:
     store: Store
     sampler: BackgroundSampler
+    jobs: JobTicker
 
 
 def _close(studio: Studio) -> None:
+    studio.jobs.stop_event.set()
+    studio.jobs.join(timeout=30)  # running job processes go on; a restarted app re-attaches to them
     studio.sampler.stop()
     studio.sampler.join(timeout=60)  # let it finish the batch in hand before the store closes under it
     studio.store.close()
@@ -49,7 +76,10 @@ def _open(path: str) -> Studio:
         save_settings(store, {"generator_model": os.environ[MODEL_ENV]})
     sampler = BackgroundSampler(store)
     sampler.start()
-    return Studio(store, sampler)
+    runner = JobRunner(store, int(os.environ.get(MAX_JOBS_ENV, "1")), on_done=partial(record_finished_run, store))
+    ticker = JobTicker(runner)
+    ticker.start()
+    return Studio(store, sampler, ticker)
 
 
 def store() -> Store:
@@ -60,6 +90,11 @@ def store() -> Store:
 def sampler() -> BackgroundSampler:
     """Return the background sampler of that database, started once per process."""
     return _open(db_path()).sampler
+
+
+def job_runner() -> JobRunner:
+    """Return the job runner of that database, ticking in its own thread once per process."""
+    return _open(db_path()).jobs.runner
 
 
 def shutdown() -> None:

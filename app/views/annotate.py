@@ -9,6 +9,7 @@ import streamlit as st
 from app import auth, resources
 from data import annotation
 from data.annotation import RankingError
+from data.settings import load_settings
 
 store = resources.store()
 sampler = resources.sampler()
@@ -34,10 +35,33 @@ def show_progress(annotator_id: int) -> dict:
     return counts
 
 
+def claim_options(settings: dict) -> dict:
+    """Return claim_next_item's order and overlap arguments from the settings."""
+    options = {"overlap_every": annotation.overlap_every(float(settings["overlap_share"]))}
+    if settings["next_order"] == "uncertain" and settings["suggestion_model"]:
+        options |= {"order": "uncertain", "reward_model": settings["suggestion_model"]}
+    return options
+
+
+def suggested(settings: dict, item: annotation.Item) -> dict[int, float]:
+    """Return the suggestion reward model's stored scores of the item's responses, or {} when suggestions are off."""
+    if settings["suggestions"] == "off" or not settings["suggestion_model"]:
+        return {}
+    return annotation.scores_for(store, settings["suggestion_model"], item.response_ids)
+
+
+def preorder_ranks(scores: dict[int, float], response_ids: list[int]) -> dict[int, int]:
+    """Return {response id: rank} in score order (1 = highest), only when every response has a score."""
+    if set(scores) != set(response_ids):
+        return {}
+    ordered = sorted(response_ids, key=lambda response_id: -scores[response_id])
+    return {response_id: rank for rank, response_id in enumerate(ordered, start=1)}
+
+
 @st.fragment(run_every=2)
-def wait_for_item(annotator_id: int) -> None:
+def wait_for_item(annotator_id: int, options: dict) -> None:
     """Poll until the background sampler has an item for this annotator, then redraw the page."""
-    if annotation.claim_next_item(store, annotator_id) is not None:
+    if annotation.claim_next_item(store, annotator_id, **options) is not None:
         st.rerun()
     st.info("Responses are being sampled for you; this page refreshes by itself.", icon=":material/hourglass_top:")
     if sampler.last_error:
@@ -53,20 +77,30 @@ def shown_item(batch_id: int) -> dict:
     return shown
 
 
-def response_card(label: str, text: str, k: int, key: str) -> int | None:
-    """Draw one response with its rank picker; return the chosen rank (1 = best) or None."""
+def response_card(
+    label: str, text: str, k: int, key: str, score: float | None = None, prefill: int | None = None
+) -> int | None:
+    """Draw one response with its rank picker (pre-set to `prefill`) and any suggested score; return the rank."""
     with st.container(border=True):
-        rank = st.radio(f"Rank of {label}", range(1, k + 1), index=None, horizontal=True, key=key)
+        index = None if prefill is None else prefill - 1
+        rank = st.radio(f"Rank of {label}", range(1, k + 1), index=index, horizontal=True, key=key)
+        if score is not None:
+            st.caption(f"Reward-model score: {score:+.2f}")
         # st.markdown escapes HTML: a model's output can never inject markup or scripts into the page.
         st.markdown(text if text.strip() else "*(empty response)*")
     return rank
 
 
-def ranking_form(item: annotation.Item) -> tuple[str | None, dict[int, int | None], str]:
+def ranking_form(item: annotation.Item, settings: dict) -> tuple[str | None, dict[int, int | None], str]:
     """Draw the item as a form; return (the button pressed or None, {response id: rank}, comment)."""
     k = len(item.response_ids)
+    scores = suggested(settings, item)
+    prefill = preorder_ranks(scores, item.response_ids) if settings["suggestions"] == "preorder" else {}
+    shown_scores = scores if settings["suggestions"] == "scores" else {}
     with st.form(f"annotate_form_{item.batch_id}", border=False):
         st.caption("Give each response a rank: 1 = best. Equal ranks mean a tie.")
+        if prefill:
+            st.caption("Ranks are pre-filled in a reward model's order: change any you disagree with.")
         ranks = {}
         for row_start in range(0, k, 2):
             columns = st.columns(2)
@@ -74,7 +108,10 @@ def ranking_form(item: annotation.Item) -> tuple[str | None, dict[int, int | Non
                 with column:
                     response_id = item.response_ids[index]
                     key = f"annotate_rank_{item.batch_id}_{response_id}"
-                    ranks[response_id] = response_card(string.ascii_uppercase[index], item.responses[index], k, key)
+                    ranks[response_id] = response_card(
+                        string.ascii_uppercase[index], item.responses[index], k, key,
+                        shown_scores.get(response_id), prefill.get(response_id),
+                    )  # fmt: skip
         comment = st.text_input("Comment (optional)", key=f"annotate_comment_{item.batch_id}")
         pressed = None
         with st.container(horizontal=True):  # Enter in the comment box presses the first button: submit
@@ -124,8 +161,10 @@ if annotator_id is None:
 if saved := st.session_state.pop("annotate_saved", None):
     st.toast(saved, icon=":material/check_circle:")
 counts = show_progress(annotator_id)
+settings = load_settings(store)
+options = claim_options(settings)
 
-item = annotation.claim_next_item(store, annotator_id)
+item = annotation.claim_next_item(store, annotator_id, **options)
 if item is None:
     if counts["prompts"] == 0 or annotation.prompts_left_for(store, annotator_id) == 0:
         done = "No prompts yet" if counts["prompts"] == 0 else "You have gone through every prompt"
@@ -135,13 +174,19 @@ if item is None:
         else:
             st.info(f"{done}. An admin can import more prompts.")
         st.stop()
-    wait_for_item(annotator_id)
+    wait_for_item(annotator_id, options)
     st.stop()
 
 shown_item(item.batch_id)
-st.subheader("Prompt")
-with st.container(border=True):
-    st.markdown(item.prompt)
-pressed, ranks, comment = ranking_form(item)
+work, guide = st.columns([3, 1]) if settings["guidelines"].strip() else (st.container(), None)
+if guide is not None:
+    with guide.container(border=True):
+        st.markdown("**Guidelines**")
+        st.markdown(settings["guidelines"])  # admin-written markdown; HTML stays escaped
+with work:
+    st.subheader("Prompt")
+    with st.container(border=True):
+        st.markdown(item.prompt)
+    pressed, ranks, comment = ranking_form(item, settings)
 if pressed:
     submit(annotator_id, item, pressed, ranks, comment)

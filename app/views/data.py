@@ -1,10 +1,14 @@
 """Data: what has been collected so far, who ranked how much, how well prompts are covered, and exports."""
 
+import math
+
 import altair as alt
+import pandas as pd
 import streamlit as st
 
 from app import auth, resources
 from data import annotation
+from data.agreement import agreement
 from data.export import export_bytes
 
 auth.require_admin()
@@ -36,6 +40,22 @@ chart = (
     )
 )
 st.altair_chart(chart)
+
+st.subheader("Agreement")
+pairs, overall = agreement(store)
+if not pairs:
+    st.info(
+        "No item was ranked by two people yet: set an overlap share on the Settings page so some items are "
+        "shown to a second annotator."
+    )
+else:
+    st.metric("Overall Kendall's tau", f"{overall:.2f}", help="1 = same order, 0 = unrelated, -1 = reversed")
+    st.dataframe(
+        pd.DataFrame(pairs), hide_index=True,
+        column_config={"kendall_tau": st.column_config.NumberColumn("Kendall's tau", format="%.2f")},
+    )  # fmt: skip
+    if math.isnan(overall):
+        st.caption("Every shared item was all-tied for someone: no order to compare.")
 
 st.subheader("Export")
 st.caption(

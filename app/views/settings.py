@@ -1,14 +1,21 @@
-"""Settings: which model samples the responses and how; saved in the database for every session and the sampler."""
+"""Settings: which model samples the responses and how, how items are handed out, what annotators see beside them.
+
+Saved in the database for every session and the sampler.
+"""
 
 import streamlit as st
 
 from app import auth, resources
+from data.annotation import ORDERS, overlap_every
+from data.registry import list_models, path_of
 from data.settings import load_settings, save_settings
 from rlhf_studio.models import DEFAULT_MODEL, resolve_model
 from rlhf_studio.sampler import sampling_params
 
 auth.require_admin()
 store = resources.store()
+SUGGESTIONS = {"off": "Off (no anchoring)", "scores": "Show scores", "preorder": "Pre-fill ranks in score order"}
+ORDER_LABELS = {"fewest": "Fewest rankings first", "uncertain": "Uncertain first (closest reward-model scores)"}
 
 
 def check(settings: dict) -> None:
@@ -21,6 +28,24 @@ def check(settings: dict) -> None:
         raise ValueError("generator model is empty: use 'default', a hub id or a model folder")
     if model not in ("default", DEFAULT_MODEL):  # the default converts on first use; do not start that here
         resolve_model(model)
+    check_annotation(settings)
+
+
+def check_annotation(settings: dict) -> None:
+    """Raise ValueError naming the first annotation setting that cannot work."""
+    overlap_every(settings["overlap_share"])
+    if settings["suggestions"] not in SUGGESTIONS:
+        raise ValueError(f"unknown suggestions mode {settings['suggestions']!r}; expected one of {list(SUGGESTIONS)}")
+    if settings["next_order"] not in ORDERS:
+        raise ValueError(f"unknown order {settings['next_order']!r}; expected one of {ORDERS}")
+    reward_model = settings["suggestion_model"]
+    if not reward_model:
+        if settings["suggestions"] != "off":
+            raise ValueError("reward-model suggestions need a suggestion reward model")
+        if settings["next_order"] == "uncertain":
+            raise ValueError("'uncertain first' needs a suggestion reward model to score the responses")
+        return
+    resolve_model(path_of(store, reward_model))  # a recorded name, a run folder or a hub id
 
 
 st.title("Settings")
@@ -43,6 +68,30 @@ with st.form("settings_form"):
         step=1,
         help="items kept sampled ahead of each active annotator; 0 pauses background sampling",
     )
+    st.subheader("Annotation")
+    left, right = st.columns(2)
+    next_order = left.selectbox(
+        "Next item", list(ORDER_LABELS), index=list(ORDER_LABELS).index(current["next_order"]),
+        format_func=ORDER_LABELS.get, help="'uncertain first' needs the suggestion reward model",
+    )  # fmt: skip
+    overlap_share = left.number_input(
+        "Overlap share", value=float(current["overlap_share"]), step=0.05, format="%.2f",
+        help="share of items (0 to 1) also given to a second annotator, to measure agreement on the Data page",
+    )  # fmt: skip
+    reward_names = ", ".join(m["name"] for m in list_models(store, "reward")) or "none recorded yet"
+    suggestion_model = right.text_input(
+        "Suggestion reward model", value=current["suggestion_model"] or "",
+        help=f"a recorded reward model ({reward_names}) or a run folder; empty = none. The sampler scores "
+        "waiting responses with it",
+    )  # fmt: skip
+    suggestions = right.selectbox(
+        "Reward-model suggestions", list(SUGGESTIONS), index=list(SUGGESTIONS).index(current["suggestions"]),
+        format_func=SUGGESTIONS.get, help="off by default: suggestions anchor people to the model's opinion",
+    )  # fmt: skip
+    guidelines = st.text_area(
+        "Annotation guidelines (markdown)", value=current["guidelines"], height=200,
+        help="shown beside every item on the Annotate page", key="settings_guidelines",
+    )  # fmt: skip
     if st.form_submit_button("Save", type="primary"):
         changes = {
             "generator_model": model.strip(),
@@ -52,6 +101,11 @@ with st.form("settings_form"):
             "max_new_tokens": int(max_new_tokens),
             "seed": None if seed is None else int(seed),
             "ready_per_annotator": int(ready),
+            "next_order": next_order,
+            "overlap_share": float(overlap_share),
+            "suggestion_model": suggestion_model.strip() or None,
+            "suggestions": suggestions,
+            "guidelines": guidelines.strip(),
         }
         try:
             check(changes)

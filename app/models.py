@@ -1,0 +1,75 @@
+"""Models the pages load on demand (playground, blind comparisons, reward-model check): cached, and a picker widget.
+
+Loaded once per process with `st.cache_resource`, keyed by the resolved folder, so every session shares them.
+"""
+
+import streamlit as st
+import torch
+
+from data.registry import list_models, path_of
+from data.store import Store
+from policy.sampling import chat_prompt_ids, cut_at_eos, eos_token_ids
+from rlhf_studio.models import load_causal_lm
+from rm.score import RewardScorer
+
+OTHER = "Other (path or hub id)…"
+NONE = "None"
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=3)
+def causal_lm(path: str):
+    """Return (model, tokenizer) of a generator, loaded once per process."""
+    return load_causal_lm(path)
+
+
+@st.cache_resource(show_spinner="Loading reward model…", max_entries=2)
+def reward_scorer(path: str) -> RewardScorer:
+    """Return a reward-model run (or one-output model folder) ready to score, loaded once per process."""
+    return RewardScorer.from_run(path)
+
+
+@torch.no_grad()
+def answer(model, tokenizer, prompt: str, temperature: float, max_new_tokens: int, seed: int | None = None) -> str:
+    """Return one sampled answer to a prompt (policy.sampling's K >= 2 batches are for annotation, not this)."""
+    if not temperature > 0 or max_new_tokens < 1:
+        raise ValueError(f"need temperature > 0 and max_new_tokens >= 1, got {temperature} and {max_new_tokens}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    input_ids = torch.tensor([chat_prompt_ids(tokenizer, prompt)], device=model.device)  # (1, P)
+    eos_ids = eos_token_ids(model, tokenizer)
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        do_sample=True,
+        temperature=temperature,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=sorted(eos_ids),
+        pad_token_id=tokenizer.pad_token_id,
+    )  # (1, P + T)
+    completion, _ = cut_at_eos(output[0, input_ids.shape[1] :].tolist(), eos_ids, tokenizer.pad_token_id)
+    return tokenizer.decode(completion, skip_special_tokens=True).strip()
+
+
+def model_picker(store: Store, label: str, kinds: tuple[str, ...], key: str, optional: bool = False) -> str:
+    """Draw a choice of recorded models of these kinds (plus 'default' for generators) or a typed path; return it.
+
+    The returned name is what gets stored and shown (a registry name, 'default', or the typed text);
+    `path_of` turns it into a folder when loading. With `optional`, a first choice NONE returns "".
+    """
+    names = ["default"] if "base" in kinds or "policy" in kinds else []
+    names += [m["name"] for kind in kinds for m in list_models(store, kind) if m["name"] not in names]
+    options = [NONE] * optional + [*names, OTHER]
+    choice = st.selectbox(label, options, key=key)
+    if choice == NONE:
+        return ""
+    if choice != OTHER:
+        return choice
+    return st.text_input(f"{label}: path or hub id", key=f"{key}_path", placeholder="/path/to/run or org/model").strip()
+
+
+def load_path(store: Store, name: str) -> str:
+    """Return the folder (or hub id) to load for a picked name; ValueError for an empty choice."""
+    if not name:
+        raise ValueError("no model chosen: pick one or type a path")
+    return path_of(store, name)

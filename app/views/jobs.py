@@ -1,0 +1,95 @@
+"""Jobs: the queue of training runs, and one job followed live (progress, metric plots, log tail, cancel).
+
+The job table lives in DuckDB and the chosen job in the URL (`?job=ID`), so a browser refresh or an app restart
+shows the same job; the runner re-attaches to processes still going and marks dead ones failed.
+"""
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from app import auth, resources
+from data import jobs
+from rlhf_studio.jobs import command_line, log_tail
+from rlhf_studio.launch import metric_rows, plotted_metrics, progress, read_metrics, read_run_config
+
+auth.require_admin()
+store = resources.store()
+runner = resources.job_runner()
+ACTIVE = ("queued", "running")
+STATUS_ICONS = {"queued": "⏳", "running": "▶️", "done": "✅", "failed": "❌", "cancelled": "⏹️"}
+
+
+def job_table(all_jobs: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "job": job["id"],
+                "status": f"{STATUS_ICONS[job['status']]} {job['status']}",
+                "kind": job["kind"],
+                "run": job["run_dir"].rsplit("/", 1)[-1],
+                "created": job["created_at"],
+                "started": job["started_at"],
+                "ended": job["ended_at"],
+            }
+            for job in all_jobs
+        ]
+    )
+
+
+def metrics_chart(rows: list[dict]) -> alt.FacetChart:
+    """One line chart per metric (each with its own y scale), over optimizer steps."""
+    return (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_line(point=True)
+        .encode(x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=None), tooltip=["metric", "step", "value"])
+        .properties(width=300, height=180)
+        .facet(facet=alt.Facet("metric:N", title=None), columns=2)
+        .resolve_scale(y="independent")
+    )
+
+
+def job_details(job_id: int) -> None:
+    """The live part of the page: redrawn every 2 s while the job is queued or running."""
+    job = jobs.get_job(store, job_id)
+    st.subheader(f"Job {job['id']}: {job['kind']} — {job['status']}")
+    records = read_metrics(job["run_dir"])
+    fraction, caption = progress(job["kind"], job["run_dir"], records)
+    st.progress(1.0 if job["status"] == "done" else fraction, text=caption)
+    if job["error"]:
+        st.error(job["error"])
+    rows = metric_rows(records, plotted_metrics(job["kind"], read_run_config(job["run_dir"])))
+    if rows:
+        st.altair_chart(metrics_chart(rows))
+    elif job["status"] in ACTIVE:
+        st.caption("No metrics yet: the model is loading or the first steps are running.")
+    st.caption("Log (last lines)")
+    st.code(log_tail(job) or "(empty)", language=None)
+    if job["status"] in ACTIVE and st.button("Cancel job", key=f"jobs_cancel_{job_id}", icon=":material/stop:"):
+        runner.cancel(job_id)
+        st.rerun()
+    if job["status"] not in ACTIVE and st.session_state.get("jobs_was_active") == job_id:
+        st.session_state.pop("jobs_was_active")
+        st.rerun()  # the job just ended: redraw the whole page once, which stops the polling
+    if job["status"] in ACTIVE:
+        st.session_state["jobs_was_active"] = job_id
+
+
+st.title("Jobs")
+all_jobs = jobs.list_jobs(store)
+if not all_jobs:
+    st.info("No jobs yet: launch a run on the Train page.")
+    st.stop()
+
+st.dataframe(job_table(all_jobs), hide_index=True)
+ids = [job["id"] for job in all_jobs]
+wanted = st.query_params.get("job")
+default = int(wanted) if wanted and wanted.isdigit() and int(wanted) in ids else ids[0]
+job_id = st.selectbox("Follow job", ids, index=ids.index(default), key="jobs_pick",
+                      format_func=lambda i: f"{i}: {next(j for j in all_jobs if j['id'] == i)['run_dir']}")  # fmt: skip
+st.query_params["job"] = str(job_id)
+chosen = next(job for job in all_jobs if job["id"] == job_id)
+st.caption("Command (re-run by hand, or under `torchrun` / `accelerate launch`):")
+st.code(command_line(chosen["argv"]), language="bash")
+live = chosen["status"] in ACTIVE
+st.fragment(job_details, run_every=2 if live else None)(job_id)

@@ -1,0 +1,159 @@
+"""Train: launch a reward-model run or a policy run (PPO, GRPO, DPO) as a background job, checked before it is queued.
+
+Each form field's default and help come from the config dataclass, the same object behind the CLI flags, so
+the command shown after a launch is the one to re-run by hand or under `torchrun` on a bigger machine.
+"""
+
+import types
+import typing
+from dataclasses import MISSING, fields
+
+import streamlit as st
+
+from app import auth, resources
+from data import registry
+from data.settings import load_settings
+from policy.config import CONFIGS
+from rlhf_studio.launch import Launch, launch_policy, launch_reward_model
+from rm.config import RewardConfig
+
+auth.require_admin()
+store = resources.store()
+
+CHOICES = {
+    "device": ("auto", "cpu", "cuda"),
+    "loss_type": None,  # filled per algorithm below
+    "scale_rewards": ("group", "batch", "none"),
+    "value_model": ("shared", "separate"),
+}
+REWARD_FIELDS = ("epochs", "batch_size", "learning_rate", "lora_rank", "max_length", "validation_fraction", "margin",
+                 "seed", "device")  # fmt: skip
+POLICY_FIELDS = ("steps", "batch_prompts", "learning_rate", "lora_rank", "max_new_tokens", "temperature", "seed",
+                 "device")  # fmt: skip
+ALGO_FIELDS = {
+    "ppo": ("kl_coef", "clip_eps", "ppo_epochs", "vf_coef", "adaptive_kl"),
+    "grpo": ("num_generations", "beta", "loss_type", "scale_rewards", "epsilon_high"),
+    "dpo": ("epochs", "beta", "loss_type", "label_smoothing", "max_length"),
+}
+LOSS_TYPES = {"grpo": ("dapo", "grpo", "dr_grpo"), "dpo": ("sigmoid", "ipo")}
+
+
+def _base_type(spec) -> type:
+    annotation = spec.type
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    return annotation
+
+
+def field_input(container, spec, key: str, choices=None):
+    """Draw the widget of one config field, with the field's default and help text."""
+    label = spec.name.replace("_", " ").capitalize()
+    default = None if spec.default is MISSING else spec.default
+    help_text = spec.metadata.get("help")
+    kind = _base_type(spec)
+    if choices:
+        return container.selectbox(label, choices, index=choices.index(default), help=help_text, key=key)
+    if kind is bool:
+        return container.checkbox(label, value=default, help=help_text, key=key)
+    if kind is int:
+        return container.number_input(label, value=default, step=1, help=help_text, key=key)
+    if kind is float:
+        return container.number_input(label, value=default, format="%g", step=None, help=help_text, key=key,
+                                      placeholder="automatic")  # fmt: skip
+    return container.text_input(label, value=default or "", help=help_text, key=key)
+
+
+def field_inputs(config_class, names: tuple[str, ...], prefix: str, algo: str | None = None) -> dict:
+    """Draw the named fields in three columns; return {field name: value}."""
+    specs = {spec.name: spec for spec in fields(config_class)}
+    columns = st.columns(3)
+    values = {}
+    for position, name in enumerate(names):
+        choices = LOSS_TYPES.get(algo) if name == "loss_type" else CHOICES.get(name)
+        value = field_input(columns[position % 3], specs[name], f"{prefix}_{name}", choices)
+        if value is not None:
+            values[name] = value
+    return values
+
+
+def model_choice(label: str, options: dict[str, str], key: str, help_text: str) -> str:
+    """Return the chosen model path: a listed option, or what the user typed in 'another model'."""
+    left, right = st.columns(2)
+    picked = left.selectbox(label, list(options), key=f"{key}_pick", help=help_text)
+    typed = right.text_input("…or another model (folder or hub id)", key=f"{key}_typed").strip()
+    return typed or options[picked]
+
+
+def base_models() -> dict[str, str]:
+    """Return {label: model} of the base models: 'default', the current generator, recorded base models."""
+    options = {"default (SmolLM2-135M-Instruct)": "default"}
+    generator = load_settings(store)["generator_model"]
+    if generator != "default":
+        options[f"generator: {generator}"] = generator
+    for model in registry.list_models(store, "base"):
+        options.setdefault(f"base: {model['name']}", model["path"] or model["name"])
+    return options
+
+
+def show(result: Launch) -> None:
+    for problem in result.problems:
+        st.error(problem, icon=":material/block:")
+    for warning in result.warnings:
+        st.warning(warning)
+    if result.job_id is not None:
+        st.success(f"Queued as job {result.job_id}. Follow it on the Jobs page.", icon=":material/schedule:")
+        st.caption("The same run by hand (or under `torchrun` / `accelerate launch` on a bigger machine):")
+        st.code(result.command, language="bash")
+
+
+def reward_model_form() -> None:
+    with st.form("train_rm_form"):
+        backbone = model_choice(
+            "Backbone",
+            {"all-MiniLM-L6-v2 (fast CPU encoder)": "all-MiniLM-L6-v2", **base_models()},
+            "train_rm_backbone",
+            RewardConfig.__dataclass_fields__["backbone"].metadata["help"],
+        )
+        values = field_inputs(RewardConfig, REWARD_FIELDS, "train_rm")
+        if st.form_submit_button("Check and launch", type="primary"):
+            with st.spinner("Checking the data, the model and the memory…"):
+                st.session_state["train_rm_result"] = launch_reward_model(store, values | {"backbone": backbone})
+    if "train_rm_result" in st.session_state:
+        show(st.session_state["train_rm_result"])
+
+
+def policy_form() -> None:
+    algo = st.radio("Algorithm", ["ppo", "grpo", "dpo"], format_func=str.upper, horizontal=True, key="train_algo",
+                    help="PPO and GRPO optimize the reward model's score; DPO learns from the ranked pairs directly")  # fmt: skip
+    config_class = CONFIGS[algo]
+    st.caption(config_class.__doc__)
+    reward_runs = {model["name"]: model["path"] for model in registry.list_models(store, "reward")}
+    policy_runs = {f"policy run: {model['name']}": model["path"] for model in registry.list_models(store, "policy")}
+    with st.form(f"train_policy_form_{algo}"):
+        model = model_choice("Start from", base_models() | policy_runs, "train_policy_model",
+                             config_class.__dataclass_fields__["model"].metadata["help"])  # fmt: skip
+        values = {"model": model}
+        if algo != "dpo":
+            if not reward_runs:
+                st.info("No reward-model run yet: train one in the Reward model tab first.")
+            run = st.selectbox("Reward-model run", list(reward_runs), key="train_policy_rm", index=0 if reward_runs
+                               else None, help=config_class.__dataclass_fields__["reward_model"].metadata["help"])  # fmt: skip
+            values["reward_model"] = reward_runs.get(run)
+        values |= field_inputs(config_class, POLICY_FIELDS, f"train_{algo}")
+        st.markdown(f"**{algo.upper()} settings**")
+        values |= field_inputs(config_class, ALGO_FIELDS[algo], f"train_{algo}", algo)
+        if algo == "dpo":
+            values.pop("steps", None)  # DPO runs for epochs over the pairs
+        if st.form_submit_button("Check and launch", type="primary"):
+            with st.spinner("Checking the data, the models and the memory…"):
+                st.session_state["train_policy_result"] = launch_policy(store, algo, values)
+    if "train_policy_result" in st.session_state:
+        show(st.session_state["train_policy_result"])
+
+
+st.title("Train")
+reward_tab, policy_tab = st.tabs(["Reward model", "Policy"])
+with reward_tab:
+    reward_model_form()
+with policy_tab:
+    policy_form()

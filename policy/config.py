@@ -1,0 +1,212 @@
+"""One config dataclass per policy-optimization job: the same object behind the CLI flags, the app's forms and run.json.
+
+Every field carries its help text in `metadata["help"]`; `policy.cli` turns fields into flags from it.
+"""
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from rlhf_studio.paths import runs_dir
+
+REWARD_KINDS = ("model", "function")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _help(default, text: str):
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class RunConfig:
+    """What every policy run shares: the model, the prompts, sampling, the optimizer and where the run goes."""
+
+    model: str = _help("default", "policy to start from: 'default', a hub id, a model folder or a previous policy run")
+    lora_rank: int = _help(16, "LoRA rank r (Hu et al. 2021); 0 = full fine-tuning with an explicit reference copy")
+    lora_alpha: int = _help(32, "LoRA scaling alpha (update is alpha/r * B A)")
+    learning_rate: float = _help(1e-5, "Adam learning rate (LoRA usually wants 10x more than full fine-tuning)")
+    steps: int = _help(100, "optimizer steps, one rollout batch each (DPO: ignored, see epochs)")
+    batch_prompts: int = _help(8, "prompts per step on each process (DPO: preference pairs per step)")
+    max_new_tokens: int = _help(64, "longest response sampled during training")
+    max_prompt_tokens: int = _help(512, "prompts longer than this keep only their last tokens")
+    temperature: float = _help(1.0, "sampling temperature; log-probs for ratios and KL use the same temperature")
+    missing_eos_penalty: float | None = _help(
+        None, "subtract this from the reward of a response cut by max_new_tokens before its EOS (None: no penalty)"
+    )
+    max_grad_norm: float = _help(1.0, "clip the gradient's global norm to this")
+    seed: int = _help(0, "random seed (each data-parallel process adds its rank)")
+    output_dir: str | None = _help(None, "run folder: metrics.jsonl, config, checkpoints (default: runs/<algo>-<time>)")
+    save_every: int = _help(0, "also checkpoint every N steps (0: only at the end)")
+    reward_model: str | None = _help(None, "reward-model run folder or registry name (reward_kind='model')")
+    reward_kind: str = _help("model", "'model': score with a reward-model run; 'function': a Python reward function")
+    reward_function: str | None = _help(
+        None, "'package.module:function' taking (prompts, responses) -> list of floats (reward_kind='function')"
+    )
+    prompts_file: str | None = _help(
+        None, "prompts from a .jsonl/.csv/.parquet file or datasets folder (default: DuckDB)"
+    )
+    device: str = _help("auto", "'auto' (CUDA bf16 when present, else CPU fp32), 'cpu' or 'cuda'")
+
+    def __post_init__(self):
+        if self.output_dir is None:
+            self.output_dir = str(runs_dir() / f"{self.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
+        positive = ("steps", "batch_prompts", "max_new_tokens", "max_prompt_tokens", "lora_alpha")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0 (0 = full fine-tuning), got {self.lora_rank}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        if self.save_every < 0:
+            raise ValueError(f"save_every must be >= 0, got {self.save_every}")
+        if self.reward_kind not in REWARD_KINDS:
+            raise ValueError(f"unknown reward_kind {self.reward_kind!r}; expected one of {REWARD_KINDS}")
+        if self.reward_function is not None and ":" not in self.reward_function:
+            raise ValueError(f"reward_function must look like 'package.module:function', got {self.reward_function!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; expected one of {DEVICES}")
+
+    def check_reward_source(self) -> None:
+        """Raise unless the reward the run needs is named (PPO and GRPO need one, DPO does not)."""
+        if self.reward_kind == "function" and not self.reward_function:
+            raise ValueError("reward_kind='function' needs reward_function ('package.module:function')")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the config beside the run, so the run can be traced and resumed with the same settings."""
+        path = Path(folder) / "config.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"algo": self.algo, **self.to_dict()}, indent=2))
+        return path
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        """Return a config from saved values, ignoring keys the class does not know (such as 'algo')."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+    algo = "run"
+
+
+@dataclass
+class PPOConfig(RunConfig):
+    """PPO with a KL-shaped per-token reward and GAE (Schulman et al. 2017; Ziegler et al. 2019; Ouyang et al. 2022)."""
+
+    kl_coef: float = _help(0.05, "beta: weight of the per-token KL(policy || reference) penalty in the reward")
+    adaptive_kl: bool = _help(False, "adapt kl_coef toward target_kl (Ziegler et al. 2019 adaptive controller)")
+    target_kl: float = _help(6.0, "adaptive KL: the KL per response the controller aims for")
+    kl_horizon: int = _help(10000, "adaptive KL: horizon in samples; larger adapts more slowly")
+    gamma: float = _help(1.0, "GAE discount gamma (1: no discount within a response)")
+    lam: float = _help(0.95, "GAE lambda")
+    clip_eps: float = _help(0.2, "policy ratio clip epsilon")
+    value_clip_eps: float = _help(0.2, "value clip: new values stay within this of the rollout's values")
+    vf_coef: float = _help(0.1, "weight of the value loss")
+    ppo_epochs: int = _help(4, "passes over each rollout batch")
+    num_minibatches: int = _help(1, "minibatches per pass (batch_prompts must divide evenly)")
+    value_model: str = _help("shared", "'shared': value head on the policy trunk; 'separate': own copy of the model")
+
+    algo = "ppo"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+        if not self.target_kl > 0 or self.kl_horizon < 1:
+            raise ValueError("target_kl must be > 0 and kl_horizon >= 1")
+        if not 0 < self.gamma <= 1 or not 0 <= self.lam <= 1:
+            raise ValueError(f"need 0 < gamma <= 1 and 0 <= lam <= 1, got gamma={self.gamma}, lam={self.lam}")
+        if not self.clip_eps > 0 or not self.value_clip_eps > 0:
+            raise ValueError("clip_eps and value_clip_eps must be > 0")
+        if self.vf_coef < 0:
+            raise ValueError(f"vf_coef must be >= 0, got {self.vf_coef}")
+        if self.ppo_epochs < 1 or self.num_minibatches < 1:
+            raise ValueError("ppo_epochs and num_minibatches must be >= 1")
+        if self.batch_prompts % self.num_minibatches:
+            raise ValueError(
+                f"batch_prompts ({self.batch_prompts}) must be divisible by num_minibatches ({self.num_minibatches})"
+            )
+        if self.value_model not in ("shared", "separate"):
+            raise ValueError(f"unknown value_model {self.value_model!r}; expected 'shared' or 'separate'")
+
+
+GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
+REWARD_SCALINGS = ("group", "batch", "none")
+
+
+@dataclass
+class GRPOConfig(RunConfig):
+    """Group Relative Policy Optimization (Shao et al. 2024, DeepSeekMath), with the DAPO and Dr. GRPO variants."""
+
+    num_generations: int = _help(4, "G: responses sampled per prompt; advantages are relative within the group")
+    beta: float = _help(0.0, "weight of the k3 KL to the reference; 0 skips the reference pass entirely")
+    epsilon_low: float = _help(0.2, "ratio clip below: 1 - epsilon_low")
+    epsilon_high: float = _help(0.2, "ratio clip above: 1 + epsilon_high (DAPO's clip-higher uses 0.28)")
+    num_iterations: int = _help(1, "mu: optimizer passes per rollout batch (1: old log-probs = detached current)")
+    loss_type: str = _help(
+        "dapo", "'grpo': mean per sequence then over sequences; 'dapo': over all valid tokens; 'dr_grpo': B x max_len"
+    )
+    scale_rewards: str = _help(
+        "group", "advantage scaling: 'group' std (GRPO), 'batch' std, or 'none' (Dr. GRPO: mean-centred only)"
+    )
+
+    algo = "grpo"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_generations < 2:
+            raise ValueError(
+                f"num_generations must be >= 2 (advantages compare within a group), got {self.num_generations}"
+            )
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if self.epsilon_low < 0 or self.epsilon_high < 0:
+            raise ValueError("epsilon_low and epsilon_high must be >= 0")
+        if self.num_iterations < 1:
+            raise ValueError(f"num_iterations must be >= 1, got {self.num_iterations}")
+        if self.loss_type not in GRPO_LOSS_TYPES:
+            raise ValueError(f"unknown loss_type {self.loss_type!r}; expected one of {GRPO_LOSS_TYPES}")
+        if self.scale_rewards not in REWARD_SCALINGS:
+            raise ValueError(f"unknown scale_rewards {self.scale_rewards!r}; expected one of {REWARD_SCALINGS}")
+
+
+DPO_LOSS_TYPES = ("sigmoid", "ipo")
+
+
+@dataclass
+class DPOConfig(RunConfig):
+    """Direct Preference Optimization (Rafailov et al. 2023) on chosen/rejected pairs, with IPO (Azar et al. 2023)."""
+
+    beta: float = _help(0.1, "beta: strength of the implicit KL to the reference")
+    loss_type: str = _help("sigmoid", "'sigmoid' (DPO) or 'ipo'")
+    label_smoothing: float = _help(0.0, "conservative DPO: assumed fraction of flipped labels, in [0, 0.5)")
+    epochs: int = _help(1, "passes over the preference pairs")
+    pairs_file: str | None = _help(
+        None, "chosen/rejected pairs (.jsonl/.parquet with prompt, chosen, rejected); default: DuckDB rankings"
+    )
+    max_length: int = _help(512, "prompt + response tokens kept per example (longer ones are truncated)")
+
+    algo = "dpo"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.loss_type not in DPO_LOSS_TYPES:
+            raise ValueError(f"unknown loss_type {self.loss_type!r}; expected one of {DPO_LOSS_TYPES}")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+
+
+CONFIGS = {"ppo": PPOConfig, "grpo": GRPOConfig, "dpo": DPOConfig}

@@ -1,0 +1,480 @@
+"""Direct Preference Optimization: the policy learns from chosen/rejected pairs, with no reward model and no sampling.
+
+Rafailov et al. 2023. The reference log-probs are computed once over the pairs and cached before training, so
+each step runs one forward pass of the policy only (chosen and rejected rows together), and a full-fine-tuning
+reference copy is freed once the cache is built.
+"""
+
+import gc
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from data.export import pairs_dataset
+from data.store import Store
+from policy.config import DPOConfig
+from policy.logprobs import position_ids_from_mask
+from policy.lora import LoraSettings, load_policy, reference_mode, save_checkpoint
+from policy.metrics import METRICS_FILE, MetricsWriter
+from policy.runner import make_optimizer, mean_over_processes
+from policy.sampling import chat_prompt_ids
+from rlhf_studio.models import pick_device
+
+PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+EVAL_FRACTION = 0.1  # share of prompts held out for accuracy and margin; pairs of one prompt never straddle the split
+MIN_PROMPTS_FOR_EVAL = 10  # fewer prompts than this: train on all of them and report no held-out numbers
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The objective: each variant is one function of the log-ratio difference h.
+
+
+# L = −log σ(β·h),   h = [log π(y_w) − log ref(y_w)] − [log π(y_l) − log ref(y_l)]   (DPO, Rafailov et al. 2023)
+def dpo_loss(h: torch.Tensor, beta: float) -> torch.Tensor:
+    return -F.logsigmoid(beta * h)
+
+
+# L = −(1−ε)·log σ(β·h) − ε·log σ(−β·h)   (conservative DPO: each label is assumed flipped with probability ε)
+def conservative_dpo_loss(h: torch.Tensor, beta: float, label_smoothing: float) -> torch.Tensor:
+    return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+
+
+# L = (h̄ − 1/(2β))²,   h̄ = h computed from per-token averaged log-probs   (IPO, Azar et al. 2023, Eq. 17)
+def ipo_loss(h_bar: torch.Tensor, beta: float) -> torch.Tensor:
+    return (h_bar - 1 / (2 * beta)) ** 2
+
+
+@dataclass
+class PairLogps:
+    """Summed completion log-probs of a batch of pairs, and the completion lengths IPO averages over."""
+
+    chosen: torch.Tensor  # (B,)
+    rejected: torch.Tensor  # (B,)
+    chosen_tokens: torch.Tensor  # (B,)
+    rejected_tokens: torch.Tensor  # (B,)
+
+
+def pair_losses(
+    policy: PairLogps, reference: PairLogps, loss_type: str, beta: float, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Return the per-pair loss of `loss_type` ('sigmoid', with label smoothing when ε > 0, or 'ipo')."""
+    chosen_logratios = policy.chosen - reference.chosen  # log π(y_w) − log ref(y_w)
+    rejected_logratios = policy.rejected - reference.rejected  # log π(y_l) − log ref(y_l)
+    if loss_type == "ipo":
+        chosen_average = chosen_logratios / policy.chosen_tokens.clamp(min=1)  # per-token averages
+        rejected_average = rejected_logratios / policy.rejected_tokens.clamp(min=1)
+        return ipo_loss(chosen_average - rejected_average, beta)
+    if loss_type == "sigmoid":
+        h = chosen_logratios - rejected_logratios
+        return conservative_dpo_loss(h, beta, label_smoothing) if label_smoothing > 0 else dpo_loss(h, beta)
+    raise ValueError(f"unknown DPO loss_type {loss_type!r}; expected 'sigmoid' or 'ipo'")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pairs: load, check, split by prompt, tokenize, batch.
+
+
+def load_pairs(source) -> datasets.Dataset:
+    """Return a prompt/chosen/rejected table from a Store, a Dataset, a list of dicts, or a file or folder path.
+
+    Paths may be JSONL, Parquet, or a folder written by `Dataset.save_to_disk`. Extra columns are kept.
+    """
+    if isinstance(source, Store):
+        table = pairs_dataset(source)
+    elif isinstance(source, datasets.Dataset):
+        table = source
+    elif isinstance(source, list):
+        table = datasets.Dataset.from_list(source)
+    else:
+        table = _read_pairs_file(Path(source))
+    return _checked_pairs(table, str(source) if not isinstance(source, (list, datasets.Dataset)) else "pairs")
+
+
+def _read_pairs_file(path: Path) -> datasets.Dataset:
+    if path.is_dir():
+        return datasets.load_from_disk(str(path))
+    if not path.exists():
+        raise FileNotFoundError(f"pairs file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return datasets.Dataset.from_json(str(path))
+    if suffix == ".parquet":
+        return datasets.Dataset.from_parquet(str(path))
+    raise ValueError(f"pairs file {path} must be .jsonl, .json or .parquet (or a datasets folder), not {suffix!r}")
+
+
+def _checked_pairs(table: datasets.Dataset, name: str) -> datasets.Dataset:
+    missing = [column for column in PAIR_COLUMNS if column not in table.column_names]
+    if missing:
+        raise ValueError(f"{name} lacks column(s) {missing}; DPO pairs need {list(PAIR_COLUMNS)}")
+    if len(table) == 0:
+        raise ValueError(f"{name} holds no pairs: rank some responses first, or import a pairs file")
+    for row, example in enumerate(table.select_columns(list(PAIR_COLUMNS))):
+        empty = [column for column in PAIR_COLUMNS if not isinstance(example[column], str) or not example[column]]
+        if empty:
+            raise ValueError(f"{name} row {row}: {empty} must be non-empty text")
+    return table
+
+
+def split_by_prompt(pairs: datasets.Dataset, seed: int) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """Return (train, held-out) with whole prompts held out, so held-out accuracy measures generalisation."""
+    prompts = sorted(set(pairs["prompt"]))
+    if len(prompts) < MIN_PROMPTS_FOR_EVAL:
+        return pairs, None
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(prompts), generator=generator).tolist()
+    held_out = {prompts[i] for i in order[: max(1, round(EVAL_FRACTION * len(prompts)))]}
+    is_held_out = [prompt in held_out for prompt in pairs["prompt"]]
+    train = pairs.select([i for i, flag in enumerate(is_held_out) if not flag])
+    return train, pairs.select([i for i, flag in enumerate(is_held_out) if flag])
+
+
+def tokenize_pairs(tokenizer, pairs: datasets.Dataset, max_length: int, max_prompt_tokens: int) -> list[dict]:
+    """Return one dict of token ids per pair: chat-formatted prompt, and each response followed by EOS.
+
+    The prompt keeps its last `min(max_prompt_tokens, max_length - 1)` tokens; each completion keeps its first
+    tokens up to `max_length` in all (a cut completion loses its EOS, as it would at sampling time).
+    """
+    prompt_cache: dict[str, list[int]] = {}
+    examples = []
+    for index, pair in enumerate(pairs.select_columns(list(PAIR_COLUMNS))):
+        if pair["prompt"] not in prompt_cache:
+            prompt_cache[pair["prompt"]] = chat_prompt_ids(tokenizer, pair["prompt"])
+        prompt_ids = prompt_cache[pair["prompt"]][-min(max_prompt_tokens, max_length - 1) :]
+        room = max_length - len(prompt_ids)
+        completions = tokenizer([pair["chosen"], pair["rejected"]], add_special_tokens=False)["input_ids"]
+        chosen_ids, rejected_ids = (ids + [tokenizer.eos_token_id] for ids in completions)
+        examples.append(
+            {
+                "index": index,
+                "prompt_ids": prompt_ids,
+                "chosen_ids": chosen_ids[:room],
+                "rejected_ids": rejected_ids[:room],
+            }
+        )
+    return examples
+
+
+def collate_pairs(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Return one batch of 2B rows, the B chosen rows first, so chosen and rejected share one forward pass.
+
+    Prompts are left-padded and completions right-padded, so every prompt ends in the same column.
+    """
+    prompt_width = max(len(example["prompt_ids"]) for example in examples)
+    completion_width = max(len(example[key]) for example in examples for key in ("chosen_ids", "rejected_ids"))
+    input_ids, attention_mask, completion_mask = [], [], []
+    for key in ("chosen_ids", "rejected_ids"):
+        for example in examples:
+            prompt, completion = example["prompt_ids"], example[key]
+            left, right = prompt_width - len(prompt), completion_width - len(completion)
+            input_ids.append([pad_token_id] * left + prompt + completion + [pad_token_id] * right)
+            attention_mask.append([0] * left + [1] * (len(prompt) + len(completion)) + [0] * right)
+            completion_mask.append([0] * prompt_width + [1] * len(completion) + [0] * right)
+    return {
+        "index": torch.tensor([example["index"] for example in examples]),  # (B,)
+        "input_ids": torch.tensor(input_ids),  # (2B, T)
+        "attention_mask": torch.tensor(attention_mask),  # (2B, T)
+        "completion_mask": torch.tensor(completion_mask),  # (2B, T)
+    }
+
+
+def pair_logps(model, batch: dict[str, torch.Tensor]) -> PairLogps:
+    """Return the summed completion log-probs of a collated batch: one forward pass over chosen and rejected."""
+    logps = completion_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])  # (2B,)
+    tokens = batch["completion_mask"].sum(-1).to(logps.dtype)  # (2B,)
+    chosen, rejected = logps.chunk(2)
+    chosen_tokens, rejected_tokens = tokens.chunk(2)
+    return PairLogps(chosen, rejected, chosen_tokens, rejected_tokens)
+
+
+def completion_logps(model, input_ids, attention_mask, completion_mask) -> torch.Tensor:
+    """Return log p(completion | prompt) per row, computing logits for the completion columns only.
+
+    Every prompt ends in the same column P (`collate_pairs`), so the last T − P + 1 positions predict all
+    completion tokens. Skipping the prompt's logits (a chat template is ~30 tokens before the user's text)
+    saves most of the vocabulary-wide work; unlike `token_logprobs`, no entropy is computed: DPO has no use for it.
+    """
+    prompt_width = int(completion_mask.any(0).int().argmax())  # P: the first column holding a completion token
+    completion_width = input_ids.shape[1] - prompt_width
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        logits_to_keep=completion_width + 1,
+    ).logits[:, :-1]  # (2B, C, V): position P−1+t predicts completion token t
+    targets = input_ids[:, prompt_width:]  # (2B, C)
+    logits = logits.float()
+    picked = torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return (picked * completion_mask[:, prompt_width:].to(picked.dtype)).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The reference: one pass over the data, cached.
+
+
+@dataclass
+class ReferenceCache:
+    """Reference log-probs of every pair, indexed by the pair's `index`; computed once, then read each step."""
+
+    chosen: torch.Tensor  # (N,)
+    rejected: torch.Tensor  # (N,)
+
+    def lookup(self, batch: dict[str, torch.Tensor]) -> PairLogps:
+        index = batch["index"].cpu()
+        device = batch["input_ids"].device
+        tokens = batch["completion_mask"].sum(-1).float()  # (2B,)
+        chosen_tokens, rejected_tokens = tokens.chunk(2)
+        return PairLogps(self.chosen[index].to(device), self.rejected[index].to(device), chosen_tokens, rejected_tokens)
+
+
+@torch.no_grad()
+def cache_reference_logps(
+    policy, reference, examples: list[dict], pad_token_id: int, batch_size: int, device: torch.device
+) -> ReferenceCache:
+    """Return the reference's log-probs of every pair: the explicit copy, or the LoRA policy with adapters off."""
+    chosen = torch.zeros(len(examples))
+    rejected = torch.zeros(len(examples))
+    batches = [examples[start : start + batch_size] for start in range(0, len(examples), batch_size)]
+    with reference_mode(policy, reference) as model:
+        was_training = model.training
+        model.eval()
+        for chunk in tqdm(batches, desc="reference log-probs", unit="batch", leave=False):
+            batch = {key: value.to(device) for key, value in collate_pairs(chunk, pad_token_id).items()}
+            logps = pair_logps(model, batch)
+            chosen[batch["index"].cpu()] = logps.chosen.float().cpu()
+            rejected[batch["index"].cpu()] = logps.rejected.float().cpu()
+        model.train(was_training)
+    return ReferenceCache(chosen, rejected)
+
+
+@torch.no_grad()
+def evaluate_pairs(
+    policy, ref_cache: ReferenceCache, pairs: list[dict], beta: float = 0.1, batch_size: int = 8
+) -> dict:
+    """Return held-out preference accuracy (implicit reward of chosen > rejected) and mean reward margin β·h."""
+    device = next(policy.parameters()).device
+    pad_token_id = policy.config.pad_token_id  # set apart from EOS by `ensure_pad_token` when the policy loaded
+    was_training = policy.training
+    policy.eval()
+    correct, margin_sum = 0.0, 0.0
+    for start in range(0, len(pairs), batch_size):
+        batch = collate_pairs(pairs[start : start + batch_size], pad_token_id)
+        batch = {key: value.to(device) for key, value in batch.items()}
+        logps, reference = pair_logps(policy, batch), ref_cache.lookup(batch)
+        margins = beta * ((logps.chosen - reference.chosen) - (logps.rejected - reference.rejected))
+        correct += (margins > 0).float().sum().item()
+        margin_sum += margins.sum().item()
+    policy.train(was_training)
+    return {"eval/accuracy": correct / len(pairs), "eval/margin": margin_sum / len(pairs)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training.
+
+
+def dpo_step(policy, batch: dict[str, torch.Tensor], ref_cache: ReferenceCache, config: DPOConfig):
+    """Return (loss, metrics) of one batch of pairs; the caller runs backward and the optimizer."""
+    logps = pair_logps(policy, batch)
+    reference = ref_cache.lookup(batch)
+    loss = pair_losses(logps, reference, config.loss_type, config.beta, config.label_smoothing).mean()
+    chosen_rewards = config.beta * (logps.chosen - reference.chosen).detach()  # implicit rewards β·log(π/ref)
+    rejected_rewards = config.beta * (logps.rejected - reference.rejected).detach()
+    metrics = {
+        "loss": loss.item(),
+        "rewards/chosen": chosen_rewards.mean().item(),
+        "rewards/rejected": rejected_rewards.mean().item(),
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
+        "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
+        # Chosen log-probs can fall while the margin grows (DPO repo #32): log both sides.
+        "logps/chosen": logps.chosen.detach().mean().item(),
+        "logps/rejected": logps.rejected.detach().mean().item(),
+    }
+    return loss, metrics
+
+
+@dataclass
+class DPOResult:
+    run_dir: Path
+    model_id: int | None  # registry id when a store was given
+    metrics: dict  # held-out accuracy and margin (when pairs were held out) and the last step's metrics
+
+
+@dataclass
+class PreparedPairs:
+    """Tokenized pairs with their cached reference log-probs: all a DPO epoch reads."""
+
+    examples: list[dict]
+    reference: ReferenceCache
+
+
+def prepare_pairs(policy, reference, tokenizer, table: datasets.Dataset, config: DPOConfig, device) -> PreparedPairs:
+    """Tokenize the pairs and run the reference over them once."""
+    examples = tokenize_pairs(tokenizer, table, config.max_length, config.max_prompt_tokens)
+    cache = cache_reference_logps(policy, reference, examples, tokenizer.pad_token_id, config.batch_prompts, device)
+    return PreparedPairs(examples, cache)
+
+
+def disable_dropout(model) -> None:
+    """Set every dropout to 0: the cached reference log-probs come from a deterministic pass, so must the policy's."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def fit_dpo(
+    policy, tokenizer, train: PreparedPairs, config: DPOConfig, accelerator: Accelerator, writer: MetricsWriter
+) -> tuple[object, dict]:
+    """Run `config.epochs` passes of DPO over the prepared pairs; return (the unwrapped policy, last metrics)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(
+        train.examples,
+        batch_size=config.batch_prompts,
+        shuffle=True,
+        generator=generator,
+        collate_fn=lambda examples: collate_pairs(examples, tokenizer.pad_token_id),
+    )
+    optimizer = make_optimizer(policy, config.learning_rate, eps=1e-8)
+    trainable = [parameter for group in optimizer.param_groups for parameter in group["params"]]
+    policy, optimizer, loader = accelerator.prepare(policy, optimizer, loader)
+    disable_dropout(policy)
+    policy.train()
+    step, metrics = 0, {}
+    progress = tqdm(total=config.epochs * len(loader), desc="DPO", unit="step", disable=not accelerator.is_main_process)
+    for epoch in range(config.epochs):
+        for batch_number, batch in enumerate(loader, start=1):
+            started = time.perf_counter()
+            loss, metrics = dpo_step(policy, batch, train.reference, config)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+            optimizer.step()
+            elapsed = time.perf_counter() - started
+            step += 1
+            metrics = mean_over_processes(accelerator, metrics)
+            metrics |= {
+                "epoch": epoch + batch_number / len(loader),
+                "losses/grad_norm": float(grad_norm),
+                "charts/learning_rate": config.learning_rate,
+                "charts/step_time_s": elapsed,
+                "charts/tokens_per_s": batch["attention_mask"].sum().item() / elapsed,
+            }
+            writer.write(step, metrics)
+            progress.update(1)
+            progress.set_postfix(loss=f"{metrics['loss']:.3f}", margin=f"{metrics['rewards/margins']:.3f}")
+            if config.save_every and step % config.save_every == 0 and accelerator.is_main_process:
+                save_checkpoint(
+                    accelerator.unwrap_model(policy),
+                    tokenizer,
+                    writer.path.parent / f"checkpoint-{step}",
+                    {"step": step},
+                )
+    progress.close()
+    return accelerator.unwrap_model(policy), metrics | {"steps": step}
+
+
+def train_dpo(config: DPOConfig, store=None, pairs=None) -> DPOResult:
+    """Train a policy with DPO and return its run; pairs come from `pairs`, else `config.pairs_file`, else the store.
+
+    Bad input fails before any model is loaded or file written. The run folder (a fresh one: DPO does not
+    resume) gets config.json, metrics.jsonl and the checkpoint (adapter/, merged/); with a store the run is
+    recorded as a 'policy' model.
+    """
+    choice = pick_device(None if config.device == "auto" else config.device)
+    accelerator = Accelerator(cpu=choice.device.type == "cpu")
+    # Rank 0 alone reads the database (DuckDB allows one writing process); the others receive its pairs and its
+    # run folder (a default name holds a timestamp that could differ by a second between processes).
+    found = [None, config.output_dir, None]
+    if accelerator.is_main_process:
+        try:
+            found[0] = _checked_inputs(config, store, pairs).to_list()
+        except (ValueError, OSError) as error:  # passed on, so the other processes stop too instead of waiting
+            found[2] = str(error)
+    rows, config.output_dir, problem = broadcast_object_list(found)
+    if problem:
+        raise ValueError(problem)
+    train_table, eval_table = split_by_prompt(datasets.Dataset.from_list(rows), config.seed)
+    run_dir = Path(config.output_dir)
+    torch.manual_seed(config.seed + accelerator.process_index)
+    lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
+    policy, reference, tokenizer = load_policy(config.model, lora, accelerator.device, choice.dtype)
+
+    train = prepare_pairs(policy, reference, tokenizer, train_table, config, accelerator.device)
+    held_out = (
+        None
+        if eval_table is None
+        else prepare_pairs(policy, reference, tokenizer, eval_table, config, accelerator.device)
+    )
+    del reference  # cached: a full-fine-tuning reference copy is no longer needed
+    gc.collect()
+
+    if accelerator.is_main_process:
+        config.save(run_dir)
+    writer = MetricsWriter(run_dir, enabled=accelerator.is_main_process)
+    policy, last = fit_dpo(policy, tokenizer, train, config, accelerator, writer)
+    metrics = {"train/" + key: value for key, value in last.items()}
+    if held_out is not None:
+        held_out_metrics = evaluate_pairs(policy, held_out.reference, held_out.examples, config.beta)
+        writer.write(last["steps"], held_out_metrics)
+        metrics |= held_out_metrics
+    model_id = None
+    if accelerator.is_main_process:
+        save_checkpoint(policy, tokenizer, run_dir, {"algo": "dpo", "config": config.to_dict(), "metrics": metrics})
+        if store is not None:
+            model_id = _record_run(store, config, run_dir, metrics)
+    accelerator.wait_for_everyone()
+    return DPOResult(run_dir, model_id, metrics)
+
+
+def _checked_inputs(config: DPOConfig, store, pairs) -> datasets.Dataset:
+    """Return the pairs to train on, after checking them, the run folder and the run's registry name."""
+    source = pairs if pairs is not None else (config.pairs_file or store)
+    if source is None:
+        raise ValueError("DPO needs preference pairs: pass a store with rankings, a pairs table, or set pairs_file")
+    table = load_pairs(source)
+    run_dir = Path(config.output_dir)
+    if (run_dir / METRICS_FILE).exists():
+        raise ValueError(f"{run_dir} already holds a run; choose another output_dir (DPO runs do not resume)")
+    if store is not None:
+        _check_name_free(store, run_dir)
+    return table
+
+
+def _check_name_free(store, run_dir: Path) -> None:
+    """Refuse before training when the run's registry name (its folder name) belongs to another folder."""
+    from data.registry import get_model
+
+    try:
+        record = get_model(store, run_dir.name)
+    except KeyError:
+        return
+    if Path(record["path"]).resolve() != run_dir.resolve():
+        raise ValueError(
+            f"a model named {run_dir.name!r} is already recorded at {record['path']}; pick another output_dir"
+        )
+
+
+def _record_run(store, config: DPOConfig, run_dir: Path, metrics: dict) -> int:
+    """Record the run under its folder name (a rerun into the same folder updates its metrics)."""
+    from data.registry import get_model, record_model, update_metrics
+
+    try:
+        existing = get_model(store, run_dir.name)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        update_metrics(store, existing["id"], metrics)
+        return existing["id"]
+    try:
+        parent_id = get_model(store, config.model)["id"]
+    except KeyError:
+        parent_id = None
+    config_record = {"algo": config.algo, **config.to_dict()}
+    return record_model(store, "policy", run_dir.name, str(run_dir.resolve()), parent_id, config_record, metrics)

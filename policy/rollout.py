@@ -1,0 +1,213 @@
+"""Rollouts: sample responses to a batch of prompts, score them, and keep what every policy loss needs.
+
+Layout of every (B, T) tensor: the prompt left-padded to width P, then the completion right-padded.
+The completion mask is 1 from the first response token up to and including the first EOS, and 0 on padding
+and anything after the EOS (RLHF_NOTES: pad != EOS, EOS stays visible so the policy learns to stop).
+"""
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from transformers import GenerationConfig
+
+from policy.logprobs import token_logprobs
+from policy.lora import reference_mode
+from policy.sampling import chat_prompt_ids, eos_token_ids
+
+
+@dataclass
+class Rollout:
+    """One batch of sampled responses with their masks, log-probs and rewards; row b answers prompts[b]."""
+
+    input_ids: torch.Tensor  # (B, T) prompt (left-padded) + completion (right-padded)
+    attention_mask: torch.Tensor  # (B, T) 1 on real prompt tokens and on the completion up to its EOS
+    completion_mask: torch.Tensor  # (B, T) 1 on response tokens, EOS included
+    old_logprobs: torch.Tensor | None  # (B, T) log p_policy(token) at sampling time, 0 off the completion
+    ref_logprobs: torch.Tensor | None  # (B, T) log p_reference(token), None when no KL term needs it
+    rewards: torch.Tensor  # (B,) score per response, missing-EOS penalty applied
+    group_ids: torch.Tensor  # (B,) index of the prompt each response answers
+    prompts: list[str]
+    texts: list[str]  # decoded responses, cut at EOS
+    has_eos: torch.Tensor  # (B,) bool: the response ended with EOS rather than max_new_tokens
+    prompt_width: int  # P: completion tokens start at column P
+
+    @property
+    def response_lengths(self) -> torch.Tensor:
+        return self.completion_mask.sum(-1)  # (B,)
+
+    def rows(self, index: torch.Tensor) -> "Rollout":
+        """Return the sub-batch of the given rows (a minibatch); per-row lists follow the tensors."""
+        pick = index.tolist()
+
+        def take(tensor):
+            return None if tensor is None else tensor[index]
+
+        return Rollout(
+            input_ids=self.input_ids[index],
+            attention_mask=self.attention_mask[index],
+            completion_mask=self.completion_mask[index],
+            old_logprobs=take(self.old_logprobs),
+            ref_logprobs=take(self.ref_logprobs),
+            rewards=self.rewards[index],
+            group_ids=self.group_ids[index],
+            prompts=[self.prompts[i] for i in pick],
+            texts=[self.texts[i] for i in pick],
+            has_eos=self.has_eos[index],
+            prompt_width=self.prompt_width,
+        )
+
+
+RewardFn = Callable[[list[str], list[str]], "list[float] | torch.Tensor"]
+
+
+def as_reward_fn(reward) -> RewardFn:
+    """Return a (prompts, responses) -> float tensor function from a RewardScorer (has .score) or a callable."""
+    if hasattr(reward, "score"):
+        return lambda prompts, responses: reward.score(prompts, responses)
+    if callable(reward):
+        return reward
+    raise TypeError(f"a reward must be a scorer with .score(prompts, responses) or a callable, got {type(reward)}")
+
+
+def load_reward_function(spec: str) -> RewardFn:
+    """Return the callable named 'package.module:function'."""
+    module_name, _, attribute = spec.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot load reward function {spec!r}: {error}") from error
+    if not callable(function):
+        raise ValueError(f"reward function {spec!r} is not callable")
+    return function
+
+
+def score_responses(reward_fn: RewardFn, prompts: list[str], responses: list[str]) -> torch.Tensor:
+    """Return the rewards as a float tensor on CPU, refusing a wrong count or non-finite values."""
+    scores = reward_fn(prompts, responses)
+    scores = torch.as_tensor(scores.tolist() if torch.is_tensor(scores) else list(scores), dtype=torch.float32)
+    if scores.shape != (len(responses),):
+        raise ValueError(f"the reward returned shape {tuple(scores.shape)} for {len(responses)} responses")
+    if not torch.isfinite(scores).all():
+        raise ValueError("the reward returned NaN or infinite values")
+    return scores
+
+
+def left_pad_prompts(
+    tokenizer, prompts: list[str], max_prompt_tokens: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (input_ids, attention_mask) of chat-templated prompts, left-padded; long prompts keep their end."""
+    rows = [chat_prompt_ids(tokenizer, prompt)[-max_prompt_tokens:] for prompt in prompts]
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        input_ids[index, width - len(row) :] = torch.tensor(row)
+        attention_mask[index, width - len(row) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (mask, has_eos): mask is 1 up to and including the first EOS of each row, 0 after it.
+
+    A row with no EOS keeps every token (it was cut by max_new_tokens, no padding follows its last token).
+    """
+    is_eos = torch.isin(completion_ids, torch.tensor(sorted(eos_ids), device=completion_ids.device))  # (B, C)
+    has_eos = is_eos.any(-1)
+    first_eos = torch.where(has_eos, is_eos.int().argmax(-1), completion_ids.shape[1] - 1)  # (B,)
+    positions = torch.arange(completion_ids.shape[1], device=completion_ids.device)
+    mask = (positions.unsqueeze(0) <= first_eos.unsqueeze(1)).long()  # (B, C)
+    return mask, has_eos
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float, max_prompt_tokens: int):
+    """Return (input_ids, attention_mask, completion_mask, has_eos, prompt_width) for one sampled response per prompt.
+
+    Sampling is from the full distribution at `temperature` (no top-k/top-p), so the log-probs the losses use
+    are those of the distribution that produced the tokens. Call it on the unwrapped model under DDP.
+    """
+    prompt_ids, prompt_mask = left_pad_prompts(tokenizer, prompts, max_prompt_tokens, model.device)
+    eos_ids = eos_token_ids(model, tokenizer)
+    config = GenerationConfig(
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=sorted(eos_ids),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    was_training = model.training
+    model.eval()
+    output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)  # (B, P + C)
+    model.train(was_training)
+    prompt_width = prompt_ids.shape[1]
+    completion_ids = output[:, prompt_width:]
+    completion_mask, has_eos = completion_mask_from_ids(completion_ids, eos_ids)
+    # Tokens after the EOS become pad so nothing downstream can read them by accident.
+    completion_ids = torch.where(completion_mask.bool(), completion_ids, tokenizer.pad_token_id)
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+    full_completion_mask = torch.cat([torch.zeros_like(prompt_mask), completion_mask], dim=1)
+    return input_ids, attention_mask, full_completion_mask, has_eos, prompt_width
+
+
+def decode_completions(tokenizer, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[str]:
+    """Return each response's text without special tokens (the EOS is not part of what a reward model reads)."""
+    return [
+        tokenizer.decode(row[mask.bool()].tolist(), skip_special_tokens=True).strip()
+        for row, mask in zip(input_ids, completion_mask, strict=True)
+    ]
+
+
+@torch.no_grad()
+def collect_rollout(
+    policy,
+    tokenizer,
+    prompts: list[str],
+    reward_fn: RewardFn,
+    *,
+    reference=None,
+    responses_per_prompt: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    max_prompt_tokens: int = 512,
+    missing_eos_penalty: float | None = None,
+    need_old_logprobs: bool = True,
+    need_ref_logprobs: bool = True,
+) -> Rollout:
+    """Sample `responses_per_prompt` responses per prompt, score them, and compute the log-probs asked for.
+
+    `policy` is the plain model (under DDP: accelerator.unwrap_model(model)): nothing here needs gradients.
+    With LoRA, `reference` None means "the policy with its adapter off".
+    """
+    repeated = [prompt for prompt in prompts for _ in range(responses_per_prompt)]
+    group_ids = torch.arange(len(prompts)).repeat_interleave(responses_per_prompt)
+    input_ids, attention_mask, completion_mask, has_eos, prompt_width = generate(
+        policy, tokenizer, repeated, max_new_tokens, temperature, max_prompt_tokens
+    )
+    texts = decode_completions(tokenizer, input_ids, completion_mask)
+    rewards = score_responses(reward_fn, repeated, texts)
+    if missing_eos_penalty is not None:
+        rewards = rewards - missing_eos_penalty * (~has_eos).float().cpu()
+    old_logprobs = ref_logprobs = None
+    if need_old_logprobs:
+        old_logprobs, _ = token_logprobs(policy, input_ids, attention_mask, completion_mask, temperature)
+    if need_ref_logprobs:
+        with reference_mode(policy, reference) as reference_model:
+            ref_logprobs, _ = token_logprobs(reference_model, input_ids, attention_mask, completion_mask, temperature)
+    return Rollout(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        completion_mask=completion_mask,
+        old_logprobs=old_logprobs,
+        ref_logprobs=ref_logprobs,
+        rewards=rewards.to(input_ids.device),
+        group_ids=group_ids.to(input_ids.device),
+        prompts=repeated,
+        texts=texts,
+        has_eos=has_eos,
+        prompt_width=prompt_width,
+    )

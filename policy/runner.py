@@ -1,0 +1,308 @@
+"""What PPO and GRPO runs share: set-up on accelerate, prompts, the reward, checkpoints, resume and the registry.
+
+Built on `accelerate`, so `torchrun --nproc_per_node N` (or `accelerate launch`) runs the same command
+data-parallel: each process samples its own prompts, gradients are averaged by DDP, rank 0 writes files.
+"""
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from policy.config import RunConfig
+from policy.lora import LoraSettings, load_policy, save_checkpoint
+from policy.metrics import METRICS_FILE, MetricsWriter
+from policy.rollout import RewardFn, as_reward_fn, load_reward_function
+from rlhf_studio.models import pick_device
+
+STATE_FILE = "trainer_state.pt"
+
+
+@dataclass
+class RunContext:
+    """Everything a training loop needs, made once by `start_run`."""
+
+    config: RunConfig
+    accelerator: Accelerator
+    policy: torch.nn.Module  # the plain model; the loop prepares its own (possibly wrapped) module
+    reference: torch.nn.Module | None  # None with LoRA: the policy with its adapter disabled
+    tokenizer: object
+    prompts: list[str]
+    reward_fn: RewardFn
+    run_dir: Path
+    writer: MetricsWriter
+    start_step: int = 0
+    resumed_state: dict = field(default_factory=dict)
+    reward_source: str | None = None
+    prompts_source: str = "duckdb"
+
+
+def start_run(
+    config: RunConfig, reward=None, prompts: list[str] | None = None, store=None, resume: bool = False
+) -> RunContext:
+    """Return a RunContext: accelerator, policy (from the run's last checkpoint when resuming), prompts, reward.
+
+    `reward`: a RewardScorer, a callable (prompts, responses) -> floats, or None to build it from the config.
+    `prompts`: a list, or None to read config.prompts_file, else every prompt in the DuckDB store.
+    """
+    config.check_reward_source()
+    choice = pick_device(None if config.device == "auto" else config.device)
+    accelerator = Accelerator(cpu=choice.device.type == "cpu")
+    # Rank 0 alone reads the database (DuckDB allows one writing process); the others receive what it found,
+    # and its run folder (a default name holds a timestamp that could differ by a second between processes).
+    found = [None, None, None, config.output_dir, None]
+    if accelerator.is_main_process:
+        try:
+            _check_run_dir(Path(config.output_dir), resume)
+            _check_registry_name(store, Path(config.output_dir))
+            found[:3] = [*_prompts(config, prompts, store), _reward_source(config, reward, store)]
+        except ValueError as error:  # passed on, so the other processes stop too instead of waiting
+            found[4] = str(error)
+    prompts, prompts_source, reward_source, config.output_dir, problem = broadcast_object_list(found)
+    if problem:
+        raise ValueError(problem)
+    run_dir = Path(config.output_dir)
+    reward_fn = _reward_fn(config, reward, reward_source, "cpu" if choice.device.type == "cpu" else None)
+    state = _load_state(run_dir)
+    torch.manual_seed(config.seed + accelerator.process_index + state.get("step", 0))
+    random.seed(config.seed + accelerator.process_index)
+    lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
+    policy, reference, tokenizer = load_policy(config.model, lora, accelerator.device, choice.dtype)
+    if state:
+        _restore_weights(policy, run_dir)
+    disable_dropout(policy)
+    if accelerator.is_main_process:
+        config.save(run_dir)
+    return RunContext(
+        config=config,
+        accelerator=accelerator,
+        policy=policy,
+        reference=reference,
+        tokenizer=tokenizer,
+        prompts=prompts,
+        reward_fn=reward_fn,
+        run_dir=run_dir,
+        writer=MetricsWriter(run_dir, enabled=accelerator.is_main_process),
+        start_step=state.get("step", 0),
+        resumed_state=state,
+        reward_source=reward_source,
+        prompts_source=prompts_source,
+    )
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse to mix two runs in one folder: a new run needs a fresh folder, a resumed one a saved state."""
+    has_state = (run_dir / STATE_FILE).exists()
+    if resume and not has_state:
+        raise ValueError(f"cannot resume {run_dir}: it holds no {STATE_FILE} (no checkpoint was saved)")
+    if not resume and (has_state or (run_dir / METRICS_FILE).exists()):
+        raise ValueError(f"{run_dir} already holds a run; resume it (--resume) or choose another output dir")
+
+
+def _reward_source(config: RunConfig, reward, store) -> str | None:
+    """Return where the reward comes from: a reward-model run folder, a 'module:function', or a label."""
+    if reward is not None:
+        return getattr(reward, "run_dir", None) or getattr(reward, "__name__", "python")
+    if config.reward_kind == "function":
+        return config.reward_function
+    if not config.reward_model:
+        raise ValueError("no reward: pass --reward-model (a reward-model run folder or registry name)")
+    return resolve_reward_run(config.reward_model, store)
+
+
+def _reward_fn(config: RunConfig, reward, reward_source: str, device: str | None) -> RewardFn:
+    if reward is not None:
+        return as_reward_fn(reward)
+    if config.reward_kind == "function":
+        return load_reward_function(reward_source)
+    from rm.score import RewardScorer
+
+    return as_reward_fn(RewardScorer.from_run(reward_source, device=device))
+
+
+def resolve_reward_run(name_or_path: str, store=None) -> str:
+    """Return the folder of a reward-model run given its folder or its name in the registry."""
+    if Path(name_or_path).expanduser().is_dir():
+        return str(Path(name_or_path).expanduser())
+    if store is not None:
+        from data.registry import get_model
+
+        try:
+            record = get_model(store, name_or_path)
+        except KeyError:
+            record = None
+        if record is not None and record["kind"] == "reward" and record["path"]:
+            return record["path"]
+    raise ValueError(f"reward model {name_or_path!r} is neither a run folder nor a recorded reward-model run")
+
+
+def _prompts(config: RunConfig, prompts, store) -> tuple[list[str], str]:
+    if prompts is not None:
+        source = "given"
+    elif config.prompts_file:
+        from data.importers import read_prompts
+
+        prompts, source = read_prompts(config.prompts_file), config.prompts_file
+    elif store is not None:
+        from data.prompts import browse_prompts
+
+        prompts, source = browse_prompts(store, "", limit=10_000_000)["text"].tolist(), "duckdb"
+    else:
+        raise ValueError("no prompts: give a prompts file or a database")
+    if not prompts:
+        raise ValueError("no prompts to train on: import some first (`rlhf-studio import-prompts`)")
+    return list(prompts), source
+
+
+def prompt_batch(prompts: list[str], step: int, size: int, rank: int, world: int, seed: int) -> list[str]:
+    """Return this process's prompts for a step: a fixed shuffle per epoch, disjoint across processes.
+
+    A function of the step alone, so a resumed run continues where it stopped.
+    """
+    first = (step * world + rank) * size
+    orders: dict[int, list[int]] = {}
+    picked = []
+    for index in range(first, first + size):
+        epoch, within = divmod(index, len(prompts))
+        if epoch not in orders:
+            orders[epoch] = random.Random(seed + epoch).sample(range(len(prompts)), len(prompts))
+        picked.append(prompts[orders[epoch][within]])
+    return picked
+
+
+def _load_state(run_dir: Path) -> dict:
+    path = run_dir / STATE_FILE
+    return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else {}
+
+
+def _restore_weights(policy, run_dir: Path) -> None:
+    """Load the trained weights of a run being resumed (LoRA adapter, or the full merged model)."""
+    if isinstance(policy, PeftModel):
+        adapter = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+        result = set_peft_model_state_dict(policy, adapter)
+        if getattr(result, "unexpected_keys", None):
+            raise RuntimeError(f"resuming {run_dir}: adapter keys did not match: {result.unexpected_keys[:3]}")
+    else:
+        merged = load_file(str(run_dir / "merged" / "model.safetensors"))
+        policy.load_state_dict(merged, strict=False)
+
+
+def save_run(ctx: RunContext, step: int, optimizer, extra_state: dict | None = None) -> None:
+    """Write the checkpoint (adapter/, merged/) and the trainer state (optimizer, step) for resume; rank 0 only."""
+    ctx.accelerator.wait_for_everyone()
+    if ctx.accelerator.is_main_process:
+        policy = ctx.accelerator.unwrap_model(ctx.policy)
+        metadata = {
+            "algo": ctx.config.algo,
+            "step": step,
+            "base_model": ctx.config.model,
+            "reward": ctx.reward_source,
+            "prompts": ctx.prompts_source,
+        }
+        save_checkpoint(policy, ctx.tokenizer, ctx.run_dir, metadata)
+        state = {"step": step, "optimizer": optimizer.state_dict(), **(extra_state or {})}
+        torch.save(state, ctx.run_dir / STATE_FILE)
+    ctx.accelerator.wait_for_everyone()
+
+
+def _check_registry_name(store, run_dir: Path) -> None:
+    """Refuse before training if the run's name is recorded for another folder (so nothing is trained in vain)."""
+    if store is None:
+        return
+    from data.registry import get_model
+
+    try:
+        record = get_model(store, run_dir.name)
+    except KeyError:
+        return
+    if Path(record["path"]).resolve() != run_dir.resolve():
+        raise ValueError(
+            f"a model named {run_dir.name!r} is already recorded at {record['path']}; pick another output dir"
+        )
+
+
+def record_run(ctx: RunContext, store, metrics: dict) -> int | None:
+    """Record the finished run in the registry (kind 'policy', lineage in its config); rank 0 only."""
+    if store is None or not ctx.accelerator.is_main_process:
+        return None
+    from data.registry import get_model, record_model, update_metrics
+
+    name = ctx.run_dir.name
+    try:
+        existing = get_model(store, name)
+    except KeyError:
+        existing = None
+    if existing is not None:  # a resumed run: same folder, new headline numbers
+        update_metrics(store, existing["id"], metrics)
+        return existing["id"]
+    parent_id = _registry_id(store, ctx.reward_source) or _registry_id(store, ctx.config.model)
+    lineage = {"base_model": ctx.config.model, "reward": ctx.reward_source, "prompts": ctx.prompts_source}
+    config = {"algo": ctx.config.algo, **ctx.config.to_dict(), "lineage": lineage}
+    return record_model(store, "policy", name, str(ctx.run_dir.resolve()), parent_id, config, metrics)
+
+
+def _registry_id(store, name_or_path: str | None) -> int | None:
+    """Return the registry id of a recorded model, looked up by name or by its folder."""
+    if not name_or_path:
+        return None
+    from data.registry import get_model, list_models
+
+    try:
+        return get_model(store, name_or_path)["id"]
+    except KeyError:
+        pass
+    wanted = str(Path(name_or_path).expanduser().resolve())
+    for record in list_models(store):
+        if record["path"] and str(Path(record["path"]).expanduser().resolve()) == wanted:
+            return record["id"]
+    return None
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    """Return the saved config.json of a run (with its 'algo')."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} holds no config.json: not a policy run to resume")
+    return json.loads(path.read_text())
+
+
+def make_optimizer(model: torch.nn.Module, learning_rate: float, eps: float = 1e-5) -> torch.optim.Optimizer:
+    """Return Adam over the trainable parameters (LoRA adapters, value head, or all weights)."""
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    if not trainable:
+        raise ValueError("the model has no trainable parameters")
+    return torch.optim.Adam(trainable, lr=learning_rate, eps=eps)
+
+
+def progress_bar(ctx: RunContext, algo: str):
+    """Return the steps still to run (from the resumed step), with a tqdm bar on the main process."""
+    return tqdm(
+        range(ctx.start_step, ctx.config.steps),
+        initial=ctx.start_step,
+        total=ctx.config.steps,
+        desc=f"{algo} {ctx.run_dir.name}",
+        unit="step",
+        disable=not ctx.accelerator.is_main_process,
+    )
+
+
+def mean_over_processes(accelerator: Accelerator, values: dict) -> dict:
+    """Return each scalar averaged over the data-parallel processes (one gather for all of them)."""
+    keys = sorted(values)
+    stacked = torch.stack([torch.as_tensor(values[key]).detach().float().to(accelerator.device) for key in keys])
+    gathered = accelerator.gather(stacked.unsqueeze(0)).mean(0)
+    return dict(zip(keys, gathered.tolist(), strict=True))
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout to 0: ratios and KL must compare deterministic forward passes (RLHF_NOTES)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0

@@ -1,0 +1,52 @@
+"""`rlhf-studio train-rm`: the RewardConfig fields as flags (`--batch-size`, `--lora-rank`, ...)."""
+
+import json
+import types
+import typing
+from dataclasses import MISSING, fields
+
+from rm.config import RewardConfig
+
+ALIASES = {"learning_rate": ["--lr"], "center_coefficient": ["--center-rewards-coefficient"]}
+
+
+def _flag_type(field) -> type:
+    """Return the Python type argparse converts a field's flag with (the non-None part of `X | None`)."""
+    annotation = field.type
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    return annotation
+
+
+def register(subparsers) -> None:
+    """Add the `train-rm` subcommand; it reads rankings from the global --db unless --pairs names a file."""
+    parser = subparsers.add_parser(
+        "train-rm", help="train a reward model on the rankings (or a pairs file)", description=RewardConfig.__doc__
+    )
+    for field in fields(RewardConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = None if field.default is MISSING else field.default
+        parser.add_argument(
+            flag,
+            *ALIASES.get(field.name, []),
+            dest=field.name,
+            type=_flag_type(field),
+            default=default,
+            help=f"{field.metadata['help']} (default: {default})",
+        )
+    parser.set_defaults(func=cmd_train_rm)
+
+
+def cmd_train_rm(args) -> int:
+    from rm.train import train_reward_model
+
+    config = RewardConfig(**{field.name: getattr(args, field.name) for field in fields(RewardConfig)})
+    store = None
+    if not config.pairs:
+        from data.store import Store
+
+        store = Store(args.db)
+    result = train_reward_model(config, store)
+    print(f"reward model run: {result.run_dir}")
+    print(json.dumps({key: value for key, value in result.metrics.items() if "/" in key}, indent=2))
+    return 0

@@ -1,0 +1,83 @@
+"""The reward-model training config: the same object behind `rlhf-studio train-rm`, the app's form and config.json.
+
+Every field carries its help text in `metadata["help"]`; `rm.cli` turns the fields into flags from it.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _help(default, text: str):
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class RewardConfig:
+    """Train a Bradley-Terry reward model on rankings (InstructGPT: all C(K,2) pairs of a ranking in one step)."""
+
+    backbone: str = _help(
+        "default",
+        "'default' (SmolLM2-135M-Instruct), 'all-MiniLM-L6-v2' (fast CPU encoder), a model folder or a hub id",
+    )
+    epochs: int = _help(1, "passes over the training rankings (1-2 is usual; more overfits)")
+    learning_rate: float | None = _help(None, "AdamW learning rate (default: 1e-4 with LoRA, 2e-5 full fine-tuning)")
+    batch_size: int = _help(8, "rankings per optimizer step (each ranking's K responses are encoded once)")
+    lora_rank: int = _help(16, "LoRA rank r (Hu et al. 2021); 0 = full fine-tuning. The score head is always trained")
+    lora_alpha: int = _help(32, "LoRA scaling alpha (update is alpha/r * B A)")
+    max_length: int = _help(512, "longest prompt+response in tokens; prompts lose their start first")
+    margin: float = _help(0.0, "required reward gap m in -log sigma(r_better - r_worse - m) (Touvron et al. 2023)")
+    center_coefficient: float = _help(
+        0.0, "c of the centering term c*(r_better + r_worse)^2 (TRL's center_rewards_coefficient; 0.01 is common)"
+    )
+    validation_fraction: float = _help(0.1, "share of prompts held out for validation (split by prompt)")
+    weight_decay: float = _help(0.0, "AdamW weight decay")
+    warmup_ratio: float = _help(0.0, "share of steps with a linear learning-rate warm-up (then linear decay to 0)")
+    max_grad_norm: float = _help(1.0, "clip the gradient's global norm to this")
+    log_every: int = _help(10, "write a training record to metrics.jsonl every N steps")
+    seed: int = _help(0, "random seed (head init, prompt split, shuffling)")
+    device: str = _help("auto", "'auto' (CUDA with bf16 when present, else CPU fp32), 'cpu' or 'cuda'")
+    pairs: str | None = _help(
+        None, "bootstrap from a prompt/chosen/rejected file (.jsonl, .parquet, datasets folder; Anthropic HH too)"
+    )
+    output_dir: str | None = _help(None, "run folder (default: <runs dir>/rm-<timestamp>)")
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "lora_alpha", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be >= 8 tokens, got {self.max_length}")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0 (0 = full fine-tuning), got {self.lora_rank}")
+        if self.learning_rate is None:
+            self.learning_rate = 1e-4 if self.lora_rank > 0 else 2e-5
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.margin < 0:
+            raise ValueError(f"margin must be >= 0, got {self.margin}")
+        if self.center_coefficient < 0:
+            raise ValueError(f"center_coefficient must be >= 0, got {self.center_coefficient}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.weight_decay < 0 or not self.max_grad_norm > 0:
+            raise ValueError("weight_decay must be >= 0 and max_grad_norm > 0")
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; expected one of {DEVICES}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "RewardConfig":
+        """Return the config saved beside a run (unknown keys from other versions are ignored)."""
+        saved = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in saved.items() if key in known})

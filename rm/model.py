@@ -1,0 +1,131 @@
+"""The reward network: a sequence-classification backbone with one output, how text becomes its input, where it reads.
+
+Training (`rm.train`) and scoring (`rm.score`) share these functions, so a response is formatted, padded and read
+the same way in both.
+"""
+
+import contextlib
+
+import torch
+import transformers
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from policy.sampling import chat_prompt_ids
+from rlhf_studio.models import ensure_pad_token, resolve_model
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """Silence the "score.weight newly initialized" report: a fresh head is the point of a reward model."""
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+def unwrap(model):
+    """Return the transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def reads_last_token(model) -> bool:
+    """Return whether the head scores each position (decoders: `score`) rather than a pooled first token (encoders)."""
+    return isinstance(getattr(unwrap(model), "score", None), torch.nn.Module)
+
+
+def head_name(model) -> str:
+    """Return the name of the freshly initialized head that is trained in full, also under LoRA."""
+    for name in ("score", "classifier"):
+        if isinstance(getattr(unwrap(model), name, None), torch.nn.Module):
+            return name
+    raise ValueError(f"{type(model).__name__} has neither a 'score' nor a 'classifier' head; cannot train it")
+
+
+def load_backbone(name_or_path: str, lora_rank: int = 0, lora_alpha: int = 32):
+    """Return (model, tokenizer): a one-output sequence classifier with dropout off, LoRA-wrapped when rank > 0.
+
+    Call `torch.manual_seed` first: the head is initialized at random.
+    """
+    path = resolve_model(name_or_path)
+    config = AutoConfig.from_pretrained(path, num_labels=1)
+    for key, value in config.to_dict().items():
+        if "dropout" in key and isinstance(value, float):
+            setattr(config, key, 0.0)  # dropout makes the K rewards of a ranking noisy; also saved that way
+    with _quiet_loading():
+        model = AutoModelForSequenceClassification.from_pretrained(path, config=config, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "right"
+    ensure_pad_token(tokenizer, model)
+    disable_dropout(model)
+    if reads_last_token(model) and tokenizer.eos_token_id is None:
+        raise ValueError(f"{name_or_path}: a decoder reward model needs an EOS token to read the reward at")
+    if lora_rank > 0:
+        lora = LoraConfig(
+            r=lora_rank,
+            lora_alpha=lora_alpha,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            modules_to_save=[head_name(model)],
+            task_type="SEQ_CLS",
+        )
+        model = get_peft_model(model, lora)
+    return model, tokenizer
+
+
+def disable_dropout(model) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def encode(tokenizer, prompt: str, response: str, max_length: int, last_token: bool) -> list[int]:
+    """Return the token ids the reward model reads for one response to a prompt.
+
+    Decoders: the prompt in the chat template (as the policy sees it), the response, then EOS, where the
+    reward is read; a long prompt loses its start, a long response its end (EOS stays).
+    Encoders: "[CLS] prompt [SEP] response [SEP]", the longer part truncated first.
+    """
+    if not last_token:
+        return tokenizer(prompt, response, truncation=True, max_length=max_length)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"][: max_length - 1]
+    response_ids = response_ids + [tokenizer.eos_token_id]
+    budget = max_length - len(response_ids)
+    prompt_ids = chat_prompt_ids(tokenizer, prompt)
+    prompt_ids = prompt_ids[max(0, len(prompt_ids) - budget) :] if budget > 0 else []
+    return prompt_ids + response_ids
+
+
+def pad_right(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (input_ids, attention_mask), both (B, T), right-padded."""
+    width = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def right_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the batch moved to right padding: each row's real tokens first, in order (a stable sort on the mask)."""
+    order = torch.argsort(1 - attention_mask, dim=-1, stable=True)  # (B, T)
+    return input_ids.gather(1, order), attention_mask.gather(1, order)
+
+
+def sequence_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Return one reward per sequence (B,), whichever side the batch is padded on.
+
+    Decoders are read at the last real token (the appended EOS), found from the attention mask rather than
+    from pad-token heuristics; encoders at the first token, as their classification head pools.
+    """
+    input_ids, attention_mask = right_align(input_ids, attention_mask)
+    inner = unwrap(model)
+    if not reads_last_token(inner):
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
+    hidden = inner.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+    last = attention_mask.sum(dim=-1) - 1  # (B,)
+    last_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
+    return inner.score(last_hidden)[:, 0].float()

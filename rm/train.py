@@ -1,0 +1,305 @@
+"""Train a reward model on rankings: each ranking's K responses in one forward pass, all its pairs from the K scalars.
+
+The run folder holds `model/` (a plain merged AutoModelForSequenceClassification with its tokenizer),
+config.json (the RewardConfig), data.json (which rankings trained and validated), metrics.jsonl (written live),
+normalization.json (mean/std of training rewards) and summary.json (the best epoch's metrics).
+"""
+
+import contextlib
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from rlhf_studio.models import pick_device
+from rlhf_studio.paths import runs_dir
+from rm.config import RewardConfig
+from rm.data import Ranking, rankings_from_store, read_pairs, split_by_prompt
+from rm.loss import batch_loss, correct_comparisons
+from rm.model import encode, load_backbone, pad_right, reads_last_token, sequence_rewards
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodedRanking:
+    ranking_id: int
+    sequences: list[list[int]]  # K token-id lists, one per response
+    tie_groups: torch.Tensor  # (K,), 0 = best group
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict  # the kept (best) epoch's record
+    model_id: int | None  # registry id when trained from a store
+
+
+class MetricsLog:
+    """Append one JSON record per line and flush it, so the app can follow a run while it trains."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as file:
+            file.write(json.dumps(record) + "\n")
+
+
+def encode_rankings(rankings: list[Ranking], tokenizer, max_length: int, last_token: bool) -> list[EncodedRanking]:
+    """Return each ranking's responses tokenized once, for every epoch."""
+    return [
+        EncodedRanking(
+            r.ranking_id,
+            [encode(tokenizer, r.prompt, response, max_length, last_token) for response in r.responses],
+            torch.tensor(r.tie_groups),
+        )
+        for r in tqdm(rankings, desc="tokenizing", unit="ranking", leave=False)
+    ]
+
+
+def score_rankings(model, batch: list[EncodedRanking], pad_id: int, device, autocast) -> list[torch.Tensor]:
+    """Return the K rewards of each ranking in the batch, from one forward pass over all their responses."""
+    sequences = [ids for ranking in batch for ids in ranking.sequences]
+    input_ids, attention_mask = pad_right(sequences, pad_id, device)  # (sum K, T)
+    with autocast():
+        rewards = sequence_rewards(model, input_ids, attention_mask)  # (sum K,)
+    return list(rewards.split([len(ranking.sequences) for ranking in batch]))
+
+
+def batches_of(items: list, batch_size: int, generator: torch.Generator | None = None) -> list[list]:
+    """Return the items in batches, shuffled when a generator is given."""
+    order = torch.randperm(len(items), generator=generator).tolist() if generator else range(len(items))
+    ordered = [items[i] for i in order]
+    return [ordered[start : start + batch_size] for start in range(0, len(ordered), batch_size)]
+
+
+@torch.no_grad()
+def evaluate(model, encoded: list[EncodedRanking], config: RewardConfig, pad_id: int, device, autocast) -> dict:
+    """Return validation loss (mean per ranking), pairwise accuracy (over all comparisons) and reward mean/std."""
+    model.eval()
+    losses, rewards, correct, total = [], [], 0, 0
+    for batch in batches_of(encoded, config.batch_size):
+        batch_rewards = score_rankings(model, batch, pad_id, device, autocast)
+        groups = [ranking.tie_groups.to(device) for ranking in batch]
+        loss = batch_loss(batch_rewards, groups, config.margin, config.center_coefficient)
+        losses.append(loss.item() * len(batch))
+        for ranking_rewards, ranking_groups in zip(batch_rewards, groups, strict=True):
+            right, count = correct_comparisons(ranking_rewards, ranking_groups)
+            correct, total = correct + right, total + count
+        rewards.append(torch.cat(batch_rewards).float().cpu())
+    all_rewards = torch.cat(rewards)
+    return {
+        "loss": sum(losses) / len(encoded),
+        "accuracy": correct / total,
+        "reward_mean": all_rewards.mean().item(),
+        "reward_std": all_rewards.std().item() if len(all_rewards) > 1 else 0.0,
+    }
+
+
+def train_epoch(model, optimizer, scheduler, encoded, config, pad_id, device, autocast, state, metrics) -> dict:
+    """Run one epoch of optimizer steps (one per batch of rankings); return its mean loss and train accuracy."""
+    model.train()
+    batches = batches_of(encoded, config.batch_size, state["generator"])
+    epoch_loss, correct, total, window = 0.0, 0, 0, []
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    bar = tqdm(batches, desc=f"epoch {state['epoch'] + 1}/{config.epochs}", unit="step")
+    for batch in bar:
+        rewards = score_rankings(model, batch, pad_id, device, autocast)
+        groups = [ranking.tie_groups.to(device) for ranking in batch]
+        loss = batch_loss(rewards, groups, config.margin, config.center_coefficient)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        state["step"] += 1
+        epoch_loss += loss.item() * len(batch)
+        window.append(loss.item())
+        for ranking_rewards, ranking_groups in zip(rewards, groups, strict=True):
+            right, count = correct_comparisons(ranking_rewards.detach(), ranking_groups)
+            correct, total = correct + right, total + count
+        bar.set_postfix(loss=f"{loss.item():.4f}", acc=f"{correct / total:.3f}")
+        if state["step"] % config.log_every == 0:
+            metrics.write(
+                {
+                    "event": "train",
+                    "epoch": state["epoch"] + 1,
+                    "step": state["step"],
+                    "train/loss": sum(window) / len(window),
+                    "train/accuracy": correct / total,
+                    "train/learning_rate": scheduler.get_last_lr()[0],
+                }
+            )
+            window = []
+    return {"loss": epoch_loss / len(encoded), "accuracy": correct / total}
+
+
+def load_rankings(config: RewardConfig, store=None, rankings=None) -> tuple[list[Ranking], str]:
+    """Return the rankings to learn from and a description of their source."""
+    if rankings is not None:
+        if not rankings:
+            raise ValueError("the list of rankings to train on is empty")
+        return rankings, "given"
+    if config.pairs:
+        return read_pairs(config.pairs), f"pairs:{config.pairs}"
+    if store is None:
+        raise ValueError("no rankings to train on: pass a store (--db) or a pairs file (--pairs)")
+    rankings = rankings_from_store(store)
+    if not rankings:
+        raise ValueError(f"{store.path} holds no rankings yet: rank some responses first, or pass --pairs FILE")
+    return rankings, f"duckdb:{Path(store.path).resolve()}"
+
+
+def run_folder(config: RewardConfig) -> Path:
+    """Return where the run goes; refuse a folder that already holds files."""
+    run_dir = Path(config.output_dir or runs_dir() / f"rm-{time.strftime('%Y%m%d-%H%M%S')}")
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise ValueError(f"output folder {run_dir} already exists and is not empty; pick a new one")
+    return run_dir
+
+
+def _check_name_free(store, name: str) -> None:
+    from data.registry import get_model
+
+    try:
+        get_model(store, name)
+    except KeyError:
+        return
+    raise ValueError(f"a model named {name!r} is already recorded; choose another output folder")
+
+
+def _parent_id(store, backbone: str) -> int | None:
+    from data.registry import get_model
+
+    try:
+        return get_model(store, backbone)["id"]
+    except KeyError:
+        return None
+
+
+def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking] | None = None) -> TrainResult:
+    """Train, keep the epoch with the best validation accuracy, save the run folder and record it in the store.
+
+    Rankings come from `rankings` (in memory), else `config.pairs`, else the store; only the store's are recorded.
+    """
+    rankings, source = load_rankings(config, store, rankings)
+    rankings = [r for r in rankings if r.num_comparisons > 0]  # all-tied rankings teach nothing
+    if not rankings:
+        raise ValueError(f"no ranking from {source} orders any two responses: nothing to learn")
+    train_set, validation_set = split_by_prompt(rankings, config.validation_fraction, config.seed)
+    run_dir = run_folder(config)
+    if source.startswith("duckdb:"):
+        _check_name_free(store, run_dir.name)  # before hours of training, not after
+    choice = pick_device(None if config.device == "auto" else config.device)
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=choice.dtype)) if choice.device.type == "cuda" else contextlib.nullcontext
+    )
+    torch.manual_seed(config.seed)
+    model, tokenizer = load_backbone(config.backbone, config.lora_rank, config.lora_alpha)  # a bad name fails here
+    model.to(choice.device)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / "config.json")
+    _save_data_record(run_dir, source, train_set, validation_set)
+    last_token = reads_last_token(model)
+    train_encoded = encode_rankings(train_set, tokenizer, config.max_length, last_token)
+    validation_encoded = encode_rankings(validation_set, tokenizer, config.max_length, last_token)
+
+    best = _fit(
+        model, train_encoded, validation_encoded, config, tokenizer.pad_token_id, choice.device, autocast, run_dir
+    )
+    model = _save_model(model, tokenizer, run_dir)
+    normalization = _reward_normalization(model, train_encoded, config, tokenizer.pad_token_id, choice.device, autocast)
+    (run_dir / "normalization.json").write_text(json.dumps(normalization, indent=2))
+    (run_dir / "summary.json").write_text(json.dumps(best, indent=2))
+    model_id = None
+    if source.startswith("duckdb:"):
+        from data.registry import record_model
+
+        model_id = record_model(
+            store, "reward", run_dir.name, str(run_dir.resolve()), _parent_id(store, config.backbone),
+            config.to_dict(), best | {"normalization": normalization},
+        )  # fmt: skip
+    return TrainResult(run_dir, best, model_id)
+
+
+def _fit(model, train_encoded, validation_encoded, config, pad_id, device, autocast, run_dir) -> dict:
+    """Run the epochs, log each to metrics.jsonl, leave the best epoch's weights in the model; return its record."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    total_steps = config.epochs * math.ceil(len(train_encoded) / config.batch_size)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    state = {"epoch": 0, "step": 0, "generator": torch.Generator().manual_seed(config.seed)}
+    best, best_weights = None, None
+    for epoch in range(config.epochs):
+        state["epoch"] = epoch
+        started, started_cpu = time.perf_counter(), time.process_time()
+        train = train_epoch(
+            model, optimizer, scheduler, train_encoded, config, pad_id, device, autocast, state, metrics
+        )
+        train_seconds, train_cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
+        held_out = validation_encoded or train_encoded  # without validation, report on the training rankings
+        evaluation = evaluate(model, held_out, config, pad_id, device, autocast)
+        record = {"event": "epoch", "epoch": epoch + 1, "step": state["step"]}
+        record |= {f"train/{key}": value for key, value in train.items()}
+        record |= {f"val/{key}": value for key, value in evaluation.items()}
+        record |= {"val/on_training_data": not validation_encoded}
+        record |= {"time/train_s": train_seconds, "time/train_cpu_s": train_cpu_seconds}  # CPU: all threads
+        record["time/epoch_s"] = time.perf_counter() - started
+        metrics.write(record)
+        log.info("epoch %d: %s", epoch + 1, record)
+        if best is None or (record["val/accuracy"], -record["val/loss"]) > (best["val/accuracy"], -best["val/loss"]):
+            best = record
+            best_weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name in best_weights:
+                parameter.copy_(best_weights[name])
+    return best
+
+
+def _save_model(model, tokenizer, run_dir: Path):
+    """Write the merged model and tokenizer to run_dir/model (renamed into place whole); return the merged model."""
+    if isinstance(model, PeftModel):
+        model = model.merge_and_unload()  # training is over: fold LoRA into the weights, keep the trained head
+    model.eval()
+    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=run_dir))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(run_dir / "model", ignore_errors=True)
+    tmp.rename(run_dir / "model")
+    return model
+
+
+def _reward_normalization(model, encoded, config, pad_id, device, autocast) -> dict:
+    """Return mean/std of the final model's rewards on the training responses, so PPO/GRPO can see ~N(0, 1)."""
+    model.eval()
+    rewards = []
+    with torch.no_grad():
+        for batch in batches_of(encoded, config.batch_size):
+            rewards.extend(r.float().cpu() for r in score_rankings(model, batch, pad_id, device, autocast))
+    rewards = torch.cat(rewards)
+    std = rewards.std().item() if len(rewards) > 1 else 1.0
+    return {"mean": rewards.mean().item(), "std": std if std > 1e-6 else 1.0, "count": len(rewards)}
+
+
+def _save_data_record(run_dir: Path, source: str, train_set: list[Ranking], validation_set: list[Ranking]) -> None:
+    record = {
+        "source": source,  # 'duckdb:<file>' (ids are ranking ids) or 'pairs:<file>' (ids are row numbers)
+        "train_ranking_ids": [r.ranking_id for r in train_set],
+        "validation_ranking_ids": [r.ranking_id for r in validation_set],
+        "train_comparisons": sum(r.num_comparisons for r in train_set),
+        "validation_comparisons": sum(r.num_comparisons for r in validation_set),
+    }
+    (run_dir / "data.json").write_text(json.dumps(record))

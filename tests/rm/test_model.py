@@ -1,0 +1,93 @@
+"""Where the reward is read, how a response is encoded, and that the backbone is built as a reward model."""
+
+import pytest
+import torch
+
+from rlhf_studio.models import FAST_ENCODER
+from rm.model import encode, head_name, load_backbone, pad_right, reads_last_token, sequence_rewards
+
+PROMPT = "Name a fruit."
+RESPONSES = ["An apple.", "A ripe banana, which is yellow and sweet and good for breakfast."]
+
+
+def left_padded(sequences, pad_id):
+    width = max(len(s) for s in sequences)
+    input_ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in sequences])
+    attention_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences])
+    return input_ids, attention_mask
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model(tiny_model_dir):
+    torch.manual_seed(0)
+    return load_backbone(str(tiny_model_dir), lora_rank=0)
+
+
+@pytest.fixture(scope="module")
+def encoder_reward_model():
+    torch.manual_seed(0)
+    return load_backbone(FAST_ENCODER, lora_rank=0)
+
+
+@pytest.mark.parametrize("backbone", ["tiny_reward_model", "encoder_reward_model"])  # tiny: SmolLM2's architecture
+def test_reward_is_the_same_padded_left_right_or_not_at_all(backbone, request):
+    model, tokenizer = request.getfixturevalue(backbone)
+    model.eval()
+    sequences = [encode(tokenizer, PROMPT, r, 64, reads_last_token(model)) for r in RESPONSES]
+    assert len(sequences[0]) < len(sequences[1])  # so the short one gets padding
+    with torch.no_grad():
+        right = sequence_rewards(model, *pad_right(sequences, tokenizer.pad_token_id, "cpu"))
+        left = sequence_rewards(model, *left_padded(sequences, tokenizer.pad_token_id))
+        alone = torch.cat(
+            [sequence_rewards(model, torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long)) for s in sequences]
+        )
+        # transformers' own pooling (last non-pad token for decoders, CLS for encoders) on right padding
+        own = model(*pad_right(sequences, tokenizer.pad_token_id, "cpu")).logits[:, 0]
+    torch.testing.assert_close(left, right, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alone, right, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(own, right, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_input_is_the_chat_prompt_then_the_response_then_eos(tiny_reward_model):
+    model, tokenizer = tiny_reward_model
+    ids = encode(tokenizer, PROMPT, RESPONSES[1], 512, last_token=True)
+    assert ids[-1] == tokenizer.eos_token_id
+    text = tokenizer.decode(ids)
+    assert text.index(PROMPT) < text.index(RESPONSES[1])
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    # Too long: the prompt loses its start first, and the EOS the reward is read at always stays.
+    short = encode(tokenizer, "word " * 200 + PROMPT, RESPONSES[1], 40, last_token=True)
+    assert len(short) == 40 and short[-1] == tokenizer.eos_token_id
+    assert RESPONSES[1] in tokenizer.decode(short)
+    tiny = encode(tokenizer, PROMPT, "word " * 100, 16, last_token=True)
+    assert len(tiny) == 16 and tiny[-1] == tokenizer.eos_token_id
+
+
+def test_encoder_input_is_a_cls_prompt_sep_response_pair(encoder_reward_model):
+    model, tokenizer = encoder_reward_model
+    assert not reads_last_token(model) and head_name(model) == "classifier"
+    ids = encode(tokenizer, PROMPT, RESPONSES[0], 512, last_token=False)
+    assert ids[0] == tokenizer.cls_token_id and ids.count(tokenizer.sep_token_id) == 2
+    assert len(encode(tokenizer, "word " * 600, RESPONSES[0], 128, last_token=False)) == 128
+
+
+def test_dropout_is_off_even_in_training_mode(encoder_reward_model):
+    model, tokenizer = encoder_reward_model
+    model.train()
+    batch = pad_right([encode(tokenizer, PROMPT, r, 64, False) for r in RESPONSES], tokenizer.pad_token_id, "cpu")
+    with torch.no_grad():
+        first, second = sequence_rewards(model, *batch), sequence_rewards(model, *batch)
+    torch.testing.assert_close(first, second, atol=0, rtol=0)
+    assert model.config.hidden_dropout_prob == 0.0  # MiniLM ships with 0.1
+    model.eval()
+
+
+def test_lora_trains_adapters_and_the_whole_score_head(tiny_model_dir):
+    torch.manual_seed(0)
+    model, _ = load_backbone(str(tiny_model_dir), lora_rank=4)
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert any("lora_A" in name for name in trainable)
+    assert any(name.endswith("score.modules_to_save.default.weight") for name in trainable)
+    assert not any("embed_tokens" in name for name in trainable)
+    assert reads_last_token(model) and head_name(model) == "score"

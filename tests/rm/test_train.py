@@ -1,0 +1,171 @@
+"""Training learns a hidden rule, saves a run that loads back with the same scores, and records store runs."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from data.annotation import add_batch, claim_next_item, ensure_annotator, submit_ranking
+from data.prompts import add_prompts
+from data.registry import get_model, list_models
+from policy.sampling import Sample
+from rlhf_studio.cli import main
+from rlhf_studio.models import resolve_model
+from rm.config import RewardConfig
+from rm.data import split_by_prompt
+from rm.loss import batch_loss, correct_comparisons
+from rm.model import encode, pad_right, sequence_rewards
+from rm.score import RewardScorer
+from rm.synthetic import synthetic_rankings
+from rm.train import train_reward_model
+
+
+def tiny_config(model_dir, tmp_path, **changes) -> RewardConfig:
+    settings = dict(
+        backbone=str(model_dir), epochs=1, lora_rank=0, learning_rate=1e-3, batch_size=8, max_length=96,
+        validation_fraction=0.25, log_every=2, output_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    return RewardConfig(**settings | changes)
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def learned_run(tiny_model_dir, tmp_path_factory):
+    """A tiny decoder trained on rankings where longer numbered lists rank higher (K=4, full fine-tuning)."""
+    rankings = synthetic_rankings(64, k=4, seed=0)
+    config = tiny_config(tiny_model_dir, tmp_path_factory.mktemp("learned"), epochs=2)
+    return config, rankings, train_reward_model(config, rankings=rankings)
+
+
+def test_a_tiny_run_learns_the_hidden_ranking_rule(learned_run):
+    config, rankings, result = learned_run
+    records = read_metrics(result.run_dir)
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert any(r["event"] == "train" for r in records)  # step records between epochs, written as it trains
+    assert result.metrics["val/accuracy"] >= 0.9
+    assert result.metrics["val/accuracy"] == max(r["val/accuracy"] for r in epochs)  # the best epoch is kept
+    assert epochs[-1]["train/loss"] < 0.6  # chance is log 2 = 0.693
+    data = json.loads((result.run_dir / "data.json").read_text())
+    train, validation = split_by_prompt(rankings, config.validation_fraction, config.seed)
+    assert data["validation_ranking_ids"] == [r.ranking_id for r in validation]
+    assert data["train_comparisons"] == 6 * len(train)
+    assert RewardConfig.load(result.run_dir / "config.json") == config
+
+
+def test_the_saved_run_loads_back_and_gives_the_same_scores(learned_run):
+    config, rankings, result = learned_run
+    _, validation = split_by_prompt(rankings, config.validation_fraction, config.seed)
+    model_dir = resolve_model(result.run_dir)
+    assert model_dir == str(result.run_dir / "model")
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    scorer = RewardScorer.from_run(result.run_dir, device="cpu")
+    assert scorer.run_dir == str(result.run_dir)
+
+    raw = [scorer.score([r.prompt] * len(r.responses), r.responses, normalize=False) for r in validation]
+    # The saved weights are the kept epoch's: its validation loss and accuracy come back from the scores.
+    groups = [torch.tensor(r.tie_groups) for r in validation]
+    assert batch_loss(raw, groups).item() == pytest.approx(result.metrics["val/loss"], rel=1e-4)
+    correct = sum(correct_comparisons(r, g)[0] for r, g in zip(raw, groups, strict=True))
+    assert correct / (6 * len(validation)) == result.metrics["val/accuracy"]
+    # Plain transformers loading reads the same rewards (its own last-non-pad pooling, right padding).
+    first = validation[0]
+    batch = pad_right(
+        [encode(tokenizer, first.prompt, r, config.max_length, True) for r in first.responses],
+        tokenizer.pad_token_id,
+        "cpu",
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(model(*batch).logits[:, 0], raw[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(sequence_rewards(model, *batch), raw[0], atol=1e-5, rtol=1e-5)
+    normalization = json.loads((result.run_dir / "normalization.json").read_text())
+    normalized = scorer.score([first.prompt] * 4, first.responses)
+    torch.testing.assert_close(normalized, (raw[0] - normalization["mean"]) / normalization["std"])
+    assert normalization["count"] == 4 * (len(rankings) - len(validation))
+
+
+def add_ranked_item(store, annotator_id, prompt_text, texts, ranking_positions):
+    """Store a batch of hand-written responses and submit its ranking (lists of positions, best group first)."""
+    prompt_id = store.query("SELECT id FROM prompts WHERE text = ?", [prompt_text])[0][0]
+    add_batch(store, prompt_id, "hand", {}, [Sample(text, "eos", 3) for text in texts])
+    item = claim_next_item(store, annotator_id)
+    ranking = [[item.response_ids[position] for position in group] for group in ranking_positions]
+    return submit_ranking(store, annotator_id, item.batch_id, ranking)
+
+
+def test_training_from_the_store_records_a_lora_run(store, tiny_model_dir, tmp_path):
+    prompts = [f"Question {n}: what is {n} plus {n}?" for n in range(6)]
+    add_prompts(store, prompts, "test")
+    annotator = ensure_annotator(store, "ada")
+    ranking_ids = [
+        add_ranked_item(store, annotator, prompt, [f"It is {2 * n}.", "No idea.", "Maybe five?"], [[0], [1, 2]])
+        for n, prompt in enumerate(prompts)
+    ]
+    config = tiny_config(tiny_model_dir, tmp_path, lora_rank=4, learning_rate=1e-3, validation_fraction=0.34)
+    result = train_reward_model(config, store)
+
+    recorded = get_model(store, result.model_id)
+    assert (recorded["kind"], recorded["name"]) == ("reward", "run")
+    assert recorded["path"] == str(result.run_dir.resolve())
+    assert recorded["config"] == config.to_dict()
+    assert recorded["metrics"]["val/accuracy"] == result.metrics["val/accuracy"]
+    data = json.loads((result.run_dir / "data.json").read_text())
+    assert sorted(data["train_ranking_ids"] + data["validation_ranking_ids"]) == sorted(ranking_ids)
+    assert data["train_comparisons"] == 2 * 4  # each ranking: 1 beats the tied 2 and 3, which make no pair
+    # The merged LoRA model reproduces the validation loss recorded for the kept epoch.
+    scorer = RewardScorer.from_run(result.run_dir, device="cpu")
+    texts = {prompt: [f"It is {2 * n}.", "No idea.", "Maybe five?"] for n, prompt in enumerate(prompts)}
+    held_out = [prompts[i] for i in range(6) if ranking_ids[i] in data["validation_ranking_ids"]]
+    raw = [scorer.score([p] * 3, texts[p], normalize=False) for p in held_out]
+    loss = batch_loss(raw, [torch.tensor([0, 1, 1])] * len(raw)).item()
+    assert loss == pytest.approx(result.metrics["val/loss"], rel=1e-4)
+
+    # A second run into the same folder is refused before anything is trained or written.
+    with pytest.raises(ValueError, match="not empty"):
+        train_reward_model(config, store)
+    assert len(list_models(store, "reward")) == 1
+
+
+def test_bad_input_writes_nothing(store, tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="holds no rankings"):
+        train_reward_model(tiny_config(tiny_model_dir, tmp_path), store)
+    with pytest.raises(ValueError, match="does not exist"):
+        train_reward_model(tiny_config(tmp_path / "no-such-model", tmp_path), rankings=synthetic_rankings(4))
+    with pytest.raises(ValueError, match="lora_rank must be >= 0"):
+        tiny_config(tiny_model_dir, tmp_path, lora_rank=-1)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        tiny_config(tiny_model_dir, tmp_path, validation_fraction=1.0)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_trains_from_a_pairs_file_with_a_fixed_seed(tiny_model_dir, tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [
+        {
+            "prompt": r.prompt,
+            "chosen": r.responses[r.tie_groups.index(0)],
+            "rejected": r.responses[r.tie_groups.index(2)],
+        }
+        for r in synthetic_rankings(12, k=3, seed=3)
+    ]
+    pairs.write_text("\n".join(json.dumps(row) for row in rows))
+    common = ["train-rm", "--backbone", str(tiny_model_dir), "--pairs", str(pairs), "--epochs", "1", "--lr", "1e-3"]
+    common += ["--batch-size", "4", "--lora-rank", "0", "--max-length", "64", "--seed", "7", "--margin", "0.1"]
+    common += ["--center-coefficient", "0.01", "--validation-fraction", "0.25"]
+    db = str(tmp_path / "unused.duckdb")
+    assert main(["--db", db, *common, "--output-dir", str(tmp_path / "a")]) == 0
+    assert main(["--db", db, *common, "--output-dir", str(tmp_path / "b")]) == 0
+    assert "reward model run" in capsys.readouterr().out
+    first, second = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
+    drop_times = lambda records: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]  # noqa: E731
+    assert drop_times(first) == drop_times(second)  # same seed, same run
+    saved = RewardConfig.load(tmp_path / "a" / "config.json")
+    assert (saved.margin, saved.center_coefficient, saved.seed, saved.pairs) == (0.1, 0.01, 7, str(pairs))
+    assert not (tmp_path / "unused.duckdb").exists()  # a pairs run does not touch the database
+    assert main(["--db", db, "train-rm", "--pairs", str(pairs), "--epochs", "0"]) == 2
+    assert "epochs must be >= 1" in capsys.readouterr().err
