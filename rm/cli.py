@@ -42,7 +42,7 @@ def cmd_train_rm(args) -> int:
 
     config = RewardConfig(**{field.name: getattr(args, field.name) for field in fields(RewardConfig)})
     store = None
-    if not config.pairs:
+    if not config.pairs and not config.rankings:
         from data.store import Store
 
         store = Store(args.db)

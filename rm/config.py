@@ -42,9 +42,16 @@ class RewardConfig:
     pairs: str | None = _help(
         None, "bootstrap from a prompt/chosen/rejected file (.jsonl, .parquet, datasets folder; Anthropic HH too)"
     )
+    rankings: str | None = _help(
+        None,
+        "rankings exported from a store (`rlhf-studio export FILE --kind rankings`): how the app's jobs train on the"
+        " store's rankings without opening its database file, which the running app holds",
+    )
     output_dir: str | None = _help(None, "run folder (default: <runs dir>/rm-<timestamp>)")
 
     def __post_init__(self):
+        if self.pairs and self.rankings:
+            raise ValueError("give either a pairs file or a rankings file, not both")
         for name in ("epochs", "batch_size", "lora_alpha", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -42,6 +42,32 @@ def rankings_from_store(store) -> list[Ranking]:
     return rankings
 
 
+def read_rankings(path: str | Path) -> list[Ranking]:
+    """Return the rankings of a file written by `data.export.export(..., kind="rankings")` (tie groups of texts)."""
+    path = str(path)
+    columns, rows = _load_table(path)
+    expected = {"ranking_id", "prompt_id", "prompt", "ranked_responses"}
+    if not expected <= set(columns):
+        raise PairsFileError(f"{path}: expected the columns of a rankings export {sorted(expected)}, found {columns}")
+    rankings = []
+    for index, row in enumerate(rows):
+        groups = row["ranked_responses"]
+        if not isinstance(groups, list) or not all(isinstance(g, list) and g for g in groups):
+            raise PairsFileError(f"{path}, row {index}: 'ranked_responses' must be a list of non-empty tie groups")
+        responses = [
+            _text({"response": text}, "response", f"{path}, row {index}") for group in groups for text in group
+        ]
+        tie_groups = [rank for rank, group in enumerate(groups) for _ in group]
+        rankings.append(
+            Ranking(
+                row["ranking_id"], row["prompt_id"], _text(row, "prompt", f"{path}, row {index}"), responses, tie_groups
+            )
+        )
+    if not rankings:
+        raise PairsFileError(f"{path}: no rankings")
+    return rankings
+
+
 def split_hh(text: str) -> tuple[str, str]:
     """Split an Anthropic HH transcript at its last "\\n\\nAssistant:" into (prompt, final answer)."""
     cut = text.rfind(HH_ASSISTANT)

@@ -23,7 +23,7 @@ from transformers import get_linear_schedule_with_warmup
 from rlhf_studio.models import pick_device
 from rlhf_studio.paths import runs_dir
 from rm.config import RewardConfig
-from rm.data import Ranking, rankings_from_store, read_pairs, split_by_prompt
+from rm.data import Ranking, rankings_from_store, read_pairs, read_rankings, split_by_prompt
 from rm.loss import batch_loss, correct_comparisons
 from rm.model import encode, load_backbone, pad_right, reads_last_token, sequence_rewards
 
@@ -152,6 +152,8 @@ def load_rankings(config: RewardConfig, store=None, rankings=None) -> tuple[list
         return rankings, "given"
     if config.pairs:
         return read_pairs(config.pairs), f"pairs:{config.pairs}"
+    if config.rankings:  # exported from a store by the app: ids are that store's ranking ids
+        return read_rankings(config.rankings), f"rankings:{config.rankings}"
     if store is None:
         raise ValueError("no rankings to train on: pass a store (--db) or a pairs file (--pairs)")
     rankings = rankings_from_store(store)

@@ -169,3 +169,27 @@ def test_cli_trains_from_a_pairs_file_with_a_fixed_seed(tiny_model_dir, tmp_path
     assert not (tmp_path / "unused.duckdb").exists()  # a pairs run does not touch the database
     assert main(["--db", db, "train-rm", "--pairs", str(pairs), "--epochs", "0"]) == 2
     assert "epochs must be >= 1" in capsys.readouterr().err
+
+
+def test_training_from_an_exported_rankings_file_keeps_the_store_ids(store, tiny_model_dir, tmp_path):
+    """The app's jobs train from an export, since the running app holds the database file."""
+    from data.export import export
+    from rm.data import Ranking, rankings_from_store, read_rankings
+
+    prompts = [f"Name {n} colours." for n in range(4)]
+    add_prompts(store, prompts, "test")
+    annotator = ensure_annotator(store, "ada")
+    for prompt in prompts:
+        add_ranked_item(store, annotator, prompt, ["red, blue", "no", "green"], [[0, 2], [1]])
+    export(store, tmp_path / "rankings.jsonl", kind="rankings")
+    from_file = read_rankings(tmp_path / "rankings.jsonl")
+    assert [vars(r) for r in from_file] == [vars(r) for r in rankings_from_store(store)]
+    assert all(isinstance(r, Ranking) and r.num_comparisons == 2 for r in from_file)
+
+    config = tiny_config(tiny_model_dir, tmp_path, rankings=str(tmp_path / "rankings.jsonl"), validation_fraction=0.5)
+    result = train_reward_model(config)
+    data = json.loads((result.run_dir / "data.json").read_text())
+    stored_ids = [row[0] for row in store.query("SELECT id FROM rankings")]
+    assert sorted(data["train_ranking_ids"] + data["validation_ranking_ids"]) == sorted(stored_ids)
+    with pytest.raises(ValueError, match="not both"):
+        tiny_config(tiny_model_dir, tmp_path, rankings="a.jsonl", pairs="b.jsonl")
