@@ -76,6 +76,8 @@ class RunConfig:
         """Raise unless the reward the run needs is named (PPO and GRPO need one, DPO does not)."""
         if self.reward_kind == "function" and not self.reward_function:
             raise ValueError("reward_kind='function' needs reward_function ('package.module:function')")
+        if self.reward_kind == "model" and not self.reward_model:
+            raise ValueError("no reward: name a reward model (a reward-model run folder or registry name)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -194,6 +196,9 @@ class DPOConfig(RunConfig):
     max_length: int = _help(512, "prompt + response tokens kept per example (longer ones are truncated)")
 
     algo = "dpo"
+
+    def check_reward_source(self) -> None:
+        """DPO learns from preference pairs: it needs no reward."""
 
     def __post_init__(self):
         super().__post_init__()

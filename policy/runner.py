@@ -52,7 +52,8 @@ def start_run(
     `reward`: a RewardScorer, a callable (prompts, responses) -> floats, or None to build it from the config.
     `prompts`: a list, or None to read config.prompts_file, else every prompt in the DuckDB store.
     """
-    config.check_reward_source()
+    if reward is None:
+        config.check_reward_source()
     choice = pick_device(None if config.device == "auto" else config.device)
     accelerator = Accelerator(cpu=choice.device.type == "cpu")
     # Rank 0 alone reads the database (DuckDB allows one writing process); the others receive what it found,
@@ -71,6 +72,8 @@ def start_run(
     run_dir = Path(config.output_dir)
     reward_fn = _reward_fn(config, reward, reward_source, "cpu" if choice.device.type == "cpu" else None)
     state = _load_state(run_dir)
+    if state and state["step"] >= config.steps:
+        raise ValueError(f"{run_dir} is already at step {state['step']}; resume with more steps (--steps)")
     torch.manual_seed(config.seed + accelerator.process_index + state.get("step", 0))
     random.seed(config.seed + accelerator.process_index)
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)

@@ -112,6 +112,7 @@ def test_resume_continues_the_step_count(grpo_run, tmp_path):
     assert torch.load(run_dir / "trainer_state.pt", weights_only=False)["step"] == 22
     after = AutoModelForCausalLM.from_pretrained(run_dir / "merged").state_dict()
     assert any((after[name] - before[name]).abs().max() > 0 for name in before)
+    assert studio_main(["--db", str(db), "train-policy", "--resume", str(run_dir), "--steps", "10"]) == 2  # refused
 
 
 def test_ppo_raises_the_reward(tmp_path, stopping_model_dir):

@@ -1,9 +1,12 @@
 """Short runs of the options the e2e tests leave out: reference passes, mu > 1, separate value model, reward models."""
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, LlamaConfig
 
+from data.prompts import add_prompts
 from data.registry import record_model
 from policy.cli import build_config
 from policy.config import GRPOConfig, PPOConfig
@@ -58,14 +61,18 @@ def reward_model_dir(tmp_path, tokenizer):
     return folder
 
 
-def test_grpo_with_a_reward_model_named_in_the_registry(tmp_path, store, stopping_model_dir, reward_model_dir):
+def test_grpo_with_a_reward_model_named_in_the_registry_and_prompts_from_duckdb(
+    tmp_path, store, stopping_model_dir, reward_model_dir
+):
     record_model(store, "reward", "tiny-rm", str(reward_model_dir))
+    add_prompts(store, PROMPTS, source="test")
     config = GRPOConfig(
         model=str(stopping_model_dir), output_dir=str(tmp_path / "run"), reward_model="tiny-rm", num_generations=2,
         **TWO_STEPS,
     )  # fmt: skip
-    run_dir = train_grpo(config, prompts=PROMPTS, store=store)
+    run_dir = train_grpo(config, store=store)
     assert len(read_metrics(run_dir)) == 2
+    assert json.loads((run_dir / "checkpoint.json").read_text())["prompts"] == "duckdb"
     policy = next(model for model in store.query("SELECT name, parent_id FROM models") if model[0] == "run")
     assert policy[1] == 1  # lineage: the reward model's registry id
 
