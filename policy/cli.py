@@ -88,8 +88,10 @@ def build_config(args):
 def cmd_train_policy(args) -> int:
     config = build_config(args)
     # Only one process opens DuckDB: it allows one writer, and rank 0 shares the prompts with the others.
+    # The app's jobs pass their data as files: a job must not open the app's database, which the app holds.
+    needs_store = not (config.pairs_file if config.algo == "dpo" else config.prompts_file)
     store = None
-    if int(os.environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0 and needs_store:
         from data.store import Store
 
         store = Store(args.db)

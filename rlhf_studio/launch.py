@@ -273,9 +273,12 @@ def memory_check(
     model: str, device: str, sequences: int, length: int, lora_rank: int, causal: bool, reference: bool
 ) -> tuple[list[str], list[str]]:
     """Return (problems, warnings) of the memory a run would need on this machine."""
+    try:
+        device_type, bytes_per_value = _device_of(device)
+    except RuntimeError as error:  # 'cuda' asked for on a machine without a GPU
+        return [str(error)], []
     config = model_config(model)
     config = getattr(config, "text_config", None) or config
-    device_type, bytes_per_value = _device_of(device)
     estimate = estimate_memory(
         count_parameters(config, causal), config.hidden_size, config.num_hidden_layers, config.vocab_size,
         sequences, length, lora_rank, bytes_per_value, causal, reference,
@@ -313,11 +316,13 @@ def reward_model_checks(config, items: list[dict], online: bool) -> tuple[list[s
 
 def policy_checks(config, prompts: list[str], pair_count: int, online: bool) -> tuple[list[str], list[str]]:
     """Return (problems, warnings) for a PPO, GRPO or DPO run with this config."""
-    problems = check_prompts(len(prompts)) + check_model(config.model, online, "policy")
+    problems = check_model(config.model, online, "policy")
     if config.algo == "dpo":
         problems += check_pairs(pair_count)
-    elif config.reward_kind == "model":
-        problems += check_reward_run(config.reward_model)
+    else:
+        problems += check_prompts(len(prompts))
+        if config.reward_kind == "model":
+            problems += check_reward_run(config.reward_model)
     if problems:
         return problems, []
     try:
@@ -326,7 +331,10 @@ def policy_checks(config, prompts: list[str], pair_count: int, online: bool) -> 
         return problems, [f"policy {config.model!r} will be downloaded by the job; memory was not checked"]
     reward_tokenizer = None
     if config.algo != "dpo" and config.reward_kind == "model":
-        reward_tokenizer = load_local_tokenizer(config.reward_model)
+        try:
+            reward_tokenizer = load_local_tokenizer(config.reward_model)
+        except (OSError, ValueError) as error:
+            return [f"the reward model's tokenizer does not load: {_first_line(error)}"], []
         problems += check_tokenizer(reward_tokenizer, "reward model")
     problems += check_tokenizer(policy_tokenizer, "policy")
     if problems:
@@ -375,17 +383,16 @@ def launch_reward_model(store: Store, values: dict, online: bool | None = None) 
     from rm.config import RewardConfig
 
     run_dir = jobs.new_run_dir("train-rm")
+    rankings = inputs_dir(run_dir) / "rankings.jsonl"
     try:
-        config = RewardConfig(**values | {"output_dir": str(run_dir)})
+        config = RewardConfig(**values | {"output_dir": str(run_dir), "rankings": str(rankings)})
     except (TypeError, ValueError) as error:
         return Launch(problems=[str(error)])
     problems, warnings = reward_model_checks(config, ranked_items(store), _online(online))
     if problems:
         return Launch(problems, warnings)
-    rankings = inputs_dir(run_dir) / "rankings.jsonl"
     export(store, rankings, kind="rankings", fmt="jsonl")
-    args = config_flags(config, values) + ["--rankings", str(rankings)]
-    return _queue(store, "train-rm", args, run_dir, warnings)
+    return _queue(store, "train-rm", config_flags(config, {*values, "rankings"}), run_dir, warnings)
 
 
 def launch_policy(store: Store, algo: str, values: dict, online: bool | None = None) -> Launch:
@@ -407,14 +414,18 @@ def launch_policy(store: Store, algo: str, values: dict, online: bool | None = N
     if problems:
         _remove_inputs(run_dir)
         return Launch(problems, warnings)
-    prompts_file = inputs_dir(run_dir) / "prompts.jsonl"
-    prompts_file.parent.mkdir(parents=True, exist_ok=True)
-    prompts_file.write_text("".join(json.dumps({"prompt": text}) + "\n" for text in prompts))
-    config.prompts_file = str(prompts_file)
     if algo == "dpo":
         config.pairs_file = str(pairs)
+    else:
+        config.prompts_file = str(_write_prompts(prompts, inputs_dir(run_dir) / "prompts.jsonl"))
     given = {*values, "prompts_file", "pairs_file"}
     return _queue(store, "train-policy", ["--algo", algo, *config_flags(config, given)], run_dir, warnings)
+
+
+def _write_prompts(prompts: list[str], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"prompt": text}) + "\n" for text in prompts))
+    return path
 
 
 def _export_pairs(store: Store, path: Path) -> int:

@@ -163,9 +163,9 @@ def load_rankings(config: RewardConfig, store=None, rankings=None) -> tuple[list
 
 
 def run_folder(config: RewardConfig) -> Path:
-    """Return where the run goes; refuse a folder that already holds files."""
+    """Return where the run goes; refuse a folder that already holds files (other than the app's exported inputs/)."""
     run_dir = Path(config.output_dir or runs_dir() / f"rm-{time.strftime('%Y%m%d-%H%M%S')}")
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if run_dir.exists() and (not run_dir.is_dir() or any(path.name != "inputs" for path in run_dir.iterdir())):
         raise ValueError(f"output folder {run_dir} already exists and is not empty; pick a new one")
     return run_dir
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from data import annotation, jobs, registry
@@ -140,7 +141,7 @@ def test_reward_model_launch_exports_rankings_and_queues_the_command(store, tiny
     [job] = jobs.list_jobs(store)
     rankings = result.run_dir / "inputs" / "rankings.jsonl"
     assert job["argv"] == ["train-rm", "--backbone", str(tiny_model_dir), "--epochs", "2",
-                           "--output-dir", str(result.run_dir), "--rankings", str(rankings)]  # fmt: skip
+                           "--rankings", str(rankings), "--output-dir", str(result.run_dir)]  # fmt: skip
     assert result.command.startswith("rlhf-studio train-rm --backbone ")
     lines = [json.loads(line) for line in rankings.read_text().splitlines()]
     assert len(lines) == 4 and lines[0]["ranked_responses"] == [["It is 0."], ["No idea.", "Maybe five?"]]
@@ -150,7 +151,7 @@ def test_policy_launch_checks_the_reward_run_and_exports_prompts(store, tiny_mod
     rank_items(store, 4, prompts=2)
     values = {"model": str(tiny_model_dir), "steps": 3, "batch_prompts": 2}
     blocked = launch.launch_policy(store, "ppo", values, online=False)
-    assert blocked.job_id is None and "choose a reward-model run" in blocked.problems[0]
+    assert blocked.job_id is None and "reward-model run" in blocked.problems[0]
     result = launch.launch_policy(store, "ppo", values | {"reward_model": str(reward_run), "adaptive_kl": True}, False)
     assert result.problems == [], result.problems
     argv = jobs.get_job(store, result.job_id)["argv"]
@@ -223,3 +224,8 @@ def test_config_flags_list_only_changed_fields():
 
     config = PPOConfig(output_dir="/runs/x", steps=5, adaptive_kl=True)
     assert launch.config_flags(config) == ["--steps", "5", "--output-dir", "/runs/x", "--adaptive-kl"]
+
+
+def test_cuda_is_a_problem_only_without_a_gpu(tiny_model_dir):
+    problems, _ = launch.memory_check(str(tiny_model_dir), "cuda", 1, 8, 0, True, False)
+    assert problems == ([] if torch.cuda.is_available() else ["device 'cuda' was asked for but torch sees no GPU"])

@@ -42,7 +42,11 @@ def metrics_chart(rows: list[dict]) -> alt.FacetChart:
     return (
         alt.Chart(pd.DataFrame(rows))
         .mark_line(point=True)
-        .encode(x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=None), tooltip=["metric", "step", "value"])
+        .encode(
+            x=alt.X("step:Q", title="step", axis=alt.Axis(format="d", tickMinStep=1)),
+            y=alt.Y("value:Q", title=None),
+            tooltip=["metric", "step", "value"],
+        )
         .properties(width=300, height=180)
         .facet(facet=alt.Facet("metric:N", title=None), columns=2)
         .resolve_scale(y="independent")
@@ -90,6 +94,6 @@ job_id = st.selectbox("Follow job", ids, index=ids.index(default), key="jobs_pic
 st.query_params["job"] = str(job_id)
 chosen = next(job for job in all_jobs if job["id"] == job_id)
 st.caption("Command (re-run by hand, or under `torchrun` / `accelerate launch`):")
-st.code(command_line(chosen["argv"]), language="bash")
+st.code(command_line(chosen["argv"]), language="bash", wrap_lines=True)
 live = chosen["status"] in ACTIVE
 st.fragment(job_details, run_every=2 if live else None)(job_id)

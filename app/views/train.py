@@ -47,7 +47,7 @@ def _base_type(spec) -> type:
 
 def field_input(container, spec, key: str, choices=None):
     """Draw the widget of one config field, with the field's default and help text."""
-    label = spec.name.replace("_", " ").capitalize()
+    label = spec.name.replace("_", " ").capitalize().replace("Lora", "LoRA").replace("Kl ", "KL ")
     default = None if spec.default is MISSING else spec.default
     help_text = spec.metadata.get("help")
     kind = _base_type(spec)
@@ -103,14 +103,14 @@ def show(result: Launch) -> None:
     if result.job_id is not None:
         st.success(f"Queued as job {result.job_id}. Follow it on the Jobs page.", icon=":material/schedule:")
         st.caption("The same run by hand (or under `torchrun` / `accelerate launch` on a bigger machine):")
-        st.code(result.command, language="bash")
+        st.code(result.command, language="bash", wrap_lines=True)
 
 
 def reward_model_form() -> None:
     with st.form("train_rm_form"):
         backbone = model_choice(
             "Backbone",
-            {"all-MiniLM-L6-v2 (fast CPU encoder)": "all-MiniLM-L6-v2", **base_models()},
+            base_models() | {"all-MiniLM-L6-v2 (fast CPU encoder)": "all-MiniLM-L6-v2"},
             "train_rm_backbone",
             RewardConfig.__dataclass_fields__["backbone"].metadata["help"],
         )

@@ -1,6 +1,8 @@
 """Jobs page: the job table, one job's progress, metric plots and log tail, and cancelling a queued job."""
 
 import json
+import os
+import time
 
 import pytest
 
@@ -68,3 +70,19 @@ def test_cancel_a_queued_job_and_the_choice_survives_a_refresh(jobs_studio, tmp_
 
 def test_no_jobs_yet(jobs_studio):
     assert "No jobs yet" in jobs_studio.open("jobs").info[0].value
+
+
+def test_after_a_restart_a_job_whose_process_died_is_failed_with_its_log(jobs_studio, tmp_path):
+    log = tmp_path / "gone.log"
+    log.write_text("$ rlhf-studio train-rm\nepoch 1/1:  50%\n")
+    job_id = jobs.add_job(jobs_studio.store, "train-rm", ["train-rm"], str(tmp_path / "gone"), str(log))
+    jobs.mark_running(jobs_studio.store, job_id, os.getpid())  # a live pid, but not a job wrapper: no job runs
+    jobs_studio.open("jobs")  # the app starts its job runner, which settles the table within a tick
+    deadline = time.monotonic() + 20
+    while jobs.get_job(jobs_studio.store, job_id)["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    job = jobs.get_job(jobs_studio.store, job_id)
+    assert (job["status"], job["error"]) == ("failed", "the process died (killed or out of memory)")
+    at = jobs_studio.open("jobs")
+    assert at.error[0].value == "the process died (killed or out of memory)"
+    assert "epoch 1/1:  50%" in at.code[1].value

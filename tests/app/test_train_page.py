@@ -60,7 +60,7 @@ def test_policy_form_asks_for_a_reward_model_then_launches_ppo(train_studio, tin
     assert any("No reward-model run yet" in info.value for info in at.info)
     policy_launch = [b for b in at.button if b.label == "Check and launch"][1]
     policy_launch.click().run()
-    assert "choose a reward-model run" in at.error[0].value and jobs.list_jobs(train_studio.store) == []
+    assert "reward-model run" in at.error[0].value and jobs.list_jobs(train_studio.store) == []
 
     record_model(train_studio.store, "reward", "rm-tiny", str(tiny_model_dir))  # a causal LM: loads, has weights
     at = train_studio.open("train")
@@ -76,8 +76,9 @@ def test_policy_form_asks_for_a_reward_model_then_launches_ppo(train_studio, tin
 
 def test_dpo_form_shows_its_own_settings(train_studio):
     at = train_studio.open("train")
+    assert "KL coef" in {n.label for n in at.number_input}  # PPO is the first choice
     at.radio(key="train_algo").set_value("dpo").run()
     labels = {n.label for n in at.number_input}
-    assert {"Beta", "Label smoothing", "Epochs"} <= labels and "Kl coef" not in labels
+    assert {"Beta", "Label smoothing", "Epochs"} <= labels and "KL coef" not in labels
     [b for b in at.button if b.label == "Check and launch"][1].click().run()
     assert "DPO needs at least 4 chosen/rejected pairs; the rankings give 0" in [e.value for e in at.error]

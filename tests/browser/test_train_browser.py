@@ -13,6 +13,7 @@ from policy.sampling import Sample
 from tests.browser.serving import launch_chromium, running_app, stop
 
 SCREENSHOT = "/tmp/train-job.png"
+TRAIN_SCREENSHOT = "/tmp/train-launch.png"
 
 
 def rank_items(store, count: int, prompts: int) -> None:
@@ -58,6 +59,7 @@ def test_launch_watch_and_pick_a_reward_model(server, tiny_model_dir):
             form.get_by_role("button", name="Check and launch").click()
             expect(page.get_by_text("Queued as job 1.")).to_be_visible(timeout=60_000)
             expect(page.get_by_text("rlhf-studio train-rm --backbone")).to_be_visible()
+            page.screenshot(path=TRAIN_SCREENSHOT, full_page=True)
 
             page.goto(f"{url}/jobs?job=1")
             expect(page.get_by_text("Job 1: train-rm — done")).to_be_visible(timeout=120_000)

@@ -98,6 +98,29 @@ def test_padding_content_and_batch_mates_do_not_change_logprobs(tiny_model, toke
             torch.testing.assert_close(logps.chosen_tokens[:1], reference.chosen_tokens)
 
 
+def test_shared_prompt_pass_gives_the_gradients_of_full_sequences(tiny_model_dir, tokenizer):
+    """The prompt runs once for both sides of a pair; gradients must equal those of two full forward passes."""
+    policy, _, tokenizer = load_policy(str(tiny_model_dir), LoraSettings(rank=4, alpha=8), CPU, torch.float32)
+    for name, parameter in policy.named_parameters():
+        if "lora_B" in name:  # B starts at 0, which would leave A without gradient
+            torch.nn.init.normal_(parameter, std=0.5)
+    pairs = [{"prompt": "Hi " * (2 + 3 * n), "chosen": "Yes " * (1 + n), "rejected": "No, never."} for n in range(3)]
+    batch = collate_pairs(tokenize_pairs(tokenizer, datasets.Dataset.from_list(pairs), 64, 64), tokenizer.pad_token_id)
+    weights = torch.arange(1.0, 7.0)  # a different weight per row, so a row mix-up changes the gradient
+
+    def gradient(sequence_logps):
+        policy.zero_grad()
+        (sequence_logps * weights).sum().backward()
+        return torch.cat([p.grad.flatten() for p in policy.parameters() if p.requires_grad])
+
+    shared = pair_logps(policy, batch)
+    full, _ = token_logprobs(policy, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    torch.testing.assert_close(torch.cat([shared.chosen, shared.rejected]), full.sum(-1), rtol=1e-4, atol=1e-3)
+    shared_gradient = gradient(torch.cat([shared.chosen, shared.rejected]))
+    full_gradient = gradient(full.sum(-1))
+    torch.testing.assert_close(shared_gradient, full_gradient, rtol=1e-3, atol=1e-4)
+
+
 def test_reference_forward_runs_once_per_pair_over_all_epochs(tiny_model_dir, tokenizer, tmp_path):
     config = dpo_config(tiny_model_dir, tmp_path, lora_rank=0, learning_rate=1e-4, epochs=3, batch_prompts=2)
     policy, reference, tokenizer = load_policy(config.model, LoraSettings(rank=0), CPU, torch.float32)
@@ -109,8 +132,9 @@ def test_reference_forward_runs_once_per_pair_over_all_epochs(tiny_model_dir, to
     train = prepare_pairs(policy, reference, tokenizer, pairs, config, CPU)
     fit_dpo(policy, tokenizer, train, config, Accelerator(cpu=True), MetricsWriter(tmp_path))
 
-    assert sum(reference_rows) == 2 * len(pairs)  # chosen and rejected of each pair, once
-    assert sum(policy_rows) == 3 * 2 * len(pairs)  # while the policy saw every pair in each of 3 epochs
+    # A batch runs its prompts once, then chosen and rejected together: 3 rows per pair and pass.
+    assert sum(reference_rows) == 3 * len(pairs)  # every pair once
+    assert sum(policy_rows) == 3 * 3 * len(pairs)  # while the policy saw every pair in each of 3 epochs
     assert len(read_metrics(tmp_path)) == 3 * 3  # ceil(5 / 2) steps per epoch
 
 
