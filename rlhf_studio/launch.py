@@ -10,6 +10,7 @@ A job never opens the app's DuckDB file (DuckDB lets one process write it): its 
 
 import json
 import math
+import os
 import socket
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -77,7 +78,9 @@ def check_prompts(prompt_count: int) -> list[str]:
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:
-    """Return whether huggingface.co answers at all (a TCP connect, no download)."""
+    """Return whether huggingface.co answers at all (a TCP connect, no download); False under HF_HUB_OFFLINE."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
     try:
         with socket.create_connection(("huggingface.co", 443), timeout=timeout):
             return True
@@ -92,8 +95,11 @@ def model_config(name: str):
     return AutoConfig.from_pretrained(resolve_model(name), local_files_only=True)
 
 
-def check_model(name: str, online: bool, role: str = "model") -> list[str]:
-    """Return why a model choice would fail to load in a job: unknown id while offline, broken folder."""
+def check_model(name: str, online: bool | None, role: str = "model") -> list[str]:
+    """Return why a model choice would fail to load in a job: unknown id while offline, broken folder.
+
+    online=None asks the hub only when the model is neither a folder nor cached (local choices never touch it).
+    """
     if not name or not name.strip():
         return [f"the {role} is empty: choose 'default', a model folder, a run or a hub id"]
     try:
@@ -105,7 +111,7 @@ def check_model(name: str, online: bool, role: str = "model") -> list[str]:
     except (OSError, ValueError) as error:
         if Path(path).is_dir():
             return [f"{role} {name!r}: {path} does not load as a model ({_first_line(error)})"]
-        if not online:
+        if not (hub_reachable() if online is None else online):
             return [
                 f"{role} {name!r} is not a folder, not in the local Hugging Face cache, and the hub cannot be "
                 "reached (offline): use a model folder or a run, or download it on a machine with internet"
@@ -295,7 +301,7 @@ def longest_tokens(tokenizer, texts: list[str], limit: int, sample: int = 2000) 
 # ------------------------------------------------------------------------------------ the two launch forms
 
 
-def reward_model_checks(config, items: list[dict], online: bool) -> tuple[list[str], list[str]]:
+def reward_model_checks(config, items: list[dict], online: bool | None) -> tuple[list[str], list[str]]:
     """Return (problems, warnings) for training a reward model with this config on these ranked items."""
     problems = check_rankings(items) + check_model(config.backbone, online, "backbone")
     if problems:
@@ -314,7 +320,7 @@ def reward_model_checks(config, items: list[dict], online: bool) -> tuple[list[s
     return memory_check(config.backbone, config.device, sequences, length, config.lora_rank, False, False)
 
 
-def policy_checks(config, prompts: list[str], pair_count: int, online: bool) -> tuple[list[str], list[str]]:
+def policy_checks(config, prompts: list[str], pair_count: int, online: bool | None) -> tuple[list[str], list[str]]:
     """Return (problems, warnings) for a PPO, GRPO or DPO run with this config."""
     problems = check_model(config.model, online, "policy")
     if config.algo == "dpo":
@@ -388,7 +394,7 @@ def launch_reward_model(store: Store, values: dict, online: bool | None = None) 
         config = RewardConfig(**values | {"output_dir": str(run_dir), "rankings": str(rankings)})
     except (TypeError, ValueError) as error:
         return Launch(problems=[str(error)])
-    problems, warnings = reward_model_checks(config, ranked_items(store), _online(online))
+    problems, warnings = reward_model_checks(config, ranked_items(store), online)
     if problems:
         return Launch(problems, warnings)
     export(store, rankings, kind="rankings", fmt="jsonl")
@@ -410,7 +416,7 @@ def launch_policy(store: Store, algo: str, values: dict, online: bool | None = N
     prompts = browse_prompts(store, "", limit=10_000_000)["text"].tolist()
     pairs = inputs_dir(run_dir) / "pairs.jsonl"
     pair_count = _export_pairs(store, pairs) if algo == "dpo" else 0
-    problems, warnings = policy_checks(config, prompts, pair_count, _online(online))
+    problems, warnings = policy_checks(config, prompts, pair_count, online)
     if problems:
         _remove_inputs(run_dir)
         return Launch(problems, warnings)
@@ -446,10 +452,6 @@ def _queue(store: Store, kind: str, args: list[str], run_dir: Path, warnings: li
 
 def inputs_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "inputs"
-
-
-def _online(online: bool | None) -> bool:
-    return hub_reachable() if online is None else online
 
 
 def _first_line(error: Exception) -> str:
