@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from data.export import pairs_dataset
 from data.store import Store
 from policy.config import DPOConfig
-from policy.logprobs import position_ids_from_mask
+from policy.logprobs import sequence_logprobs
 from policy.lora import LoraSettings, load_policy, reference_mode, save_checkpoint
 from policy.metrics import METRICS_FILE, MetricsWriter
 from policy.runner import make_optimizer, mean_over_processes
@@ -196,37 +196,12 @@ def pair_logps(model, batch: dict[str, torch.Tensor]) -> PairLogps:
 
 
 def completion_logps(model, input_ids, attention_mask, completion_mask) -> torch.Tensor:
-    """Return log p(completion | prompt) per row of a `collate_pairs` batch, running each prompt once.
+    """Return log p(completion | prompt) per row of a `collate_pairs` batch.
 
-    Rows b and B+b (a pair's chosen and rejected) share their prompt, which every row ends in column P. The
-    prompts go through the model once and their key/value cache, repeated for both sides, feeds one forward pass
-    over the 2B completions; gradients flow through the cache. A pair thus costs P + 2C tokens, not 2(P + C);
-    with a chat template's ~30-token system prompt that is a third less work. Only completion positions get
-    logits (the vocabulary-wide part), and no entropy is computed: DPO has no use for it.
+    A pair's chosen and rejected rows share their prompt, so `sequence_logprobs` runs it once and feeds its
+    key/value cache to both completions: a pair costs P + 2C tokens, not 2(P + C).
     """
-    prompt_width = int(completion_mask.any(0).int().argmax())  # P: the first column holding a completion token
-    rows = input_ids.shape[0] // 2
-    positions = position_ids_from_mask(attention_mask)  # (2B, T): left padding does not shift positions
-    prompt = model(
-        input_ids=input_ids[:rows, :prompt_width],
-        attention_mask=attention_mask[:rows, :prompt_width],
-        position_ids=positions[:rows, :prompt_width],
-        use_cache=True,
-        logits_to_keep=1,
-    )  # logits (B, 1, V): the last prompt position predicts each completion's first token
-    cache = prompt.past_key_values
-    cache.reorder_cache(torch.arange(rows, device=input_ids.device).repeat(2))  # rows [0..B-1, 0..B-1]
-    completion = model(
-        input_ids=input_ids[:, prompt_width:],
-        attention_mask=attention_mask,
-        position_ids=positions[:, prompt_width:],
-        past_key_values=cache,
-        use_cache=False,
-    )  # logits (2B, C, V): completion position t predicts completion token t + 1
-    logits = torch.cat([prompt.logits.repeat(2, 1, 1), completion.logits[:, :-1]], dim=1).float()  # (2B, C, V)
-    targets = input_ids[:, prompt_width:]  # (2B, C)
-    picked = torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    return (picked * completion_mask[:, prompt_width:].to(picked.dtype)).sum(-1)
+    return sequence_logprobs(model, input_ids, attention_mask, completion_mask)
 
 
 # ---------------------------------------------------------------------------------------------------------------

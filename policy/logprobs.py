@@ -19,22 +19,51 @@ def token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (log p of each next token, entropy) at every position, zeroed where completion_mask is 0.
 
-    input_ids: (B, T) prompt + completion, prompt left-padded, completion right-padded.
+    input_ids: (B, T) prompt + completion, prompt left-padded to width P, completion right-padded from column P.
     completion_mask: (B, T) 1 on completion tokens (EOS included, padding and anything after EOS excluded).
     Logits are divided by the sampling temperature: log-probs for ratios and KL must be those of the
     distribution the rollout sampled from ("N implementation details of RLHF with PPO").
     Output position t holds log p(input_ids[t] | input_ids[:t]); position 0 is always 0.
+
+    Rows that share a prompt (GRPO's G responses, DPO's chosen and rejected) run that prompt once: its
+    key/value cache is repeated for each of its rows and gradients flow back through it, which is exact
+    (causal attention: a prompt's states do not depend on what follows). Only completion positions get
+    logits, the vocabulary-wide part of a small model's cost.
     """
-    # Logits only from the column before the first completion token: the vocabulary projection of the prompt
-    # columns is wasted work (a large share of a small model's cost with a 49k vocabulary).
-    first_completion = int(completion_mask.any(0).long().argmax()) if completion_mask.any() else 1
-    keep = input_ids.shape[1] - max(first_completion - 1, 0)
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        logits_to_keep=keep,
-    ).logits  # (B, keep, V)
+    if not completion_mask.any():
+        zeros = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+        return zeros, zeros.clone()
+    width = int(completion_mask.any(0).long().argmax())  # P: the first column holding a completion token
+    positions = position_ids_from_mask(attention_mask)
+    prompts, prompt_of_row = torch.unique(
+        torch.cat([input_ids[:, :width], attention_mask[:, :width]], dim=1), dim=0, return_inverse=True
+    )  # (N, 2P), (B,)
+    if width == 0 or len(prompts) == len(input_ids):  # nothing shared: one plain pass
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            logits_to_keep=input_ids.shape[1] - max(width - 1, 0),
+        ).logits  # (B, T - P + 1, V)
+    else:
+        prompt_ids, prompt_mask = prompts[:, :width], prompts[:, width:]
+        prompt = model(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=position_ids_from_mask(prompt_mask),
+            use_cache=True,
+            logits_to_keep=1,
+        )  # logits (N, 1, V): the last prompt position predicts each completion's first token
+        cache = prompt.past_key_values
+        cache.reorder_cache(prompt_of_row)  # (N, ...) -> (B, ...), differentiable
+        completion = model(
+            input_ids=input_ids[:, width:],
+            attention_mask=attention_mask,
+            position_ids=positions[:, width:],
+            past_key_values=cache,
+            use_cache=False,
+        ).logits  # (B, T - P, V)
+        logits = torch.cat([prompt.logits[prompt_of_row], completion], dim=1)  # (B, T - P + 1, V)
     skipped = input_ids.shape[1] - logits.shape[1]
     per_token, entropy = logprobs_from_logits(logits, input_ids[:, skipped:], completion_mask[:, skipped:], temperature)
     zeros = per_token.new_zeros(per_token.shape[0], skipped)
@@ -48,7 +77,8 @@ def logprobs_from_logits(
     logits = logits[:, :-1].float() / temperature  # (B, T-1, V): predicts tokens 1..T-1
     log_softmax = F.log_softmax(logits, dim=-1)
     picked = torch.gather(log_softmax, -1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-    entropy = -(log_softmax.exp() * log_softmax).sum(-1)  # (B, T-1)
+    with torch.no_grad():  # a metric only: no loss takes its gradient, so keep it out of the graph
+        entropy = -(log_softmax.exp() * log_softmax).sum(-1)  # (B, T-1)
     mask = completion_mask[:, 1:].to(picked.dtype)
     zeros = picked.new_zeros(picked.shape[0], 1)
     return torch.cat([zeros, picked * mask], dim=1), torch.cat([zeros, entropy * mask], dim=1)
