@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig
 
-from policy.logprobs import token_logprobs
+from policy.logprobs import position_ids_from_mask, token_logprobs
 from policy.lora import reference_mode
 from policy.sampling import chat_prompt_ids, eos_token_ids
 
@@ -121,6 +121,25 @@ def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: set[int]) ->
     return mask, has_eos
 
 
+def shared_prompt_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+    """Return a key/value cache of every row's prompt but its last token, each distinct prompt computed once.
+
+    `generate` with G copies of a prompt would run the prompt G times; with this cache it runs once and
+    `generate` starts from the last prompt token. None when no prompt repeats (nothing to share).
+    """
+    rows, row_prompt = torch.unique(torch.cat([prompt_ids, prompt_mask], dim=1), dim=0, return_inverse=True)
+    width = prompt_ids.shape[1]
+    if len(rows) == len(prompt_ids) or width < 2:
+        return None
+    ids, mask = rows[:, : width - 1], rows[:, width : 2 * width - 1]
+    prefill = model(
+        input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=True, logits_to_keep=1
+    )
+    cache = prefill.past_key_values
+    cache.reorder_cache(row_prompt)  # (distinct prompts, ...) -> (rows, ...)
+    return cache
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float, max_prompt_tokens: int):
     """Return (input_ids, attention_mask, completion_mask, has_eos, prompt_width) for one sampled response per prompt.
@@ -141,7 +160,10 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperat
     )
     was_training = model.training
     model.eval()
-    output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)  # (B, P + C)
+    cache = shared_prompt_cache(model, prompt_ids, prompt_mask)
+    output = model.generate(
+        input_ids=prompt_ids, attention_mask=prompt_mask, past_key_values=cache, generation_config=config
+    )  # (B, P + C)
     model.train(was_training)
     prompt_width = prompt_ids.shape[1]
     completion_ids = output[:, prompt_width:]

@@ -45,3 +45,19 @@ def test_shared_prompts_match_full_passes_in_value_and_gradient(tokenizer):
     for shared_grad, param in zip(shared_grads, model.parameters(), strict=True):
         torch.testing.assert_close(shared_grad, param.grad, atol=1e-4, rtol=1e-3)
     assert (shared[completion_mask == 0] == 0).all()
+
+
+def test_generation_from_a_shared_prompt_cache_matches_plain_generation(tiny_model_dir, tokenizer):
+    from policy.rollout import left_pad_prompts, shared_prompt_cache
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    prompts = ["Say something short.", "A much longer prompt, to force left padding of the other."]
+    prompt_ids, prompt_mask = left_pad_prompts(tokenizer, [p for p in prompts for _ in range(3)], 64, "cpu")
+    settings = dict(do_sample=False, max_new_tokens=12, pad_token_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        plain = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **settings)
+        cache = shared_prompt_cache(model, prompt_ids, prompt_mask)
+        shared = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, past_key_values=cache, **settings)
+    assert cache is not None
+    assert torch.equal(plain, shared)
+    assert shared_prompt_cache(model, prompt_ids[::3], prompt_mask[::3]) is None  # no prompt repeats
