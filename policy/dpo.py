@@ -27,6 +27,7 @@ from policy.metrics import METRICS_FILE, MetricsWriter
 from policy.runner import make_optimizer, mean_over_processes
 from policy.sampling import chat_prompt_ids
 from rlhf_studio.models import pick_device
+from rm.data import load_table
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 EVAL_FRACTION = 0.1  # share of prompts held out for accuracy and margin; pairs of one prompt never straddle the split
@@ -99,16 +100,11 @@ def load_pairs(source) -> datasets.Dataset:
 
 
 def _read_pairs_file(path: Path) -> datasets.Dataset:
-    if path.is_dir():
-        return datasets.load_from_disk(str(path))
-    if not path.exists():
-        raise FileNotFoundError(f"pairs file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        return datasets.Dataset.from_json(str(path))
-    if suffix == ".parquet":
-        return datasets.Dataset.from_parquet(str(path))
-    raise ValueError(f"pairs file {path} must be .jsonl, .json or .parquet (or a datasets folder), not {suffix!r}")
+    """Read a .jsonl/.parquet file or a datasets folder with the reward model's reader (one format, one reader)."""
+    _, rows = load_table(str(path))
+    if not rows:
+        raise ValueError(f"{path} holds no pairs: rank some responses first, or import a pairs file")
+    return datasets.Dataset.from_list(rows)
 
 
 def _checked_pairs(table: datasets.Dataset, name: str) -> datasets.Dataset:

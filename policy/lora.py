@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from rlhf_studio.models import ensure_pad_token, load_tokenizer, resolve_model
+from rlhf_studio.models import ensure_pad_token, load_config, load_tokenizer, resolve_model
 
 
 @dataclass
@@ -32,6 +32,7 @@ def load_policy(name_or_path: str, lora: LoraSettings, device: torch.device, dty
     A previous policy run folder resolves to its merged model, so training continues from it.
     """
     path = resolve_model(name_or_path)
+    load_config(path)  # a clear error for an unknown model, before anything else loads
     tokenizer = load_tokenizer(path, padding_side="left")
     base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     ensure_pad_token(tokenizer, base)

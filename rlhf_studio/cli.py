@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ValueError, StoreError, FileNotFoundError) as error:
+    except (ValueError, StoreError, OSError) as error:  # OSError: a model or file that cannot be loaded
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -107,6 +107,22 @@ def _is_model_config(config_file: Path) -> bool:
         return False
 
 
+def load_config(name_or_path: str | Path, **kwargs):
+    """Return a model's AutoConfig, or raise ModelNotFound naming the model (before any weights are read).
+
+    transformers' own error for an unknown id on a machine without the hub does not say which model it was.
+    """
+    path = resolve_model(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(path, **kwargs)
+    except OSError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelNotFound(
+            f"cannot load model {str(name_or_path)!r}: it is not a model folder, not in the local Hugging Face "
+            f"cache, and could not be fetched ({reason})"
+        ) from error
+
+
 def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, model=None) -> PreTrainedTokenizerBase:
     """Give the tokenizer a pad token distinct from EOS.
 
@@ -156,6 +172,7 @@ def load_causal_lm(name_or_path: str | Path, device: str | None = None):
     """Return (model, tokenizer) for generation, in eval mode on the chosen device."""
     choice = pick_device(device)
     path = resolve_model(name_or_path)
+    load_config(path)  # a clear error for an unknown model, before anything else loads
     tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=choice.dtype).to(choice.device)
     ensure_pad_token(tokenizer, model)

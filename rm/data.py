@@ -45,7 +45,7 @@ def rankings_from_store(store) -> list[Ranking]:
 def read_rankings(path: str | Path) -> list[Ranking]:
     """Return the rankings of a file written by `data.export.export(..., kind="rankings")` (tie groups of texts)."""
     path = str(path)
-    columns, rows = _load_table(path)
+    columns, rows = load_table(path)
     expected = {"ranking_id", "prompt_id", "prompt", "ranked_responses"}
     if not expected <= set(columns):
         raise PairsFileError(f"{path}: expected the columns of a rankings export {sorted(expected)}, found {columns}")
@@ -76,7 +76,7 @@ def split_hh(text: str) -> tuple[str, str]:
     return text[: cut + len(HH_ASSISTANT)].strip(), text[cut + len(HH_ASSISTANT) :].strip()
 
 
-def _load_table(path: str) -> tuple[list[str], list[dict]]:
+def load_table(path: str) -> tuple[list[str], list[dict]]:
     """Return (column names, rows) of a JSONL/Parquet file, a `datasets` folder or (with a hub) a dataset name."""
     import datasets
 
@@ -131,7 +131,7 @@ def read_pairs(path: str | Path) -> list[Ranking]:
     before the last answer are skipped (the format has a few) and counted in the log.
     """
     path = str(path)
-    columns, rows = _load_table(path)
+    columns, rows = load_table(path)
     if not rows:
         raise PairsFileError(f"{path}: no rows")
     if "chosen" not in columns or "rejected" not in columns:
