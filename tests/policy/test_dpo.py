@@ -204,7 +204,7 @@ def test_load_pairs_reads_jsonl_parquet_and_saved_datasets(tmp_path):
     table.save_to_disk(str(tmp_path / "pairs-folder"))
     for source in ("pairs.jsonl", "pairs.parquet", "pairs-folder"):
         assert load_pairs(tmp_path / source).select_columns(["prompt", "chosen", "rejected"]).to_list() == rows
-    with pytest.raises(ValueError, match="must be .jsonl"):
+    with pytest.raises(ValueError, match="unknown file type '.csv'"):
         (tmp_path / "pairs.csv").write_text("prompt,chosen,rejected\n")
         load_pairs(tmp_path / "pairs.csv")
     with pytest.raises(ValueError, match="row 1"):
