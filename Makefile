@@ -37,5 +37,5 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check --fix .
 
 bench: $(VENV)/.installed-test prepare
-	$(PY) bench/rm.py
-	$(PY) bench/policy.py
+	$(PY) bench/reward_model.py
+	$(PY) bench/policy_optimization.py

@@ -7,34 +7,30 @@ function. Prints the training wall time per epoch of each, their ratio (target: 
 On a shared machine other processes inflate wall time: `--repeats` alternates the two and keeps each one's
 fastest run, and CPU seconds (all threads of this process) are printed beside wall seconds.
 
-    python bench/rm.py                      # MiniLM, K=4, a few minutes on a laptop CPU
-    python bench/rm.py --backbone default   # SmolLM2-135M-Instruct with LoRA (use a GPU)
+    python bench/reward_model.py                      # MiniLM, K=4, a few minutes on a laptop CPU
+    python bench/reward_model.py --backbone default   # SmolLM2-135M-Instruct with LoRA (use a GPU)
 """
 
 import argparse
 import contextlib
 import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-# Run as `python bench/rm.py`, this file's folder comes first on sys.path and its name would hide the `rm` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import datasets
+import torch
+from trl import RewardConfig as TRLRewardConfig
+from trl import RewardTrainer
 
-import datasets  # noqa: E402
-import torch  # noqa: E402
-from trl import RewardConfig as TRLRewardConfig  # noqa: E402
-from trl import RewardTrainer  # noqa: E402
-
-from data.export import expand_to_pairs  # noqa: E402
-from rlhf_studio.models import FAST_ENCODER, pick_device  # noqa: E402
-from rm.config import RewardConfig  # noqa: E402
-from rm.data import split_by_prompt  # noqa: E402
-from rm.model import encode, load_backbone, reads_last_token  # noqa: E402
-from rm.synthetic import synthetic_rankings  # noqa: E402
-from rm.train import encode_rankings, evaluate, train_reward_model  # noqa: E402
+from data.export import expand_to_pairs
+from rlhf_studio.models import FAST_ENCODER, pick_device
+from rm.config import RewardConfig
+from rm.data import split_by_prompt
+from rm.model import encode, load_backbone, reads_last_token
+from rm.synthetic import synthetic_rankings
+from rm.train import encode_rankings, evaluate, train_reward_model
 
 
 def parse_args():

@@ -12,9 +12,9 @@ Both sides run LoRA on all linear layers, no gradient checkpointing (TRL turns i
 speed for memory and would flatter us), fp32 on CPU or bf16 on CUDA. The first step of each run is dropped as
 warm-up; the median of the rest is compared. Prints ratios ours / TRL (targets: GRPO <= 0.5x, DPO <= 0.7x).
 
-    python bench/policy.py --model tiny                       # seconds: a 2-layer model with SmolLM2's vocabulary
-    python bench/policy.py                                    # SmolLM2-135M-Instruct, a few minutes on a CPU
-    python bench/policy.py --only dpo --pairs 64 --batch 8    # one half, larger
+    python bench/policy_optimization.py --model tiny                       # seconds: a 2-layer model with SmolLM2's vocabulary
+    python bench/policy_optimization.py                                    # SmolLM2-135M-Instruct, a few minutes on a CPU
+    python bench/policy_optimization.py --only dpo --pairs 64 --batch 8    # one half, larger
 """
 
 import argparse
@@ -28,25 +28,22 @@ import time
 import warnings
 from pathlib import Path
 
-# Run as `python bench/policy.py`, this file's folder comes first on sys.path and its name would hide `policy`.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import datasets
+import torch
+from accelerate import Accelerator
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, LlamaConfig, TrainerCallback
+from trl import DPOConfig as TRLDPOConfig
+from trl import DPOTrainer, GRPOTrainer
+from trl import GRPOConfig as TRLGRPOConfig
 
-import datasets  # noqa: E402
-import torch  # noqa: E402
-from accelerate import Accelerator  # noqa: E402
-from peft import LoraConfig  # noqa: E402
-from transformers import AutoModelForCausalLM, LlamaConfig, TrainerCallback  # noqa: E402
-from trl import DPOConfig as TRLDPOConfig  # noqa: E402
-from trl import DPOTrainer, GRPOTrainer  # noqa: E402
-from trl import GRPOConfig as TRLGRPOConfig  # noqa: E402
-
-import policy.grpo  # noqa: E402
-from policy.config import DPOConfig, GRPOConfig  # noqa: E402
-from policy.dpo import fit_dpo, prepare_pairs  # noqa: E402
-from policy.grpo import train_grpo  # noqa: E402
-from policy.lora import LoraSettings, load_policy  # noqa: E402
-from policy.metrics import MetricsWriter, read_metrics  # noqa: E402
-from rlhf_studio.models import load_tokenizer, pick_device, resolve_model  # noqa: E402
+import policy.grpo
+from policy.config import DPOConfig, GRPOConfig
+from policy.dpo import fit_dpo, prepare_pairs
+from policy.grpo import train_grpo
+from policy.lora import LoraSettings, load_policy
+from policy.metrics import MetricsWriter, read_metrics
+from rlhf_studio.models import load_tokenizer, pick_device, resolve_model
 
 WORDS = (
     "the cat sat on a warm mat while rain fell over quiet hills and old friends told long stories about ships "
@@ -61,7 +58,7 @@ def parse_args():
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per run (plus one warm-up step)")
     parser.add_argument("--prompts-per-step", type=int, default=2, help="GRPO: prompts per step")
-    parser.add_argument("--group-size", type=int, default=4, help="GRPO: responses per prompt (G)")
+    parser.add_argument("--group-size", type=int, default=8, help="GRPO: responses per prompt (G; 8 is TRL's default)")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="GRPO: longest response")
     parser.add_argument("--batch", type=int, default=4, help="DPO: pairs per step")
     parser.add_argument("--prompt-words", type=int, default=24, help="words in each prompt (about a token each)")
