@@ -65,3 +65,14 @@ def stop(process: subprocess.Popen) -> None:
 
 def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def open_as_annotator(browser, url: str, name: str):
+    """Return a page of a fresh browser session on the app, ranking under `name` (the no-login local mode)."""
+    page = browser.new_context().new_page()
+    page.goto(url)
+    field = page.get_by_role("textbox", name="Annotator")
+    field.fill(name)
+    field.press("Enter")
+    page.wait_for_timeout(1500)  # let the rerun under the new name finish before ranking
+    return page

@@ -2,6 +2,8 @@
 
 from data import annotation
 from data.prompts import add_prompts
+from data.settings import save_settings
+from data.store import Store
 from policy.sampling import Sample
 
 
@@ -13,10 +15,11 @@ def fill_items(store, count: int, k: int = 2) -> None:
         annotation.add_batch(store, prompt_id, "m", {"k": k}, [Sample(f"r{j}", "eos", 1) for j in range(k)])
 
 
-def rank_next(store, annotator_id: int, token: str) -> int | None:
-    """Claim the annotator's next item and rank its responses in reverse order; return the ranking id."""
-    item = annotation.claim_next_item(store, annotator_id)
-    if item is None:
-        return None
-    groups = [[response_id] for response_id in reversed(item.response_ids)]
-    return annotation.submit_ranking(store, annotator_id, item.batch_id, groups, submission_token=token)
+def prepare(db, prompts: list[str], responses: list[str]) -> None:
+    """Store prompts with hand-made batches and keep the sampler idle: no model is needed in these tests."""
+    store = Store(db)
+    add_prompts(store, prompts, "test")
+    for (prompt_id,) in store.query("SELECT id FROM prompts ORDER BY id"):
+        annotation.add_batch(store, prompt_id, "m", {}, [Sample(text, "eos", 1) for text in responses])
+    save_settings(store, {"ready_per_annotator": 0})
+    store.close()

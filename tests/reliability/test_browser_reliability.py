@@ -2,27 +2,14 @@
 
 import pytest
 
-from data import annotation
-from data.prompts import add_prompts
-from data.settings import save_settings
 from data.store import Store
-from policy.sampling import Sample
-from tests.browser.serving import launch_chromium, running_app, stop
+from tests.browser.serving import launch_chromium, open_as_annotator, running_app, stop
+from tests.reliability.helpers import prepare
 
 HOSTILE_PROMPT = (
     'Hi <script>window.__xss = "prompt"</script> <img src="http://127.0.0.1:9/prompt.png" onerror="window.__xss = 1">'
 )
 HOSTILE_RESPONSE = '<img src="http://127.0.0.1:9/response.png" onerror="window.__xss = 2"> <b>bold?</b>'
-
-
-def prepare(db, prompts: list[str], responses: list[str]) -> None:
-    """Store prompts with hand-made batches and keep the sampler idle: no model is needed in these tests."""
-    store = Store(db)
-    add_prompts(store, prompts, "test")
-    for (prompt_id,) in store.query("SELECT id FROM prompts ORDER BY id"):
-        annotation.add_batch(store, prompt_id, "m", {}, [Sample(text, "eos", 1) for text in responses])
-    save_settings(store, {"ready_per_annotator": 0})
-    store.close()
 
 
 @pytest.mark.browser
@@ -60,13 +47,7 @@ def test_three_browser_sessions_rank_at_once_with_exact_counts(tmp_path):
     with running_app(db) as (url, process), sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
-            pages = [browser.new_context().new_page() for _ in names]
-            for page, name in zip(pages, names, strict=True):
-                page.goto(url)
-                field = page.get_by_role("textbox", name="Annotator")
-                field.fill(name)
-                field.press("Enter")
-                page.wait_for_timeout(1500)  # let the rerun under the new name finish before ranking
+            pages = [open_as_annotator(browser, url, name) for name in names]
             for done in (1, 2):  # interleave the sessions: each ranks one item per round
                 for page in pages:
                     expect(page.get_by_role("radiogroup", name="Rank of B")).to_be_visible(timeout=60_000)
