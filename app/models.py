@@ -4,11 +4,10 @@ Loaded once per process with `st.cache_resource`, keyed by the resolved folder, 
 """
 
 import streamlit as st
-import torch
 
 from data.registry import list_models, path_of
 from data.store import Store
-from policy.sampling import chat_prompt_ids, cut_at_eos, eos_token_ids
+from policy.sampling import sample
 from rlhf_studio.models import load_causal_lm
 from rm.score import RewardScorer
 
@@ -28,27 +27,11 @@ def reward_scorer(path: str) -> RewardScorer:
     return RewardScorer.from_run(path)
 
 
-@torch.no_grad()
 def answer(model, tokenizer, prompt: str, temperature: float, max_new_tokens: int, seed: int | None = None) -> str:
-    """Return one sampled answer to a prompt (policy.sampling's K >= 2 batches are for annotation, not this)."""
+    """Return one sampled answer to a prompt (annotation's SamplingParams ask K >= 2; this is a single answer)."""
     if not temperature > 0 or max_new_tokens < 1:
         raise ValueError(f"need temperature > 0 and max_new_tokens >= 1, got {temperature} and {max_new_tokens}")
-    if seed is not None:
-        torch.manual_seed(seed)
-    input_ids = torch.tensor([chat_prompt_ids(tokenizer, prompt)], device=model.device)  # (1, P)
-    eos_ids = eos_token_ids(model, tokenizer)
-    output = model.generate(
-        input_ids=input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        do_sample=True,
-        temperature=temperature,
-        top_p=1.0,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=sorted(eos_ids),
-        pad_token_id=tokenizer.pad_token_id,
-    )  # (1, P + T)
-    completion, _ = cut_at_eos(output[0, input_ids.shape[1] :].tolist(), eos_ids, tokenizer.pad_token_id)
-    return tokenizer.decode(completion, skip_special_tokens=True).strip()
+    return sample(model, tokenizer, prompt, 1, temperature, 1.0, max_new_tokens, seed)[0].text
 
 
 def model_picker(store: Store, label: str, kinds: tuple[str, ...], key: str, optional: bool = False) -> str:

@@ -7,21 +7,12 @@ processes (`accelerate launch` works too where its launcher starts the processes
 import argparse
 import json
 import os
-import types
-import typing
 from dataclasses import MISSING, fields
 
 from policy.config import CONFIGS, RunConfig
+from rlhf_studio.fields import flag_type
 
 ALIASES = {"learning_rate": ["--lr"], "output_dir": ["--output"]}
-
-
-def _flag_type(field) -> type:
-    """Return what argparse converts a field's flag with (the non-None part of `X | None`)."""
-    annotation = field.type
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
-    return annotation
 
 
 def _all_fields() -> dict:
@@ -53,7 +44,7 @@ def register(subparsers) -> None:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a PPO/GRPO run from its last checkpoint")
     for name, (field, text) in _all_fields().items():
         flag = "--" + name.replace("_", "-")
-        kind = _flag_type(field)
+        kind = flag_type(field)
         if kind is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
@@ -103,7 +94,7 @@ def cmd_train_policy(args) -> int:
     else:
         train = _trainer(config.algo)
         run_dir = train(config, store=store, resume=bool(args.resume))
-        from policy.metrics import read_metrics
+        from rlhf_studio.runs import read_metrics
 
         records = read_metrics(run_dir)
         metrics = {key: value for key, value in (records[-1] if records else {}).items() if "/" in key}

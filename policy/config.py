@@ -5,48 +5,53 @@ Every field carries its help text in `metadata["help"]`; `policy.cli` turns fiel
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from rlhf_studio.fields import documented
 from rlhf_studio.paths import runs_dir
 
 REWARD_KINDS = ("model", "function")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def _help(default, text: str):
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
 class RunConfig:
     """What every policy run shares: the model, the prompts, sampling, the optimizer and where the run goes."""
 
-    model: str = _help("default", "policy to start from: 'default', a hub id, a model folder or a previous policy run")
-    lora_rank: int = _help(16, "LoRA rank r (Hu et al. 2021); 0 = full fine-tuning with an explicit reference copy")
-    lora_alpha: int = _help(32, "LoRA scaling alpha (update is alpha/r * B A)")
-    learning_rate: float = _help(1e-5, "Adam learning rate (LoRA usually wants 10x more than full fine-tuning)")
-    steps: int = _help(100, "optimizer steps, one rollout batch each (DPO: ignored, see epochs)")
-    batch_prompts: int = _help(8, "prompts per step on each process (DPO: preference pairs per step)")
-    max_new_tokens: int = _help(64, "longest response sampled during training")
-    max_prompt_tokens: int = _help(512, "prompts longer than this keep only their last tokens")
-    temperature: float = _help(1.0, "sampling temperature; log-probs for ratios and KL use the same temperature")
-    missing_eos_penalty: float | None = _help(
+    model: str = documented(
+        "default", "policy to start from: 'default', a hub id, a model folder or a previous policy run"
+    )
+    lora_rank: int = documented(
+        16, "LoRA rank r (Hu et al. 2021); 0 = full fine-tuning with an explicit reference copy"
+    )
+    lora_alpha: int = documented(32, "LoRA scaling alpha (update is alpha/r * B A)")
+    learning_rate: float = documented(1e-5, "Adam learning rate (LoRA usually wants 10x more than full fine-tuning)")
+    steps: int = documented(100, "optimizer steps, one rollout batch each (DPO: ignored, see epochs)")
+    batch_prompts: int = documented(8, "prompts per step on each process (DPO: preference pairs per step)")
+    max_new_tokens: int = documented(64, "longest response sampled during training")
+    max_prompt_tokens: int = documented(512, "prompts longer than this keep only their last tokens")
+    temperature: float = documented(1.0, "sampling temperature; log-probs for ratios and KL use the same temperature")
+    missing_eos_penalty: float | None = documented(
         None, "subtract this from the reward of a response cut by max_new_tokens before its EOS (None: no penalty)"
     )
-    max_grad_norm: float = _help(1.0, "clip the gradient's global norm to this")
-    seed: int = _help(0, "random seed (each data-parallel process adds its rank)")
-    output_dir: str | None = _help(None, "run folder: metrics.jsonl, config, checkpoints (default: runs/<algo>-<time>)")
-    save_every: int = _help(0, "also checkpoint every N steps (0: only at the end)")
-    reward_model: str | None = _help(None, "reward-model run folder or registry name (reward_kind='model')")
-    reward_kind: str = _help("model", "'model': score with a reward-model run; 'function': a Python reward function")
-    reward_function: str | None = _help(
+    max_grad_norm: float = documented(1.0, "clip the gradient's global norm to this")
+    seed: int = documented(0, "random seed (each data-parallel process adds its rank)")
+    output_dir: str | None = documented(
+        None, "run folder: metrics.jsonl, config, checkpoints (default: runs/<algo>-<time>)"
+    )
+    save_every: int = documented(0, "also checkpoint every N steps (0: only at the end)")
+    reward_model: str | None = documented(None, "reward-model run folder or registry name (reward_kind='model')")
+    reward_kind: str = documented(
+        "model", "'model': score with a reward-model run; 'function': a Python reward function"
+    )
+    reward_function: str | None = documented(
         None, "'package.module:function' taking (prompts, responses) -> list of floats (reward_kind='function')"
     )
-    prompts_file: str | None = _help(
+    prompts_file: str | None = documented(
         None, "prompts from a .jsonl/.csv/.parquet file or datasets folder (default: DuckDB)"
     )
-    device: str = _help("auto", "'auto' (CUDA bf16 when present, else CPU fp32), 'cpu' or 'cuda'")
+    device: str = documented("auto", "'auto' (CUDA bf16 when present, else CPU fp32), 'cpu' or 'cuda'")
 
     def __post_init__(self):
         if self.output_dir is None:
@@ -102,18 +107,20 @@ class RunConfig:
 class PPOConfig(RunConfig):
     """PPO with a KL-shaped per-token reward and GAE (Schulman et al. 2017; Ziegler et al. 2019; Ouyang et al. 2022)."""
 
-    kl_coef: float = _help(0.05, "beta: weight of the per-token KL(policy || reference) penalty in the reward")
-    adaptive_kl: bool = _help(False, "adapt kl_coef toward target_kl (Ziegler et al. 2019 adaptive controller)")
-    target_kl: float = _help(6.0, "adaptive KL: the KL per response the controller aims for")
-    kl_horizon: int = _help(10000, "adaptive KL: horizon in samples; larger adapts more slowly")
-    gamma: float = _help(1.0, "GAE discount gamma (1: no discount within a response)")
-    lam: float = _help(0.95, "GAE lambda")
-    clip_eps: float = _help(0.2, "policy ratio clip epsilon")
-    value_clip_eps: float = _help(0.2, "value clip: new values stay within this of the rollout's values")
-    vf_coef: float = _help(0.1, "weight of the value loss")
-    ppo_epochs: int = _help(4, "passes over each rollout batch")
-    num_minibatches: int = _help(1, "minibatches per pass (batch_prompts must divide evenly)")
-    value_model: str = _help("shared", "'shared': value head on the policy trunk; 'separate': own copy of the model")
+    kl_coef: float = documented(0.05, "beta: weight of the per-token KL(policy || reference) penalty in the reward")
+    adaptive_kl: bool = documented(False, "adapt kl_coef toward target_kl (Ziegler et al. 2019 adaptive controller)")
+    target_kl: float = documented(6.0, "adaptive KL: the KL per response the controller aims for")
+    kl_horizon: int = documented(10000, "adaptive KL: horizon in samples; larger adapts more slowly")
+    gamma: float = documented(1.0, "GAE discount gamma (1: no discount within a response)")
+    lam: float = documented(0.95, "GAE lambda")
+    clip_eps: float = documented(0.2, "policy ratio clip epsilon")
+    value_clip_eps: float = documented(0.2, "value clip: new values stay within this of the rollout's values")
+    vf_coef: float = documented(0.1, "weight of the value loss")
+    ppo_epochs: int = documented(4, "passes over each rollout batch")
+    num_minibatches: int = documented(1, "minibatches per pass (batch_prompts must divide evenly)")
+    value_model: str = documented(
+        "shared", "'shared': value head on the policy trunk; 'separate': own copy of the model"
+    )
 
     algo = "ppo"
 
@@ -147,15 +154,15 @@ REWARD_SCALINGS = ("group", "batch", "none")
 class GRPOConfig(RunConfig):
     """Group Relative Policy Optimization (Shao et al. 2024, DeepSeekMath), with the DAPO and Dr. GRPO variants."""
 
-    num_generations: int = _help(4, "G: responses sampled per prompt; advantages are relative within the group")
-    beta: float = _help(0.0, "weight of the k3 KL to the reference; 0 skips the reference pass entirely")
-    epsilon_low: float = _help(0.2, "ratio clip below: 1 - epsilon_low")
-    epsilon_high: float = _help(0.2, "ratio clip above: 1 + epsilon_high (DAPO's clip-higher uses 0.28)")
-    num_iterations: int = _help(1, "mu: optimizer passes per rollout batch (1: old log-probs = detached current)")
-    loss_type: str = _help(
+    num_generations: int = documented(4, "G: responses sampled per prompt; advantages are relative within the group")
+    beta: float = documented(0.0, "weight of the k3 KL to the reference; 0 skips the reference pass entirely")
+    epsilon_low: float = documented(0.2, "ratio clip below: 1 - epsilon_low")
+    epsilon_high: float = documented(0.2, "ratio clip above: 1 + epsilon_high (DAPO's clip-higher uses 0.28)")
+    num_iterations: int = documented(1, "mu: optimizer passes per rollout batch (1: old log-probs = detached current)")
+    loss_type: str = documented(
         "dapo", "'grpo': mean per sequence then over sequences; 'dapo': over all valid tokens; 'dr_grpo': B x max_len"
     )
-    scale_rewards: str = _help(
+    scale_rewards: str = documented(
         "group", "advantage scaling: 'group' std (GRPO), 'batch' std, or 'none' (Dr. GRPO: mean-centred only)"
     )
 
@@ -186,14 +193,14 @@ DPO_LOSS_TYPES = ("sigmoid", "ipo")
 class DPOConfig(RunConfig):
     """Direct Preference Optimization (Rafailov et al. 2023) on chosen/rejected pairs, with IPO (Azar et al. 2023)."""
 
-    beta: float = _help(0.1, "beta: strength of the implicit KL to the reference")
-    loss_type: str = _help("sigmoid", "'sigmoid' (DPO) or 'ipo'")
-    label_smoothing: float = _help(0.0, "conservative DPO: assumed fraction of flipped labels, in [0, 0.5)")
-    epochs: int = _help(1, "passes over the preference pairs")
-    pairs_file: str | None = _help(
+    beta: float = documented(0.1, "beta: strength of the implicit KL to the reference")
+    loss_type: str = documented("sigmoid", "'sigmoid' (DPO) or 'ipo'")
+    label_smoothing: float = documented(0.0, "conservative DPO: assumed fraction of flipped labels, in [0, 0.5)")
+    epochs: int = documented(1, "passes over the preference pairs")
+    pairs_file: str | None = documented(
         None, "chosen/rejected pairs (.jsonl/.parquet with prompt, chosen, rejected); default: DuckDB rankings"
     )
-    max_length: int = _help(512, "prompt + response tokens kept per example (longer ones are truncated)")
+    max_length: int = documented(512, "prompt + response tokens kept per example (longer ones are truncated)")
 
     algo = "dpo"
 

@@ -23,10 +23,10 @@ from data.store import Store
 from policy.config import DPOConfig
 from policy.logprobs import sequence_logprobs
 from policy.lora import LoraSettings, load_policy, reference_mode, save_checkpoint
-from policy.metrics import METRICS_FILE, MetricsWriter
 from policy.runner import make_optimizer, mean_over_processes
 from policy.sampling import chat_prompt_ids
 from rlhf_studio.models import pick_device
+from rlhf_studio.runs import METRICS_FILE, MetricsWriter, check_registry_name
 from rm.data import load_table
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -427,22 +427,8 @@ def _checked_inputs(config: DPOConfig, store, pairs) -> datasets.Dataset:
     if (run_dir / METRICS_FILE).exists():
         raise ValueError(f"{run_dir} already holds a run; choose another output_dir (DPO runs do not resume)")
     if store is not None:
-        _check_name_free(store, run_dir)
+        check_registry_name(store, run_dir)
     return table
-
-
-def _check_name_free(store, run_dir: Path) -> None:
-    """Refuse before training when the run's registry name (its folder name) belongs to another folder."""
-    from data.registry import get_model
-
-    try:
-        record = get_model(store, run_dir.name)
-    except KeyError:
-        return
-    if Path(record["path"]).resolve() != run_dir.resolve():
-        raise ValueError(
-            f"a model named {run_dir.name!r} is already recorded at {record['path']}; pick another output_dir"
-        )
 
 
 def _record_run(store, config: DPOConfig, run_dir: Path, metrics: dict) -> int:

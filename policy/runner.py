@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 
 from policy.config import RunConfig
 from policy.lora import LoraSettings, load_policy, save_checkpoint
-from policy.metrics import METRICS_FILE, MetricsWriter
 from policy.rollout import RewardFn, as_reward_fn, load_reward_function
 from rlhf_studio.models import pick_device
+from rlhf_studio.runs import METRICS_FILE, MetricsWriter, check_registry_name
 
 STATE_FILE = "trainer_state.pt"
 
@@ -62,7 +62,7 @@ def start_run(
     if accelerator.is_main_process:
         try:
             _check_run_dir(Path(config.output_dir), resume)
-            _check_registry_name(store, Path(config.output_dir))
+            check_registry_name(store, Path(config.output_dir))
             found[:3] = [*_prompts(config, prompts, store), _reward_source(config, reward, store)]
         except ValueError as error:  # passed on, so the other processes stop too instead of waiting
             found[4] = str(error)
@@ -213,22 +213,6 @@ def save_run(ctx: RunContext, step: int, optimizer, extra_state: dict | None = N
         state = {"step": step, "optimizer": optimizer.state_dict(), **(extra_state or {})}
         torch.save(state, ctx.run_dir / STATE_FILE)
     ctx.accelerator.wait_for_everyone()
-
-
-def _check_registry_name(store, run_dir: Path) -> None:
-    """Refuse before training if the run's name is recorded for another folder (so nothing is trained in vain)."""
-    if store is None:
-        return
-    from data.registry import get_model
-
-    try:
-        record = get_model(store, run_dir.name)
-    except KeyError:
-        return
-    if Path(record["path"]).resolve() != run_dir.resolve():
-        raise ValueError(
-            f"a model named {run_dir.name!r} is already recorded at {record['path']}; pick another output dir"
-        )
 
 
 def record_run(ctx: RunContext, store, metrics: dict) -> int | None:

@@ -68,20 +68,22 @@ def eos_token_ids(model, tokenizer) -> set[int]:
 
 
 @torch.no_grad()
-def sample_responses(model, tokenizer, prompt: str, params: SamplingParams) -> list[Sample]:
-    """Return `params.k` sampled responses to one prompt from a single batched `generate` call."""
-    if params.seed is not None:
-        torch.manual_seed(params.seed)
+def sample(
+    model, tokenizer, prompt: str, k: int, temperature: float, top_p: float, max_new_tokens: int, seed: int | None
+) -> list[Sample]:
+    """Return k sampled responses to one prompt from a single batched `generate` call (the prompt runs once)."""
+    if seed is not None:
+        torch.manual_seed(seed)
     input_ids = torch.tensor([chat_prompt_ids(tokenizer, prompt)], device=model.device)  # (1, P)
     eos_ids = eos_token_ids(model, tokenizer)
     output = model.generate(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
         do_sample=True,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        max_new_tokens=params.max_new_tokens,
-        num_return_sequences=params.k,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=k,
         eos_token_id=sorted(eos_ids),
         pad_token_id=tokenizer.pad_token_id,
     )  # (K, P + T)
@@ -91,3 +93,10 @@ def sample_responses(model, tokenizer, prompt: str, params: SamplingParams) -> l
         text = tokenizer.decode(completion, skip_special_tokens=True).strip()
         samples.append(Sample(text=text, finish_reason=reason, num_tokens=len(completion)))
     return samples
+
+
+def sample_responses(model, tokenizer, prompt: str, params: SamplingParams) -> list[Sample]:
+    """Return `params.k` responses for one annotation item, sampled as the settings say."""
+    return sample(
+        model, tokenizer, prompt, params.k, params.temperature, params.top_p, params.max_new_tokens, params.seed
+    )

@@ -22,6 +22,7 @@ from data.prompts import browse_prompts
 from data.store import Store
 from rlhf_studio import jobs
 from rlhf_studio.models import ModelNotFound, resolve_model
+from rlhf_studio.runs import read_metrics
 
 MIN_RANKED_ITEMS = 4  # ranked items with at least one comparison (a ranking of ties teaches nothing)
 MIN_PROMPTS = 2  # distinct prompts, so the split by prompt leaves a validation set
@@ -459,20 +460,6 @@ def _first_line(error: Exception) -> str:
 
 
 # ------------------------------------------------------------------------------------------ following a job
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Return the complete records of a run's metrics.jsonl (a line being written is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def read_run_config(run_dir: str | Path) -> dict:

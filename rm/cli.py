@@ -1,21 +1,12 @@
 """`rlhf-studio train-rm`: the RewardConfig fields as flags (`--batch-size`, `--lora-rank`, ...)."""
 
 import json
-import types
-import typing
 from dataclasses import MISSING, fields
 
+from rlhf_studio.fields import flag_type
 from rm.config import RewardConfig
 
 ALIASES = {"learning_rate": ["--lr"], "center_coefficient": ["--center-rewards-coefficient"]}
-
-
-def _flag_type(field) -> type:
-    """Return the Python type argparse converts a field's flag with (the non-None part of `X | None`)."""
-    annotation = field.type
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
-    return annotation
 
 
 def register(subparsers) -> None:
@@ -30,7 +21,7 @@ def register(subparsers) -> None:
             flag,
             *ALIASES.get(field.name, []),
             dest=field.name,
-            type=_flag_type(field),
+            type=flag_type(field),
             default=default,
             help=f"{field.metadata['help']} (default: {default})",
         )

@@ -4,50 +4,52 @@ Every field carries its help text in `metadata["help"]`; `rm.cli` turns the fiel
 """
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from rlhf_studio.fields import documented
+
 DEVICES = ("auto", "cpu", "cuda")
-
-
-def _help(default, text: str):
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass
 class RewardConfig:
     """Train a Bradley-Terry reward model on rankings (InstructGPT: all C(K,2) pairs of a ranking in one step)."""
 
-    backbone: str = _help(
+    backbone: str = documented(
         "default",
         "'default' (SmolLM2-135M-Instruct), 'all-MiniLM-L6-v2' (fast CPU encoder), a model folder or a hub id",
     )
-    epochs: int = _help(1, "passes over the training rankings (1-2 is usual; more overfits)")
-    learning_rate: float | None = _help(None, "AdamW learning rate (default: 1e-4 with LoRA, 2e-5 full fine-tuning)")
-    batch_size: int = _help(8, "rankings per optimizer step (each ranking's K responses are encoded once)")
-    lora_rank: int = _help(16, "LoRA rank r (Hu et al. 2021); 0 = full fine-tuning. The score head is always trained")
-    lora_alpha: int = _help(32, "LoRA scaling alpha (update is alpha/r * B A)")
-    max_length: int = _help(512, "longest prompt+response in tokens; prompts lose their start first")
-    margin: float = _help(0.0, "required reward gap m in -log sigma(r_better - r_worse - m) (Touvron et al. 2023)")
-    center_coefficient: float = _help(
+    epochs: int = documented(1, "passes over the training rankings (1-2 is usual; more overfits)")
+    learning_rate: float | None = documented(
+        None, "AdamW learning rate (default: 1e-4 with LoRA, 2e-5 full fine-tuning)"
+    )
+    batch_size: int = documented(8, "rankings per optimizer step (each ranking's K responses are encoded once)")
+    lora_rank: int = documented(
+        16, "LoRA rank r (Hu et al. 2021); 0 = full fine-tuning. The score head is always trained"
+    )
+    lora_alpha: int = documented(32, "LoRA scaling alpha (update is alpha/r * B A)")
+    max_length: int = documented(512, "longest prompt+response in tokens; prompts lose their start first")
+    margin: float = documented(0.0, "required reward gap m in -log sigma(r_better - r_worse - m) (Touvron et al. 2023)")
+    center_coefficient: float = documented(
         0.0, "c of the centering term c*(r_better + r_worse)^2 (TRL's center_rewards_coefficient; 0.01 is common)"
     )
-    validation_fraction: float = _help(0.1, "share of prompts held out for validation (split by prompt)")
-    weight_decay: float = _help(0.0, "AdamW weight decay")
-    warmup_ratio: float = _help(0.0, "share of steps with a linear learning-rate warm-up (then linear decay to 0)")
-    max_grad_norm: float = _help(1.0, "clip the gradient's global norm to this")
-    log_every: int = _help(10, "write a training record to metrics.jsonl every N steps")
-    seed: int = _help(0, "random seed (head init, prompt split, shuffling)")
-    device: str = _help("auto", "'auto' (CUDA with bf16 when present, else CPU fp32), 'cpu' or 'cuda'")
-    pairs: str | None = _help(
+    validation_fraction: float = documented(0.1, "share of prompts held out for validation (split by prompt)")
+    weight_decay: float = documented(0.0, "AdamW weight decay")
+    warmup_ratio: float = documented(0.0, "share of steps with a linear learning-rate warm-up (then linear decay to 0)")
+    max_grad_norm: float = documented(1.0, "clip the gradient's global norm to this")
+    log_every: int = documented(10, "write a training record to metrics.jsonl every N steps")
+    seed: int = documented(0, "random seed (head init, prompt split, shuffling)")
+    device: str = documented("auto", "'auto' (CUDA with bf16 when present, else CPU fp32), 'cpu' or 'cuda'")
+    pairs: str | None = documented(
         None, "bootstrap from a prompt/chosen/rejected file (.jsonl, .parquet, datasets folder; Anthropic HH too)"
     )
-    rankings: str | None = _help(
+    rankings: str | None = documented(
         None,
         "rankings exported from a store (`rlhf-studio export FILE --kind rankings`): how the app's jobs train on the"
         " store's rankings without opening its database file, which the running app holds",
     )
-    output_dir: str | None = _help(None, "run folder (default: <runs dir>/rm-<timestamp>)")
+    output_dir: str | None = documented(None, "run folder (default: <runs dir>/rm-<timestamp>)")
 
     def __post_init__(self):
         if self.pairs and self.rankings:

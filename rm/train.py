@@ -22,6 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from rlhf_studio.models import pick_device
 from rlhf_studio.paths import runs_dir
+from rlhf_studio.runs import MetricsWriter, check_registry_name
 from rm.config import RewardConfig
 from rm.data import Ranking, rankings_from_store, read_pairs, read_rankings, split_by_prompt
 from rm.loss import batch_loss, correct_comparisons
@@ -42,17 +43,6 @@ class TrainResult:
     run_dir: Path
     metrics: dict  # the kept (best) epoch's record
     model_id: int | None  # registry id when trained from a store
-
-
-class MetricsLog:
-    """Append one JSON record per line and flush it, so the app can follow a run while it trains."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def write(self, record: dict) -> None:
-        with self.path.open("a") as file:
-            file.write(json.dumps(record) + "\n")
 
 
 def encode_rankings(rankings: list[Ranking], tokenizer, max_length: int, last_token: bool) -> list[EncodedRanking]:
@@ -131,14 +121,14 @@ def train_epoch(model, optimizer, scheduler, encoded, config, pad_id, device, au
         bar.set_postfix(loss=f"{loss.item():.4f}", acc=f"{correct / total:.3f}")
         if state["step"] % config.log_every == 0:
             metrics.write(
+                state["step"],
                 {
                     "event": "train",
                     "epoch": state["epoch"] + 1,
-                    "step": state["step"],
                     "train/loss": sum(window) / len(window),
                     "train/accuracy": correct / total,
                     "train/learning_rate": scheduler.get_last_lr()[0],
-                }
+                },
             )
             window = []
     return {"loss": epoch_loss / len(encoded), "accuracy": correct / total}
@@ -170,16 +160,6 @@ def run_folder(config: RewardConfig) -> Path:
     return run_dir
 
 
-def _check_name_free(store, name: str) -> None:
-    from data.registry import get_model
-
-    try:
-        get_model(store, name)
-    except KeyError:
-        return
-    raise ValueError(f"a model named {name!r} is already recorded; choose another output folder")
-
-
 def _parent_id(store, backbone: str) -> int | None:
     from data.registry import get_model
 
@@ -201,7 +181,7 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
     train_set, validation_set = split_by_prompt(rankings, config.validation_fraction, config.seed)
     run_dir = run_folder(config)
     if source.startswith("duckdb:"):
-        _check_name_free(store, run_dir.name)  # before hours of training, not after
+        check_registry_name(store, run_dir)  # before hours of training, not after
     choice = pick_device(None if config.device == "auto" else config.device)
     autocast = (
         (lambda: torch.autocast("cuda", dtype=choice.dtype)) if choice.device.type == "cuda" else contextlib.nullcontext
@@ -241,7 +221,7 @@ def _fit(model, train_encoded, validation_encoded, config, pad_id, device, autoc
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     total_steps = config.epochs * math.ceil(len(train_encoded) / config.batch_size)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    metrics = MetricsWriter(run_dir)
     state = {"epoch": 0, "step": 0, "generator": torch.Generator().manual_seed(config.seed)}
     best, best_weights = None, None
     for epoch in range(config.epochs):
@@ -253,13 +233,13 @@ def _fit(model, train_encoded, validation_encoded, config, pad_id, device, autoc
         train_seconds, train_cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
         held_out = validation_encoded or train_encoded  # without validation, report on the training rankings
         evaluation = evaluate(model, held_out, config, pad_id, device, autocast)
-        record = {"event": "epoch", "epoch": epoch + 1, "step": state["step"]}
+        record = {"event": "epoch", "epoch": epoch + 1}
         record |= {f"train/{key}": value for key, value in train.items()}
         record |= {f"val/{key}": value for key, value in evaluation.items()}
         record |= {"val/on_training_data": not validation_encoded}
         record |= {"time/train_s": train_seconds, "time/train_cpu_s": train_cpu_seconds}  # CPU: all threads
         record["time/epoch_s"] = time.perf_counter() - started
-        metrics.write(record)
+        record = metrics.write(state["step"], record)
         log.info("epoch %d: %s", epoch + 1, record)
         if best is None or (record["val/accuracy"], -record["val/loss"]) > (best["val/accuracy"], -best["val/loss"]):
             best = record

@@ -23,7 +23,7 @@ from policy.dpo import (
 )
 from policy.logprobs import token_logprobs
 from policy.lora import LoraSettings, load_policy
-from policy.metrics import MetricsWriter, read_metrics
+from rlhf_studio.runs import MetricsWriter, read_metrics
 
 CPU = torch.device("cpu")
 RAMBLING = "Well, that is a hard one, let me think about it for quite a long while before I try to answer it."

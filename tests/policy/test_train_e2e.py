@@ -17,10 +17,10 @@ from data.registry import list_models
 from data.store import Store
 from policy.config import GRPOConfig, PPOConfig
 from policy.grpo import train_grpo
-from policy.metrics import read_metrics
 from policy.ppo import train_ppo
 from rlhf_studio.cli import main as studio_main
 from rlhf_studio.models import resolve_model
+from rlhf_studio.runs import read_metrics
 
 from .conftest import PROMPTS
 

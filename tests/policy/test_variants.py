@@ -11,9 +11,9 @@ from data.registry import record_model
 from policy.cli import build_config
 from policy.config import GRPOConfig, PPOConfig
 from policy.grpo import train_grpo
-from policy.metrics import read_metrics
 from policy.ppo import train_ppo
 from rlhf_studio.cli import build_parser
+from rlhf_studio.runs import read_metrics
 
 from .conftest import PROMPTS
 

@@ -1,18 +1,15 @@
-"""Per-step metrics as JSON lines in run_dir/metrics.jsonl, flushed each step so the app can plot a run live.
-
-Keys are namespaced like CleanRL's: `objective/kl`, `losses/clipfrac`, `charts/tokens_per_s`.
-"""
+"""What every training run shares: live metrics as JSON lines, and a registry-name check before training starts."""
 
 import json
 import math
 import time
 from pathlib import Path
 
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = "metrics.jsonl"  # one JSON object per line, flushed as written, so the app can plot a run live
 
 
 class MetricsWriter:
-    """Append one JSON object per step; write only from the main process (pass enabled=False elsewhere)."""
+    """Append one JSON object per record; write only from the main process (pass enabled=False elsewhere)."""
 
     def __init__(self, run_dir: str | Path, enabled: bool = True):
         self.path = Path(run_dir) / METRICS_FILE
@@ -49,3 +46,19 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def check_registry_name(store, run_dir: Path) -> None:
+    """Refuse before training if the run's name (its folder name) is recorded for another folder."""
+    if store is None:
+        return
+    from data.registry import get_model
+
+    try:
+        record = get_model(store, Path(run_dir).name)
+    except KeyError:
+        return
+    if Path(record["path"]).resolve() != Path(run_dir).resolve():
+        raise ValueError(
+            f"a model named {Path(run_dir).name!r} is already recorded at {record['path']}; choose another output folder"
+        )
