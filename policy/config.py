@@ -215,6 +215,8 @@ class DPOConfig(RunConfig):
             raise ValueError(f"unknown loss_type {self.loss_type!r}; expected one of {DPO_LOSS_TYPES}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.label_smoothing and self.loss_type == "ipo":
+            raise ValueError("label_smoothing (conservative DPO) applies to loss_type 'sigmoid', not 'ipo'")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.max_length < 2:

@@ -25,7 +25,7 @@ from policy.logprobs import sequence_logprobs
 from policy.lora import LoraSettings, load_policy, reference_mode, save_checkpoint
 from policy.runner import make_optimizer, mean_over_processes
 from policy.sampling import chat_prompt_ids
-from rlhf_studio.models import pick_device
+from rlhf_studio.models import pick_device, training_dtype
 from rlhf_studio.runs import METRICS_FILE, MetricsWriter, check_registry_name
 from rm.data import load_table
 
@@ -372,7 +372,9 @@ def train_dpo(config: DPOConfig, store=None, pairs=None) -> DPOResult:
     recorded as a 'policy' model.
     """
     choice = pick_device(None if config.device == "auto" else config.device)
-    accelerator = Accelerator(cpu=choice.device.type == "cpu")
+    # bf16 autocast on a bf16 GPU; float32 elsewhere (see rlhf_studio.models.training_dtype)
+    mixed_precision = "bf16" if training_dtype(choice) == torch.bfloat16 and choice.device.type == "cuda" else None
+    accelerator = Accelerator(cpu=choice.device.type == "cpu", mixed_precision=mixed_precision)
     # Rank 0 alone reads the database (DuckDB allows one writing process); the others receive its pairs and its
     # run folder (a default name holds a timestamp that could differ by a second between processes).
     found = [None, config.output_dir, None]
@@ -388,7 +390,7 @@ def train_dpo(config: DPOConfig, store=None, pairs=None) -> DPOResult:
     run_dir = Path(config.output_dir)
     torch.manual_seed(config.seed + accelerator.process_index)
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
-    policy, reference, tokenizer = load_policy(config.model, lora, accelerator.device, choice.dtype)
+    policy, reference, tokenizer = load_policy(config.model, lora, accelerator.device, training_dtype(choice))
 
     train = prepare_pairs(policy, reference, tokenizer, train_table, config, accelerator.device)
     held_out = (

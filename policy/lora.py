@@ -1,6 +1,7 @@
 """The trainable policy: LoRA adapters on a causal LM, whose adapter-disabled self is the reference model."""
 
 import contextlib
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from rlhf_studio.models import ensure_pad_token, load_config, load_tokenizer, resolve_model
+from rlhf_studio.models import ensure_pad_token, load_config, load_tokenizer, resolve_model, without_dropout
 
 
 @dataclass
@@ -32,12 +33,15 @@ def load_policy(name_or_path: str, lora: LoraSettings, device: torch.device, dty
     A previous policy run folder resolves to its merged model, so training continues from it.
     """
     path = resolve_model(name_or_path)
-    load_config(path)  # a clear error for an unknown model, before anything else loads
+    config = without_dropout(load_config(path))  # a clear error for an unknown model, before anything loads
     tokenizer = load_tokenizer(path, padding_side="left")
-    base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    # Fully fine-tuned weights stay float32 (bf16 compute comes from autocast): Adam's small updates vanish
+    # when rounded to bf16. LoRA keeps the frozen base in `dtype`; peft keeps the adapters in float32.
+    base = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32 if lora.rank == 0 else dtype)
+    base.to(device)
     ensure_pad_token(tokenizer, base)
     if lora.rank == 0:
-        reference = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        reference = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype).to(device).eval()
         reference.requires_grad_(False)
         return base, reference, tokenizer
     config = LoraConfig(
@@ -75,10 +79,16 @@ def save_checkpoint(policy, tokenizer, folder: Path, metadata: dict) -> Path:
             raise RuntimeError(f"merging LoRA into the base failed: missing {missing}, unexpected {unexpected}")
     else:
         merged = policy
+    # from_config derives a generation config from the model config, losing e.g. a second end-of-turn EOS.
+    merged.generation_config = copy.deepcopy(_base(policy).generation_config)
     merged.save_pretrained(folder / "merged")
     tokenizer.save_pretrained(folder / "merged")
     (folder / "checkpoint.json").write_text(json.dumps(metadata, indent=2, default=str))
     return folder
+
+
+def _base(policy):
+    return policy.get_base_model() if isinstance(policy, PeftModel) else policy
 
 
 def _merged_state_dict(policy: PeftModel) -> dict:

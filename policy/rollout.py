@@ -5,11 +5,13 @@ The completion mask is 1 from the first response token up to and including the f
 and anything after the EOS (RLHF_NOTES: pad != EOS, EOS stays visible so the policy learns to stop).
 """
 
+import contextlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from peft import PeftModel
 from transformers import GenerationConfig
 
 from policy.logprobs import position_ids_from_mask, token_logprobs
@@ -121,6 +123,25 @@ def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: set[int]) ->
     return mask, has_eos
 
 
+@contextlib.contextmanager
+def plain_generation_defaults(model):
+    """Hide the model's own generation defaults while sampling a rollout.
+
+    transformers fills every setting our GenerationConfig leaves unset from `model.generation_config`, so a
+    model shipped with repetition_penalty or min_p would sample from a distribution other than
+    softmax(logits / T), the one the losses' log-probs describe (their ratios and KL would be off-policy).
+    """
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    saved = base.generation_config
+    base.generation_config = GenerationConfig(
+        bos_token_id=saved.bos_token_id, eos_token_id=saved.eos_token_id, pad_token_id=saved.pad_token_id
+    )
+    try:
+        yield
+    finally:
+        base.generation_config = saved
+
+
 def shared_prompt_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
     """Return a key/value cache of every row's prompt but its last token, each distinct prompt computed once.
 
@@ -161,9 +182,10 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperat
     was_training = model.training
     model.eval()
     cache = shared_prompt_cache(model, prompt_ids, prompt_mask)
-    output = model.generate(
-        input_ids=prompt_ids, attention_mask=prompt_mask, past_key_values=cache, generation_config=config
-    )  # (B, P + C)
+    with plain_generation_defaults(model):
+        output = model.generate(
+            input_ids=prompt_ids, attention_mask=prompt_mask, past_key_values=cache, generation_config=config
+        )  # (B, P + C)
     model.train(was_training)
     prompt_width = prompt_ids.shape[1]
     completion_ids = output[:, prompt_width:]

@@ -15,11 +15,12 @@ from accelerate.utils import broadcast_object_list
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM
 
 from policy.config import RunConfig
 from policy.lora import LoraSettings, load_policy, save_checkpoint
 from policy.rollout import RewardFn, as_reward_fn, load_reward_function
-from rlhf_studio.models import pick_device
+from rlhf_studio.models import pick_device, training_dtype
 from rlhf_studio.runs import METRICS_FILE, MetricsWriter, check_registry_name
 
 STATE_FILE = "trainer_state.pt"
@@ -55,7 +56,9 @@ def start_run(
     if reward is None:
         config.check_reward_source()
     choice = pick_device(None if config.device == "auto" else config.device)
-    accelerator = Accelerator(cpu=choice.device.type == "cpu")
+    # bf16 autocast on a bf16 GPU; float32 elsewhere (see rlhf_studio.models.training_dtype)
+    mixed_precision = "bf16" if training_dtype(choice) == torch.bfloat16 and choice.device.type == "cuda" else None
+    accelerator = Accelerator(cpu=choice.device.type == "cpu", mixed_precision=mixed_precision)
     # Rank 0 alone reads the database (DuckDB allows one writing process); the others receive what it found,
     # and its run folder (a default name holds a timestamp that could differ by a second between processes).
     found = [None, None, None, config.output_dir, None]
@@ -77,7 +80,7 @@ def start_run(
     torch.manual_seed(config.seed + accelerator.process_index + state.get("step", 0))
     random.seed(config.seed + accelerator.process_index)
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
-    policy, reference, tokenizer = load_policy(config.model, lora, accelerator.device, choice.dtype)
+    policy, reference, tokenizer = load_policy(config.model, lora, accelerator.device, training_dtype(choice))
     if state:
         _restore_weights(policy, run_dir)
     disable_dropout(policy)
@@ -193,8 +196,10 @@ def _restore_weights(policy, run_dir: Path) -> None:
         if getattr(result, "unexpected_keys", None):
             raise RuntimeError(f"resuming {run_dir}: adapter keys did not match: {result.unexpected_keys[:3]}")
     else:
-        merged = load_file(str(run_dir / "merged" / "model.safetensors"))
-        policy.load_state_dict(merged, strict=False)
+        saved = AutoModelForCausalLM.from_pretrained(run_dir / "merged", dtype=torch.float32)  # sharded or not
+        missing, unexpected = policy.load_state_dict(saved.state_dict(), strict=False)
+        if unexpected or any("lm_head" not in name for name in missing):  # a tied lm_head is not saved twice
+            raise RuntimeError(f"resuming {run_dir}: weights did not match: {(missing + unexpected)[:3]}")
 
 
 def save_run(ctx: RunContext, step: int, optimizer, extra_state: dict | None = None) -> None:

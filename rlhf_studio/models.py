@@ -107,6 +107,27 @@ def _is_model_config(config_file: Path) -> bool:
         return False
 
 
+def without_dropout(config):
+    """Return the config with every dropout probability at 0 (attention dropout too, which no nn.Dropout shows).
+
+    RL ratios and KL, cached DPO reference log-probs and a ranking's K rewards must all come from
+    deterministic forward passes (RLHF_NOTES).
+    """
+    for key, value in config.to_dict().items():
+        if "dropout" in key and isinstance(value, float):
+            setattr(config, key, 0.0)
+    return config
+
+
+def training_dtype(choice: "DeviceChoice") -> torch.dtype:
+    """Return the dtype to keep trainable weights in: bf16 on a bf16 GPU (autocast), else float32.
+
+    fp16 weights without loss scaling lose small updates and underflow Adam's eps, so an fp16-only GPU trains
+    in float32.
+    """
+    return torch.bfloat16 if choice.dtype == torch.bfloat16 else torch.float32
+
+
 def load_config(name_or_path: str | Path, **kwargs):
     """Return a model's AutoConfig, or raise ModelNotFound naming the model (before any weights are read).
 

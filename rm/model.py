@@ -12,7 +12,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from policy.sampling import chat_prompt_ids
-from rlhf_studio.models import ensure_pad_token, load_config, resolve_model
+from rlhf_studio.models import ensure_pad_token, load_config, resolve_model, without_dropout
 
 
 @contextlib.contextmanager
@@ -50,10 +50,7 @@ def load_backbone(name_or_path: str, lora_rank: int = 0, lora_alpha: int = 32):
     Call `torch.manual_seed` first: the head is initialized at random.
     """
     path = resolve_model(name_or_path)
-    config = load_config(path, num_labels=1)
-    for key, value in config.to_dict().items():
-        if "dropout" in key and isinstance(value, float):
-            setattr(config, key, 0.0)  # dropout makes the K rewards of a ranking noisy; also saved that way
+    config = without_dropout(load_config(path, num_labels=1))  # saved that way too
     with _quiet_loading():
         model = AutoModelForSequenceClassification.from_pretrained(path, config=config, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -183,9 +183,8 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
     if source.startswith("duckdb:"):
         check_registry_name(store, run_dir)  # before hours of training, not after
     choice = pick_device(None if config.device == "auto" else config.device)
-    autocast = (
-        (lambda: torch.autocast("cuda", dtype=choice.dtype)) if choice.device.type == "cuda" else contextlib.nullcontext
-    )
+    bf16 = choice.device.type == "cuda" and choice.dtype == torch.bfloat16  # fp16 without a GradScaler loses updates
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     torch.manual_seed(config.seed)
     model, tokenizer = load_backbone(config.backbone, config.lora_rank, config.lora_alpha)  # a bad name fails here
     model.to(choice.device)

@@ -61,3 +61,20 @@ def test_generation_from_a_shared_prompt_cache_matches_plain_generation(tiny_mod
     assert cache is not None
     assert torch.equal(plain, shared)
     assert shared_prompt_cache(model, prompt_ids[::3], prompt_mask[::3]) is None  # no prompt repeats
+
+
+def test_rollouts_ignore_the_models_own_sampling_filters(tiny_model_dir, tokenizer):
+    """A model shipped with repetition_penalty/min_p must still sample from softmax(logits / T)."""
+    from policy.rollout import generate
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    filtered = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    filtered.generation_config.repetition_penalty = 5.0
+    filtered.generation_config.min_p = 0.5
+    prompts = ["Count to three.", "Count to three.", "Name a fruit."]
+    outputs = []
+    for model in (plain, filtered):
+        torch.manual_seed(0)
+        outputs.append(generate(model, tokenizer, prompts, max_new_tokens=10, temperature=1.0, max_prompt_tokens=64))
+    assert torch.equal(outputs[0][0], outputs[1][0])
+    assert filtered.generation_config.repetition_penalty == 5.0  # restored afterwards

@@ -77,3 +77,17 @@ def test_collect_rollout_shapes_masks_rewards_and_reference(stopping_model_dir, 
     # LoRA starts at B = 0, so the adapter-off reference equals the policy until training moves it.
     torch.testing.assert_close(rollout.old_logprobs, rollout.ref_logprobs)
     assert (rollout.old_logprobs[rollout.completion_mask == 1] < 0).all()
+
+
+def test_checkpoint_keeps_the_base_generation_config(tiny_model_dir, tmp_path):
+    """A second end-of-turn token in the base's generation config must survive the merged checkpoint."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from policy.lora import LoraSettings, load_policy, save_checkpoint
+
+    policy, _, tokenizer = load_policy(str(tiny_model_dir), LoraSettings(rank=4), torch.device("cpu"), torch.float32)
+    policy.get_base_model().generation_config.eos_token_id = [2, 7]
+    save_checkpoint(policy, tokenizer, tmp_path / "run", {"step": 1})
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "merged")
+    assert merged.generation_config.eos_token_id == [2, 7]
