@@ -7,6 +7,7 @@ import uuid
 import streamlit as st
 
 from app import auth, resources
+from app.text import show_text
 from data import annotation
 from data.annotation import RankingError
 from data.settings import load_settings
@@ -68,11 +69,16 @@ def wait_for_item(annotator_id: int, options: dict) -> None:
         st.warning(f"The sampler reported an error (it retries): {sampler.last_error}")
 
 
-def shown_item(batch_id: int) -> dict:
-    """Return when this item was first shown and the token that makes its submission idempotent."""
+def shown_item(item: annotation.Item) -> dict:
+    """Return what this session was shown: the item's ids, when, and the token that makes its submission idempotent."""
     shown = st.session_state.get("annotate_shown")
-    if not shown or shown["batch_id"] != batch_id:
-        shown = {"batch_id": batch_id, "token": str(uuid.uuid4()), "since": time.monotonic()}
+    if not shown or shown["batch_id"] != item.batch_id:
+        shown = {
+            "batch_id": item.batch_id,
+            "response_ids": item.response_ids,
+            "token": str(uuid.uuid4()),
+            "since": time.monotonic(),
+        }
         st.session_state["annotate_shown"] = shown
     return shown
 
@@ -86,13 +92,12 @@ def response_card(
         rank = st.radio(f"Rank of {label}", range(1, k + 1), index=index, horizontal=True, key=key)
         if score is not None:
             st.caption(f"Reward-model score: {score:+.2f}")
-        # st.markdown escapes HTML: a model's output can never inject markup or scripts into the page.
-        st.markdown(text if text.strip() else "*(empty response)*")
+        show_text(text, empty="*(empty response)*")  # escaped HTML, no remote images
     return rank
 
 
-def ranking_form(item: annotation.Item, settings: dict) -> tuple[str | None, dict[int, int | None], str]:
-    """Draw the item as a form; return (the button pressed or None, {response id: rank}, comment)."""
+def ranking_form(item: annotation.Item, settings: dict) -> None:
+    """Draw the item as a form; a press is handled on the next run by `handle_press`, whatever item comes next."""
     k = len(item.response_ids)
     scores = suggested(settings, item)
     prefill = preorder_ranks(scores, item.response_ids) if settings["suggestions"] == "preorder" else {}
@@ -112,23 +117,35 @@ def ranking_form(item: annotation.Item, settings: dict) -> tuple[str | None, dic
                         string.ascii_uppercase[index], item.responses[index], k, key,
                         shown_scores.get(response_id), prefill.get(response_id),
                     )  # fmt: skip
-        comment = st.text_input("Comment (optional)", key=f"annotate_comment_{item.batch_id}")
-        pressed = None
+        st.text_input("Comment (optional)", key=f"annotate_comment_{item.batch_id}")
+        bid = item.batch_id
         with st.container(horizontal=True):  # Enter in the comment box presses the first button: submit
-            if st.form_submit_button("Submit ranking", type="primary", icon=":material/check:"):
-                pressed = "ranked"
-            if st.form_submit_button("Skip", icon=":material/skip_next:"):
-                pressed = "skipped"
-            if st.form_submit_button("Flag as bad", icon=":material/flag:"):
-                pressed = "flagged"
-    return pressed, ranks, comment
+            st.form_submit_button(
+                "Submit ranking", type="primary", icon=":material/check:", key=f"annotate_ranked_{bid}"
+            )
+            st.form_submit_button("Skip", icon=":material/skip_next:", key=f"annotate_skipped_{bid}")
+            st.form_submit_button("Flag as bad", icon=":material/flag:", key=f"annotate_flagged_{bid}")
 
 
-def submit(annotator_id: int, item: annotation.Item, status: str, ranks: dict, comment: str) -> None:
-    shown = shown_item(item.batch_id)
+def handle_press(annotator_id: int) -> None:
+    """Store a press made on the item this session was shown, before any next item is claimed.
+
+    Handled here rather than where the form is drawn: if the item was lost meanwhile (its claim went stale and
+    someone else took it, or another tab submitted it), the form is not drawn again, and the press must still
+    get its answer (the refusal) instead of vanishing.
+    """
+    shown = st.session_state.get("annotate_shown")
+    if not shown:
+        return
+    batch_id = shown["batch_id"]
+    status = next((s for s in annotation.STATUSES if st.session_state.get(f"annotate_{s}_{batch_id}")), None)
+    if status is None:
+        return
+    ranks = {rid: st.session_state.get(f"annotate_rank_{batch_id}_{rid}") for rid in shown["response_ids"]}
+    comment = st.session_state.get(f"annotate_comment_{batch_id}") or ""
     ranking = []
     if status == "ranked":
-        unranked = [string.ascii_uppercase[i] for i, rid in enumerate(item.response_ids) if ranks[rid] is None]
+        unranked = [string.ascii_uppercase[i] for i, rid in enumerate(shown["response_ids"]) if ranks[rid] is None]
         if unranked:
             st.error(f"Give every response a rank; missing: {', '.join(unranked)}.")
             return
@@ -137,7 +154,7 @@ def submit(annotator_id: int, item: annotation.Item, status: str, ranks: dict, c
         annotation.submit_ranking(
             store,
             annotator_id,
-            item.batch_id,
+            batch_id,
             ranking,
             status=status,
             comment=comment.strip() or None,
@@ -160,6 +177,7 @@ if annotator_id is None:
     st.stop()
 if saved := st.session_state.pop("annotate_saved", None):
     st.toast(saved, icon=":material/check_circle:")
+handle_press(annotator_id)
 counts = show_progress(annotator_id)
 settings = load_settings(store)
 options = claim_options(settings)
@@ -177,16 +195,14 @@ if item is None:
     wait_for_item(annotator_id, options)
     st.stop()
 
-shown_item(item.batch_id)
+shown_item(item)
 work, guide = st.columns([3, 1]) if settings["guidelines"].strip() else (st.container(), None)
 if guide is not None:
     with guide.container(border=True):
         st.markdown("**Guidelines**")
-        st.markdown(settings["guidelines"])  # admin-written markdown; HTML stays escaped
+        show_text(settings["guidelines"])
 with work:
     st.subheader("Prompt")
     with st.container(border=True):
-        st.markdown(item.prompt)
-    pressed, ranks, comment = ranking_form(item, settings)
-if pressed:
-    submit(annotator_id, item, pressed, ranks, comment)
+        show_text(item.prompt)
+    ranking_form(item, settings)

@@ -5,6 +5,7 @@ import uuid
 import streamlit as st
 
 from app import auth, resources
+from app.text import show_text
 from data import annotation, compare
 
 store = resources.store()
@@ -52,11 +53,11 @@ st.progress(
 st.caption("Which answer is better? The two come from different models, in random order.")
 st.subheader("Prompt")
 with st.container(border=True):
-    st.markdown(shown.prompt)
+    show_text(shown.prompt)
 for column, label, text in zip(st.columns(2), ("A", "B"), (shown.left, shown.right), strict=True):
     with column, st.container(border=True):
         st.markdown(f"**Answer {label}**")
-        st.markdown(text if text.strip() else "*(empty answer)*")  # escaped: model output never becomes HTML
+        show_text(text, empty="*(empty answer)*")
 
 token = token_for(shown.comparison_id)
 with st.container(horizontal=True):

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from app import auth, models, resources
+from app.text import show_text
 from data import compare
 
 auth.require_admin()
@@ -30,7 +31,7 @@ def show(result: dict) -> None:
             st.markdown(f"**{name}**")
             if reward is not None:
                 st.metric(f"Reward ({result['reward_model']})", f"{reward:.3f}")
-            st.markdown(text if text.strip() else "*(empty answer)*")  # escaped: model output never becomes HTML
+            show_text(text, empty="*(empty answer)*")
 
 
 st.title("Playground")
@@ -64,9 +65,12 @@ result = st.session_state.get("playground_result")
 if result:
     show(result)
     same = result["names"][0] == result["names"][1]
-    if st.button("Add to blind comparison", icon=":material/compare:", disabled=same, key="playground_add"):
+    added = result.get("added", False)  # once per pair of answers: a second copy would count its votes twice
+    if st.button("Add to blind comparison", icon=":material/compare:", disabled=same or added, key="playground_add"):
         compare.add_comparison(store, result["prompt"], result["names"][0], result["answers"][0],
                                result["names"][1], result["answers"][1])  # fmt: skip
+        result["added"] = added = True
+    if added:
         st.success("Added: voters will see this pair without model names.")
     if same:
         st.caption("Both answers come from the same model: pick two different models to add a blind comparison.")

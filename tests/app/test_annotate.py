@@ -113,3 +113,18 @@ def test_the_background_sampler_fills_the_queue_with_the_configured_model(studio
     assert len(at.radio) == 2
     [(model,)] = studio.store.query("SELECT DISTINCT model FROM responses")
     assert model == str(tiny_model_dir)
+
+
+def test_a_submit_on_an_item_lost_meanwhile_is_refused_with_a_message(studio):
+    """The claim went stale and someone else took the item: the press gets an answer instead of vanishing."""
+    batch_id, (a, b) = studio.add_item("Old item", ["x", "y"])
+    studio.add_item("Next item", ["p", "q"])
+    at = studio.open()
+    studio.store.write(lambda c: c.execute("UPDATE claims SET claimed_at = claimed_at - INTERVAL 40 MINUTE"))
+    other = annotation.ensure_annotator(studio.store, "someone else")
+    assert annotation.claim_next_item(studio.store, other).batch_id == batch_id
+    set_ranks(at, batch_id, {a: 1, b: 2})
+    studio.click(at, "Submit ranking")
+    assert any("handed to another annotator" in error.value for error in at.error)
+    assert studio.rankings() == []
+    assert any(m.value == "Next item" for m in at.markdown)  # and the page moved on to an item it can rank

@@ -9,7 +9,10 @@ from tests.reliability.helpers import prepare
 HOSTILE_PROMPT = (
     'Hi <script>window.__xss = "prompt"</script> <img src="http://127.0.0.1:9/prompt.png" onerror="window.__xss = 1">'
 )
-HOSTILE_RESPONSE = '<img src="http://127.0.0.1:9/response.png" onerror="window.__xss = 2"> <b>bold?</b>'
+HOSTILE_RESPONSE = (
+    '<img src="http://127.0.0.1:9/response.png" onerror="window.__xss = 2"> <b>bold?</b> '
+    "![a markdown image](http://127.0.0.1:9/markdown.png)"
+)
 
 
 @pytest.mark.browser

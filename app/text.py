@@ -1,0 +1,19 @@
+"""Show model and user text as markdown that cannot reach out of the page."""
+
+import re
+
+import streamlit as st
+
+# st.markdown already escapes HTML, but markdown's own image syntax `![alt](url)` still becomes an <img> that
+# the browser fetches: any prompt or response could make every annotator's browser contact an outside host.
+_IMAGE = re.compile(r"!\[")
+
+
+def safe_markdown(text: str) -> str:
+    """Return the text with markdown images turned into plain text (links stay links: they load nothing)."""
+    return _IMAGE.sub(r"!\\[", text)
+
+
+def show_text(text: str, empty: str = "*(empty)*") -> None:
+    """Draw model or user text as safe markdown."""
+    st.markdown(safe_markdown(text) if text.strip() else empty)
