@@ -38,11 +38,16 @@ def list_jobs(store: Store, statuses: tuple[str, ...] = STATUSES) -> list[dict]:
     return [_to_dict(row) for row in rows]
 
 
-def mark_running(store: Store, job_id: int, pid: int) -> None:
-    store.write(
-        lambda cursor: cursor.execute(
-            "UPDATE jobs SET status = 'running', pid = ?, started_at = now() WHERE id = ? AND status = 'queued'",
-            [pid, job_id],
+def mark_running(store: Store, job_id: int, pid: int) -> bool:
+    """Record a started job's process; False if the job left the queue meanwhile (cancelled before it started)."""
+    return store.write(
+        lambda cursor: (
+            cursor.execute(
+                "UPDATE jobs SET status = 'running', pid = ?, started_at = now() WHERE id = ? AND status = 'queued' "
+                "RETURNING id",
+                [pid, job_id],
+            ).fetchone()
+            is not None
         )
     )
 

@@ -112,8 +112,10 @@ class JobRunner:
             child = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
+        if not jobs.mark_running(self.store, job["id"], child.pid):
+            _stop_process_group(child.pid, child)  # cancelled between the queue read and the start
+            return
         self._children[job["id"]] = child
-        jobs.mark_running(self.store, job["id"], child.pid)
 
     def tick(self) -> None:
         """Settle finished jobs, then start queued ones: call this periodically."""

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -98,3 +99,22 @@ def test_one_job_at_a_time_and_restart_reattaches(store, job_db, tiny_model_dir)
     assert wait_for(store, first, restarted, ("done", "failed"))["status"] == "done"
     assert wait_for(store, second, restarted, ("done", "failed"))["status"] == "done"
     assert Path(jobs.get_job(store, second)["log_path"]).exists()
+
+
+def test_a_job_cancelled_while_being_started_does_not_run(store, job_db, tiny_model_dir, monkeypatch):
+    """Cancel lands between the runner reading the queue and starting the process: the process is stopped."""
+    runner = JobRunner(store)
+    job_id = sample_job(store, job_db, tiny_model_dir, prompts=200, tokens=200)
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen_then_cancel(*args, **kwargs):
+        child = real_popen(*args, **kwargs)
+        started.append(child)
+        runner.cancel(job_id)  # the user's click, racing the start
+        return child
+
+    monkeypatch.setattr(subprocess, "Popen", popen_then_cancel)
+    runner.tick()
+    assert jobs.get_job(store, job_id)["status"] == "cancelled"
+    assert started and started[0].poll() is not None, "the cancelled job's process is still running"
