@@ -72,19 +72,39 @@ def open_batch_count(store: Store) -> int:
     return store.query(f"SELECT count(*) FROM batches b WHERE {_OPEN_BATCH}")[0][0]
 
 
-def prompts_to_sample(store: Store, limit: int) -> list[tuple[int, str]]:
-    """Return prompts that need a new batch: none waiting for them, fewest rankings first."""
+def prompts_to_sample(store: Store, limit: int, annotator_id: int | None = None) -> list[tuple[int, str]]:
+    """Return prompts that need a new batch: none waiting for them, fewest rankings first.
+
+    With an annotator, only prompts that annotator has not ranked, skipped or flagged: a batch for them is one
+    they can take.
+    """
     return store.query(
         """
         SELECT p.id, p.text FROM prompts p
         WHERE NOT EXISTS (
             SELECT 1 FROM batches b WHERE b.prompt_id = p.id
             AND NOT EXISTS (SELECT 1 FROM rankings k WHERE k.batch_id = b.id))
+          AND ($annotator IS NULL OR NOT EXISTS (
+            SELECT 1 FROM rankings k WHERE k.prompt_id = p.id AND k.annotator_id = $annotator))
         ORDER BY (SELECT count(*) FROM rankings k WHERE k.prompt_id = p.id), p.id
-        LIMIT ?
+        LIMIT $limit
         """,
-        [limit],
+        {"annotator": annotator_id, "limit": limit},
     )
+
+
+def claimable_count(store: Store, annotator_id: int) -> int:
+    """Return how many unranked batches this annotator could be handed now (their held item included)."""
+    return store.query(
+        f"""
+        SELECT count(*) FROM batches b
+        WHERE NOT EXISTS (SELECT 1 FROM rankings k WHERE k.batch_id = b.id)
+          AND NOT EXISTS (SELECT 1 FROM rankings k WHERE k.prompt_id = b.prompt_id AND k.annotator_id = ?)
+          AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.batch_id = b.id AND c.annotator_id != ?
+                          AND c.claimed_at >= now() - INTERVAL {STALE_CLAIM_MINUTES} MINUTE)
+        """,
+        [annotator_id, annotator_id],
+    )[0][0]
 
 
 def _load_item(cursor, batch_id: int) -> Item:
@@ -284,16 +304,18 @@ def counts(store: Store) -> dict:
     return {table: store.query(f"SELECT count(*) FROM {table}")[0][0] for table in tables}
 
 
-def active_annotator_count(store: Store, minutes: int = 15) -> int:
-    """Return how many annotators claimed or submitted something in the last `minutes`."""
-    return store.query(
+def active_annotators(store: Store, minutes: int = 15) -> list[int]:
+    """Return the ids of annotators who claimed or submitted something in the last `minutes`."""
+    rows = store.query(
         f"""
-        SELECT count(DISTINCT annotator_id) FROM (
+        SELECT DISTINCT annotator_id FROM (
             SELECT annotator_id FROM claims WHERE claimed_at >= now() - INTERVAL {int(minutes)} MINUTE
             UNION ALL
             SELECT annotator_id FROM rankings WHERE created_at >= now() - INTERVAL {int(minutes)} MINUTE)
+        ORDER BY annotator_id
         """
-    )[0][0]
+    )
+    return [row[0] for row in rows]
 
 
 def prompts_left_for(store: Store, annotator_id: int) -> int:

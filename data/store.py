@@ -79,17 +79,17 @@ class Store:
                     time.sleep(0.01 * 2**attempt)
         raise AssertionError("unreachable")
 
-    def query(self, sql: str, params: list | tuple = ()) -> list[tuple]:
-        """Return all rows of a read-only query, values bound with `?`."""
+    def query(self, sql: str, params: list | tuple | dict = ()) -> list[tuple]:
+        """Return all rows of a read-only query, values bound with `?` (or `$name` from a dict)."""
         try:
-            return self.cursor().execute(sql, list(params)).fetchall()
+            return self.cursor().execute(sql, _bound(params)).fetchall()
         except duckdb.Error as error:
             raise StoreError(str(error)) from error
 
-    def query_df(self, sql: str, params: list | tuple = ()):
+    def query_df(self, sql: str, params: list | tuple | dict = ()):
         """Return a read-only query as a pandas DataFrame."""
         try:
-            return self.cursor().execute(sql, list(params)).df()
+            return self.cursor().execute(sql, _bound(params)).df()
         except duckdb.Error as error:
             raise StoreError(str(error)) from error
 
@@ -123,3 +123,7 @@ class Store:
 
     def close(self) -> None:
         self._connection.close()
+
+
+def _bound(params):
+    return params if isinstance(params, dict) else list(params)

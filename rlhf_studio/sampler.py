@@ -99,18 +99,32 @@ class BackgroundSampler(threading.Thread):
         self.last_error: str | None = None
         self.batches_made = 0
 
-    def target(self, settings: dict) -> int:
-        return int(settings["ready_per_annotator"]) * max(1, annotation.active_annotator_count(self.store))
+    def next_prompt(self, ready: int) -> tuple[int, str] | None:
+        """Return the prompt to sample next, or None while every active annotator has `ready` items to take.
+
+        Counted per annotator, not in total: items waiting for prompts an annotator already ranked do not
+        keep that annotator from waiting. With nobody active, a shared queue of `ready` items is kept.
+        """
+        active = annotation.active_annotators(self.store)
+        if not active:
+            if annotation.open_batch_count(self.store) >= ready:
+                return None
+            prompts = annotation.prompts_to_sample(self.store, 1)
+            return prompts[0] if prompts else None
+        for annotator_id in active:
+            if annotation.claimable_count(self.store, annotator_id) < ready:
+                prompts = annotation.prompts_to_sample(self.store, 1, annotator_id=annotator_id)
+                if prompts:
+                    return prompts[0]
+        return None
 
     def step(self) -> bool:
-        """Sample one batch if the queue is short; return whether it did."""
+        """Sample one batch if an annotator is short of items; else score suggestions. Return whether it worked."""
         settings = load_settings(self.store)
-        if annotation.open_batch_count(self.store) >= self.target(settings):
+        prompt = self.next_prompt(int(settings["ready_per_annotator"]))
+        if prompt is None:
             return self.score_suggestions(settings)
-        prompts = annotation.prompts_to_sample(self.store, 1)
-        if not prompts:
-            return self.score_suggestions(settings)
-        sample_batch(self.store, self.generator, *prompts[0], settings)
+        sample_batch(self.store, self.generator, *prompt, settings)
         self.batches_made += 1
         self.score_suggestions(settings)  # so suggestions and "uncertain first" see the new batch at once
         return True

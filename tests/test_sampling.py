@@ -141,3 +141,31 @@ def test_default_model_samples_two_non_empty_responses():
     assert len(samples) == 2
     assert all(sample.text.strip() for sample in samples)
     assert all(1 <= sample.num_tokens <= 8 for sample in samples)
+
+
+def test_sampler_keeps_each_active_annotator_supplied_with_prompts_they_can_take(store):
+    """Waiting items for prompts an annotator already ranked must not leave that annotator waiting."""
+    from policy.sampling import Sample
+    from rlhf_studio.sampler import BackgroundSampler
+
+    add_prompts(store, [f"p{i}" for i in range(1, 7)], "test")
+    ada, bob = annotation.ensure_annotator(store, "ada"), annotation.ensure_annotator(store, "bob")
+    samples = [Sample("x", "eos", 1), Sample("y", "eos", 1)]
+
+    def rank(annotator_id, prompt_id):
+        annotation.add_batch(store, prompt_id, "m", {}, samples)
+        item = annotation.claim_next_item(store, annotator_id)
+        annotation.submit_ranking(store, annotator_id, item.batch_id, [[i] for i in item.response_ids])
+
+    for prompt_id in range(1, 6):
+        rank(ada, prompt_id)
+    rank(bob, 6)
+    for prompt_id in (1, 2):  # waiting items, but for prompts ada has done
+        annotation.add_batch(store, prompt_id, "m", {}, samples)
+    sampler = BackgroundSampler(store)
+    assert annotation.claimable_count(store, ada) == 0
+    assert sampler.next_prompt(ready=2) == (6, "p6")  # the one prompt ada can still rank
+    annotation.add_batch(store, 6, "m", {}, samples)
+    assert annotation.claimable_count(store, ada) == 1
+    assert sampler.next_prompt(ready=2) is None  # nothing else ada can take; bob has 2 waiting (p1, p2)
+    assert sampler.next_prompt(ready=0) is None  # ready 0 pauses sampling
