@@ -58,6 +58,23 @@ def sign_in(store: Store) -> users.User:
     return user
 
 
+def recheck(store: Store) -> None:
+    """Redraw the whole page if the session expired or the user changed since the page was drawn.
+
+    A fragment that reruns on its own (`st.fragment(run_every=...)`) skips app/main.py and so its sign-in
+    check; polling fragments call this first, so an expired or demoted user's open page stops acting.
+    """
+    if session_changed(store):
+        st.rerun(scope="app")
+
+
+def session_changed(store: Store) -> bool:
+    """Return whether the signed-in user of this browser session is no longer the one the page was drawn for."""
+    if not users.has_users(store):
+        return False
+    return users.session_user(store, st.session_state.get("auth_token")) != st.session_state.get("auth_user")
+
+
 def current_user() -> users.User:
     """Return the user `app/main.py` signed in for this run of the page."""
     return st.session_state["auth_user"]

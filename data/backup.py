@@ -1,11 +1,18 @@
 """Consistent snapshots of the database, taken while the app runs, and restoring them into a fresh file."""
 
 import shutil
+import time
 from pathlib import Path
 
 import duckdb
 
 from data.store import Store, StoreError
+
+
+def backup_path(store: Store) -> Path:
+    """Return a new file name for a backup of this store: backups/<name>-<time>.duckdb beside it."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return store.path.parent / "backups" / f"{store.path.stem}-{stamp}.duckdb"
 
 
 def backup(store: Store, target: str | Path) -> Path:
@@ -45,8 +52,14 @@ def restore(backup_file: str | Path, target: str | Path, overwrite: bool = False
     if target.exists():
         if not overwrite:
             raise StoreError(f"{target} exists; pass overwrite to replace it (it is kept as .before-restore)")
-        shutil.move(target, target.with_name(target.name + ".before-restore"))
-        Path(str(target) + ".wal").unlink(missing_ok=True)
+        # Opening it fails while the app (or anything) holds it, and folds its write-ahead log into the file,
+        # so the copy kept aside has every committed ranking.
+        Store(target).close()
+        kept = target.with_name(target.name + ".before-restore")
+        shutil.move(target, kept)
+        wal = Path(str(target) + ".wal")
+        if wal.exists():
+            shutil.move(wal, Path(str(kept) + ".wal"))
     shutil.copyfile(backup_file, target)
     return target
 

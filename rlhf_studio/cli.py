@@ -69,18 +69,20 @@ def cmd_import_prompts(args) -> int:
 def cmd_sample(args) -> int:
     from tqdm import tqdm
 
-    from data.settings import load_settings, save_settings
+    from data.settings import load_settings
     from rlhf_studio.sampler import Generator, fill, sampling_params
 
+    if args.prompts < 1:
+        raise ValueError(f"--prompts must be >= 1, got {args.prompts}")
     store = _open_store(args)
     changes = {key: getattr(args, key) for key in ("k", "temperature", "top_p", "max_new_tokens", "seed")}
     changes = {key: value for key, value in changes.items() if value is not None}
     if args.model:
         changes["generator_model"] = args.model
-    sampling_params(load_settings(store) | changes)  # validate before saving
-    save_settings(store, changes)
+    settings = load_settings(store) | changes  # this run only: the app's stored settings stay as they are
+    sampling_params(settings)  # refuse bad values before loading any model
     with tqdm(total=args.prompts, desc="sampling", unit="prompt") as bar:
-        made = fill(store, Generator(args.device), args.prompts, progress=lambda _: bar.update(1))
+        made = fill(store, Generator(args.device), args.prompts, progress=lambda _: bar.update(1), settings=settings)
     print(f"sampled {made} batches")
     return 0
 
@@ -98,7 +100,7 @@ def cmd_add_user(args) -> int:
     else:
         password = sys.stdin.readline().rstrip("\n")
     add_user(_open_store(args), args.name, args.role, password, replace=args.replace)
-    print(f"{'updated' if args.replace else 'added'} {args.role} {args.name}")
+    print(f"saved {args.role} {args.name}")
     return 0
 
 

@@ -46,9 +46,9 @@ def sample_batch(store: Store, generator: Generator, prompt_id: int, prompt: str
     return annotation.add_batch(store, prompt_id, settings["generator_model"], params.to_dict(), samples)
 
 
-def fill(store: Store, generator: Generator, count: int, progress=None) -> int:
-    """Sample batches for up to `count` prompts that have none waiting; return how many were made."""
-    settings = load_settings(store)
+def fill(store: Store, generator: Generator, count: int, progress=None, settings: dict | None = None) -> int:
+    """Sample batches for up to `count` prompts that have none waiting (with `settings`, else the stored ones)."""
+    settings = settings or load_settings(store)
     made = 0
     for prompt_id, prompt in annotation.prompts_to_sample(store, count):
         sample_batch(store, generator, prompt_id, prompt, settings)

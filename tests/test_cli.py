@@ -4,6 +4,7 @@ import json
 
 from data import annotation
 from data.importers import read_prompts, seed_prompts_path
+from data.settings import DEFAULTS, load_settings
 from data.store import Store
 from rlhf_studio.cli import main
 
@@ -47,6 +48,11 @@ def test_out_of_range_sampling_flag_exits_2_and_saves_nothing(tmp_path, capsys):
     db = tmp_path / "studio.duckdb"
     assert run(db, "sample", "--k", "9") == 2
     assert "k (responses per prompt) must be between 2 and 8, got 9" in capsys.readouterr().err
+    assert run(db, "sample", "--prompts", "-1", "--k", "5", "--model", "some/other-model") == 2
+    assert "--prompts must be >= 1" in capsys.readouterr().err
+    store = Store(db)
+    assert load_settings(store)["k"] == DEFAULTS["k"]  # a refused command changed no setting
+    store.close()
 
 
 def test_sample_rank_and_export_pairs(tmp_path, tiny_model_dir, capsys):
@@ -60,6 +66,7 @@ def test_sample_rank_and_export_pairs(tmp_path, tiny_model_dir, capsys):
 
     store = Store(db)
     assert annotation.counts(store) == {"prompts": 3, "batches": 2, "responses": 4, "rankings": 0, "annotators": 0}
+    assert load_settings(store) == DEFAULTS  # the command's flags were for this run, not the app's settings
     alice = annotation.ensure_annotator(store, "alice")
     item = annotation.claim_next_item(store, alice)
     annotation.submit_ranking(store, alice, item.batch_id, [[item.response_ids[1]], [item.response_ids[0]]])

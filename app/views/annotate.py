@@ -62,6 +62,7 @@ def preorder_ranks(scores: dict[int, float], response_ids: list[int]) -> dict[in
 @st.fragment(run_every=2)
 def wait_for_item(annotator_id: int, options: dict) -> None:
     """Poll until the background sampler has an item for this annotator, then redraw the page."""
+    auth.recheck(store)
     if annotation.claim_next_item(store, annotator_id, **options) is not None:
         st.rerun()
     st.info("Responses are being sampled for you; this page refreshes by itself.", icon=":material/hourglass_top:")

@@ -9,7 +9,9 @@ import streamlit as st
 from app import auth, resources
 from data import annotation
 from data.agreement import agreement
+from data.backup import backup, backup_path
 from data.export import export_bytes
+from data.store import StoreError
 
 auth.require_admin()
 store = resources.store()
@@ -72,3 +74,14 @@ for column, kind in zip(st.columns(2), ("rankings", "pairs"), strict=True):
             key=f"data_export_{kind}_{fmt}",
             icon=":material/download:",
         )
+
+st.subheader("Backup")
+st.caption(
+    "A consistent snapshot of the whole database, taken while the app runs (the command line cannot open the "
+    "file while the app holds it). Restore it with `rlhf-studio --db FILE restore BACKUP` after stopping the app."
+)
+if st.button("Back up now", icon=":material/backup:", key="data_backup"):
+    try:
+        st.success(f"Backup written to `{backup(store, backup_path(store))}`")
+    except StoreError as error:
+        st.error(str(error))

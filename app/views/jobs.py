@@ -55,6 +55,7 @@ def metrics_chart(rows: list[dict]) -> alt.FacetChart:
 
 def job_details(job_id: int) -> None:
     """The live part of the page: redrawn every 2 s while the job is queued or running."""
+    auth.recheck(store)
     job = jobs.get_job(store, job_id)
     st.subheader(f"Job {job['id']}: {job['kind']} — {job['status']}")
     records = read_metrics(job["run_dir"])

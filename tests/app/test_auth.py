@@ -51,3 +51,17 @@ def test_annotator_sees_only_annotation_and_ranks_as_themselves(studio):
     assert studio.rankings()[0][5] == "bob"
     with pytest.raises(ValueError, match="Known pages: \\['[^,]*annotate.py', '[^,]*compare.py'\\]"):
         at.switch_page("views/data.py")  # admin pages are not even registered for an annotator
+
+
+def test_polling_sections_recheck_the_session(studio):
+    """A fragment reruns without app/main.py: it must notice an ended session and redraw the whole page."""
+    import streamlit as st
+
+    from app import auth
+
+    users.add_user(studio.store, "ada", "admin", "correct horse")
+    token = users.login(studio.store, "ada", "correct horse")
+    st.session_state["auth_token"], st.session_state["auth_user"] = token, users.User("ada", "admin")
+    assert not auth.session_changed(studio.store)
+    users.add_user(studio.store, "ada", "annotator", "correct horse", replace=True)  # demoted: sessions end
+    assert auth.session_changed(studio.store)

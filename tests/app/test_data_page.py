@@ -23,3 +23,16 @@ def test_data_page_summarises_rankings(studio):
 def test_data_page_without_rankings_says_so(studio):
     at = studio.open("data")
     assert any("No rankings yet" in info.value for info in at.info)
+
+
+def test_backup_button_writes_a_snapshot_while_the_app_runs(studio):
+    studio.add_item("Backed up?", ["yes", "no"])
+    at = studio.open("data")
+    studio.click(at, "Back up now")
+    [written] = list((studio.store.path.parent / "backups").glob("*.duckdb"))
+    assert str(written) in at.success[0].value
+    from data.store import Store
+
+    copy = Store(written)
+    assert copy.query("SELECT text FROM prompts") == [("Backed up?",)]
+    copy.close()

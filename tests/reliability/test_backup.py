@@ -40,3 +40,33 @@ def test_restore_refuses_to_overwrite_without_asking(tmp_path, store):
     assert (tmp_path / "live.duckdb.before-restore").exists()
     with pytest.raises(StoreError, match="does not exist"):
         restore(tmp_path / "missing.duckdb", target)
+
+
+def test_restore_keeps_uncheckpointed_work_and_refuses_a_held_file(tmp_path):
+    import subprocess
+    import sys
+
+    live = tmp_path / "live.duckdb"
+    snapshot_store = Store(tmp_path / "old.duckdb")
+    snapshot = backup(snapshot_store, tmp_path / "snap.duckdb")
+    snapshot_store.close()
+    crash = (  # commit a prompt, then die without closing: the prompt lives only in the write-ahead log
+        "import os, sys; from data.store import Store; from data.prompts import add_prompts; "
+        "add_prompts(Store(sys.argv[1]), ['only in the WAL'], 'x'); os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", crash, str(live)], check=True)
+    restore(snapshot, live, overwrite=True)
+    kept = Store(tmp_path / "live.duckdb.before-restore")
+    assert kept.query("SELECT text FROM prompts") == [("only in the WAL",)]
+    kept.close()
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(live)!r}); print('ok', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        with pytest.raises(StoreError, match="another process"):
+            restore(snapshot, live, overwrite=True)
+    finally:
+        holder.kill()
