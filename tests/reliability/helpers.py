@@ -1,4 +1,8 @@
-"""Build a store full of items to rank, for the reliability tests."""
+"""Build a store full of items to rank, and hold a database from another process, for the reliability tests."""
+
+import contextlib
+import subprocess
+import sys
 
 from data import annotation
 from data.prompts import add_prompts
@@ -23,3 +27,16 @@ def prepare(db, prompts: list[str], responses: list[str]) -> None:
         annotation.add_batch(store, prompt_id, "m", {}, [Sample(text, "eos", 1) for text in responses])
     save_settings(store, {"ready_per_annotator": 0})
     store.close()
+
+
+@contextlib.contextmanager
+def held_by_another_process(db):
+    """Keep `db` open in a second process (as a running app would) for the duration of the block."""
+    code = f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('ok', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()

@@ -7,6 +7,7 @@ from data.backup import backup, restore
 from data.prompts import add_prompts
 from data.store import Store, StoreError
 from policy.sampling import Sample
+from tests.reliability.helpers import held_by_another_process
 
 
 def test_backup_restore_round_trip(store, tmp_path):
@@ -60,13 +61,5 @@ def test_restore_keeps_uncheckpointed_work_and_refuses_a_held_file(tmp_path):
     assert kept.query("SELECT text FROM prompts") == [("only in the WAL",)]
     kept.close()
 
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(live)!r}); print('ok', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "ok"
-        with pytest.raises(StoreError, match="another process"):
-            restore(snapshot, live, overwrite=True)
-    finally:
-        holder.kill()
+    with held_by_another_process(live), pytest.raises(StoreError, match="another process"):
+        restore(snapshot, live, overwrite=True)

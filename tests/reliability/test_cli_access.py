@@ -6,6 +6,7 @@ import sys
 from data.store import Store
 from data.users import list_users, login
 from rlhf_studio.cli import main
+from tests.reliability.helpers import held_by_another_process
 
 
 def test_add_user_reads_the_password_from_stdin_and_never_prints_it(tmp_path, monkeypatch, capsys):
@@ -38,17 +39,8 @@ def test_backup_and_restore_commands(tmp_path, capsys):
 
 
 def test_a_database_held_by_another_process_gets_a_clear_error(tmp_path, capsys):
-    import subprocess
-
     db = tmp_path / "s.duckdb"
     Store(db).close()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('ok', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "ok"
+    with held_by_another_process(db):
         assert main(["--db", str(db), "export", str(tmp_path / "x.jsonl")]) == 2
         assert "another process" in capsys.readouterr().err
-    finally:
-        holder.kill()
