@@ -5,10 +5,10 @@ Loaded once per process with `st.cache_resource`, keyed by the resolved folder, 
 
 import streamlit as st
 
+from core.generation import sample
+from core.models import load_causal_lm
 from data.registry import list_models, path_of
 from data.store import Store
-from policy.sampling import sample
-from rlhf_studio.models import load_causal_lm
 from rm.score import RewardScorer
 
 OTHER = "Other (path or hub id)…"

@@ -8,13 +8,13 @@ from functools import partial
 
 import streamlit as st
 
+from core.paths import default_db_path
 from data import importers, prompts
 from data.settings import save_settings
 from data.store import Store
-from rlhf_studio.jobs import JobRunner
-from rlhf_studio.launch import record_finished_run
-from rlhf_studio.paths import default_db_path
-from rlhf_studio.sampler import BackgroundSampler
+from orchestration.jobs import JobRunner
+from orchestration.launch import record_finished_run
+from orchestration.sampler import BackgroundSampler
 
 log = logging.getLogger(__name__)
 MODEL_ENV = "RLHF_STUDIO_MODEL"  # set by `rlhf-studio serve --model` and by tests that use a tiny model

@@ -38,12 +38,12 @@ from trl import DPOTrainer, GRPOTrainer
 from trl import GRPOConfig as TRLGRPOConfig
 
 import policy.grpo
+from core.models import load_tokenizer, pick_device, resolve_model
+from core.runs import MetricsWriter, read_metrics
 from policy.config import DPOConfig, GRPOConfig
 from policy.dpo import fit_dpo, prepare_pairs
 from policy.grpo import train_grpo
 from policy.lora import LoraSettings, load_policy
-from rlhf_studio.models import load_tokenizer, pick_device, resolve_model
-from rlhf_studio.runs import MetricsWriter, read_metrics
 
 WORDS = (
     "the cat sat on a warm mat while rain fell over quiet hills and old friends told long stories about ships "

@@ -24,8 +24,8 @@ import torch
 from trl import RewardConfig as TRLRewardConfig
 from trl import RewardTrainer
 
+from core.models import FAST_ENCODER, pick_device
 from data.export import expand_to_pairs
-from rlhf_studio.models import FAST_ENCODER, pick_device
 from rm.config import RewardConfig
 from rm.data import split_by_prompt
 from rm.model import encode, load_backbone, reads_last_token

@@ -1,6 +1,6 @@
 """One config dataclass per policy-optimization job: the same object behind the CLI flags, the app's forms and run.json.
 
-Every field carries its help text in `metadata["help"]`; `policy.cli` turns fields into flags from it.
+Every field carries its help text in `metadata["help"]`; `orchestration.train_policy_command` turns fields into flags from it.
 """
 
 import json
@@ -8,8 +8,8 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from rlhf_studio.fields import documented
-from rlhf_studio.paths import runs_dir
+from core.fields import documented
+from core.paths import runs_dir
 
 REWARD_KINDS = ("model", "function")
 DEVICES = ("auto", "cpu", "cuda")

@@ -18,15 +18,15 @@ from accelerate.utils import broadcast_object_list
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from core.chat import chat_prompt_ids
+from core.models import pick_device, training_dtype
+from core.runs import METRICS_FILE, MetricsWriter, check_registry_name
 from data.export import pairs_dataset
 from data.store import Store
 from policy.config import DPOConfig
 from policy.logprobs import sequence_logprobs
 from policy.lora import LoraSettings, load_policy, reference_mode, save_checkpoint
 from policy.runner import make_optimizer, mean_over_processes
-from policy.sampling import chat_prompt_ids
-from rlhf_studio.models import pick_device, training_dtype
-from rlhf_studio.runs import METRICS_FILE, MetricsWriter, check_registry_name
 from rm.data import load_table
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -372,7 +372,7 @@ def train_dpo(config: DPOConfig, store=None, pairs=None) -> DPOResult:
     recorded as a 'policy' model.
     """
     choice = pick_device(None if config.device == "auto" else config.device)
-    # bf16 autocast on a bf16 GPU; float32 elsewhere (see rlhf_studio.models.training_dtype)
+    # bf16 autocast on a bf16 GPU; float32 elsewhere (see core.models.training_dtype)
     mixed_precision = "bf16" if training_dtype(choice) == torch.bfloat16 and choice.device.type == "cuda" else None
     accelerator = Accelerator(cpu=choice.device.type == "cpu", mixed_precision=mixed_precision)
     # Rank 0 alone reads the database (DuckDB allows one writing process); the others receive its pairs and its

@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from rlhf_studio.models import ensure_pad_token, load_config, load_tokenizer, resolve_model, without_dropout
+from core.models import ensure_pad_token, load_config, load_tokenizer, resolve_model, without_dropout
 
 
 @dataclass

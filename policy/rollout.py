@@ -14,9 +14,9 @@ import torch
 from peft import PeftModel
 from transformers import GenerationConfig
 
+from core.chat import chat_prompt_ids, eos_token_ids
 from policy.logprobs import position_ids_from_mask, token_logprobs
 from policy.lora import reference_mode
-from policy.sampling import chat_prompt_ids, eos_token_ids
 
 
 @dataclass

@@ -17,11 +17,11 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
+from core.models import pick_device, training_dtype
+from core.runs import METRICS_FILE, MetricsWriter, check_registry_name
 from policy.config import RunConfig
 from policy.lora import LoraSettings, load_policy, save_checkpoint
 from policy.rollout import RewardFn, as_reward_fn, load_reward_function
-from rlhf_studio.models import pick_device, training_dtype
-from rlhf_studio.runs import METRICS_FILE, MetricsWriter, check_registry_name
 
 STATE_FILE = "trainer_state.pt"
 
@@ -56,7 +56,7 @@ def start_run(
     if reward is None:
         config.check_reward_source()
     choice = pick_device(None if config.device == "auto" else config.device)
-    # bf16 autocast on a bf16 GPU; float32 elsewhere (see rlhf_studio.models.training_dtype)
+    # bf16 autocast on a bf16 GPU; float32 elsewhere (see core.models.training_dtype)
     mixed_precision = "bf16" if training_dtype(choice) == torch.bfloat16 and choice.device.type == "cuda" else None
     accelerator = Accelerator(cpu=choice.device.type == "cpu", mixed_precision=mixed_precision)
     # Rank 0 alone reads the database (DuckDB allows one writing process); the others receive what it found,

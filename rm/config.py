@@ -1,13 +1,13 @@
 """The reward-model training config: the same object behind `rlhf-studio train-rm`, the app's form and config.json.
 
-Every field carries its help text in `metadata["help"]`; `rm.cli` turns the fields into flags from it.
+Every field carries its help text in `metadata["help"]`; `orchestration.train_rm_command` turns the fields into flags from it.
 """
 
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from rlhf_studio.fields import documented
+from core.fields import documented
 
 DEVICES = ("auto", "cpu", "cuda")
 

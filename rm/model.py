@@ -11,8 +11,8 @@ import transformers
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from policy.sampling import chat_prompt_ids
-from rlhf_studio.models import ensure_pad_token, load_config, resolve_model, without_dropout
+from core.chat import chat_prompt_ids
+from core.models import ensure_pad_token, load_config, resolve_model, without_dropout
 
 
 @contextlib.contextmanager

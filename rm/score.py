@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rlhf_studio.models import ensure_pad_token, pick_device, resolve_model
+from core.models import ensure_pad_token, pick_device, resolve_model
 from rm.config import RewardConfig
 from rm.model import encode, pad_right, reads_last_token, sequence_rewards
 

@@ -20,9 +20,9 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from rlhf_studio.models import pick_device
-from rlhf_studio.paths import runs_dir
-from rlhf_studio.runs import MetricsWriter, check_registry_name
+from core.models import pick_device
+from core.paths import runs_dir
+from core.runs import MetricsWriter, check_registry_name
 from rm.config import RewardConfig
 from rm.data import Ranking, rankings_from_store, read_pairs, read_rankings, split_by_prompt
 from rm.loss import batch_loss, correct_comparisons

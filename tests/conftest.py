@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+from core.models import load_tokenizer, prepare_default_model
 from data.store import Store
-from rlhf_studio.models import load_tokenizer, prepare_default_model
 
 
 @pytest.fixture

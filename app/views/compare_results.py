@@ -7,7 +7,7 @@ import streamlit as st
 from app import auth, models, resources
 from data import compare
 from data.prompts import prompt_count
-from rm.leaderboard import bradley_terry, win_rate
+from evaluation.leaderboard import bradley_terry, win_rate
 
 auth.require_admin()
 store = resources.store()

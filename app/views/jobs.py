@@ -10,8 +10,8 @@ import streamlit as st
 
 from app import auth, resources
 from data import jobs
-from rlhf_studio.jobs import command_line, log_tail
-from rlhf_studio.launch import metric_rows, plotted_metrics, progress, read_metrics, read_run_config
+from orchestration.jobs import command_line, log_tail
+from orchestration.launch import metric_rows, plotted_metrics, progress, read_metrics, read_run_config
 
 auth.require_admin()
 store = resources.store()

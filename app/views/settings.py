@@ -6,11 +6,11 @@ Saved in the database for every session and the sampler.
 import streamlit as st
 
 from app import auth, resources
+from core.models import DEFAULT_MODEL, resolve_model
 from data.annotation import ORDERS, overlap_every
 from data.registry import list_models, path_of
 from data.settings import load_settings, save_settings
-from rlhf_studio.models import DEFAULT_MODEL, resolve_model
-from rlhf_studio.sampler import sampling_params
+from orchestration.sampler import sampling_params
 
 auth.require_admin()
 store = resources.store()

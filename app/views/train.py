@@ -13,8 +13,8 @@ import streamlit as st
 from app import auth, resources
 from data import registry
 from data.settings import load_settings
+from orchestration.launch import Launch, launch_policy, launch_reward_model
 from policy.config import CONFIGS
-from rlhf_studio.launch import Launch, launch_policy, launch_reward_model
 from rm.config import RewardConfig
 
 auth.require_admin()

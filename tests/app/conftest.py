@@ -6,10 +6,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import resources
+from core.generation import Sample
 from data import annotation, importers
 from data.prompts import add_prompts
 from data.settings import save_settings
-from policy.sampling import Sample
 
 APP_MAIN = Path(__file__).parents[2] / "app" / "main.py"
 

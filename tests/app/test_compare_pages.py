@@ -8,11 +8,11 @@ from streamlit.testing.v1 import AppTest
 from transformers import AutoModelForSequenceClassification
 
 from app.models import OTHER
+from core.generation import Sample
 from data import compare, users
 from data.annotation import add_batch, claim_next_item, ensure_annotator, submit_ranking
 from data.prompts import add_prompts
 from data.registry import record_model
-from policy.sampling import Sample
 from rm.config import RewardConfig
 from rm.synthetic import synthetic_rankings
 from rm.train import train_reward_model

@@ -4,12 +4,12 @@ import re
 
 import pytest
 
+from core.generation import Sample
 from data import annotation
 from data.prompts import add_prompts
 from data.registry import list_models
 from data.settings import load_settings, save_settings
 from data.store import Store
-from policy.sampling import Sample
 from tests.browser.serving import launch_chromium, running_app, stop
 
 SCREENSHOT = "/tmp/train-job.png"

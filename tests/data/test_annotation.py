@@ -4,10 +4,10 @@ import threading
 
 import pytest
 
+from core.generation import Sample
 from data import annotation
 from data.annotation import RankingError, claim_next_item, ensure_annotator, submit_ranking
 from data.prompts import add_prompts
-from policy.sampling import Sample
 
 
 def add_items(store, count: int, k: int = 3) -> list[int]:

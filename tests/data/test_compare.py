@@ -5,7 +5,7 @@ import random
 import pytest
 
 from data import annotation, compare
-from rm.leaderboard import bradley_terry, win_rate
+from evaluation.leaderboard import bradley_terry, win_rate
 
 
 def test_votes_are_translated_from_screen_side_to_model(store):

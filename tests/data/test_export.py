@@ -4,10 +4,10 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
+from core.generation import Sample
 from data import annotation
 from data.export import export, pairs_dataset, rankings_dataset
 from data.prompts import add_prompts
-from policy.sampling import Sample
 
 # prompt -> (K response texts, ranking as tie groups of response positions, best first; None = skipped)
 RANKED = {

@@ -2,9 +2,9 @@
 
 import pytest
 
+from core.generation import Sample
 from data import agreement, annotation
 from data.prompts import add_prompts
-from policy.sampling import Sample
 
 
 def make_batches(store, count, k=3):

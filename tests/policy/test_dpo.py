@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from transformers import AutoModelForCausalLM
 
+from core.runs import MetricsWriter, read_metrics
 from data.registry import list_models
 from policy.config import DPOConfig
 from policy.dpo import (
@@ -23,7 +24,6 @@ from policy.dpo import (
 )
 from policy.logprobs import token_logprobs
 from policy.lora import LoraSettings, load_policy
-from rlhf_studio.runs import MetricsWriter, read_metrics
 
 CPU = torch.device("cpu")
 RAMBLING = "Well, that is a hard one, let me think about it for quite a long while before I try to answer it."

@@ -13,14 +13,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from core.models import resolve_model
+from core.runs import read_metrics
 from data.registry import list_models
 from data.store import Store
+from orchestration.cli import main as studio_main
 from policy.config import GRPOConfig, PPOConfig
 from policy.grpo import train_grpo
 from policy.ppo import train_ppo
-from rlhf_studio.cli import main as studio_main
-from rlhf_studio.models import resolve_model
-from rlhf_studio.runs import read_metrics
 
 from .conftest import PROMPTS
 
@@ -134,7 +134,7 @@ def test_two_process_data_parallel_run(tmp_path, stopping_model_dir, prompts_fil
     run_dir = tmp_path / "ddp"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "-m", "rlhf_studio.cli", "--db", str(tmp_path / "studio.duckdb"), "train-policy", "--algo", "grpo",
+        "-m", "orchestration.cli", "--db", str(tmp_path / "studio.duckdb"), "train-policy", "--algo", "grpo",
         "--model", str(stopping_model_dir), "--steps", "2", "--batch-prompts", "1", "--num-generations", "2",
         "--max-new-tokens", "6", "--lora-rank", "4", "--device", "cpu", "--prompts-file", str(prompts_file),
         "--reward-kind", "function", "--reward-function", "policy.rewards:prefer_short", "--output-dir", str(run_dir),

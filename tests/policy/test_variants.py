@@ -6,14 +6,14 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, LlamaConfig
 
+from core.runs import read_metrics
 from data.prompts import add_prompts
 from data.registry import record_model
-from policy.cli import build_config
+from orchestration.cli import build_parser
+from orchestration.train_policy_command import build_config
 from policy.config import GRPOConfig, PPOConfig
 from policy.grpo import train_grpo
 from policy.ppo import train_ppo
-from rlhf_studio.cli import build_parser
-from rlhf_studio.runs import read_metrics
 
 from .conftest import PROMPTS
 

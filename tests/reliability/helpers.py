@@ -4,11 +4,11 @@ import contextlib
 import subprocess
 import sys
 
+from core.generation import Sample
 from data import annotation
 from data.prompts import add_prompts
 from data.settings import save_settings
 from data.store import Store
-from policy.sampling import Sample
 
 
 def fill_items(store, count: int, k: int = 2) -> None:

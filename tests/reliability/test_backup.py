@@ -2,11 +2,11 @@
 
 import pytest
 
+from core.generation import Sample
 from data import annotation
 from data.backup import backup, restore
 from data.prompts import add_prompts
 from data.store import Store, StoreError
-from policy.sampling import Sample
 from tests.reliability.helpers import held_by_another_process
 
 

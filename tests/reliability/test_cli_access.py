@@ -5,7 +5,7 @@ import sys
 
 from data.store import Store
 from data.users import list_users, login
-from rlhf_studio.cli import main
+from orchestration.cli import main
 from tests.reliability.helpers import held_by_another_process
 
 

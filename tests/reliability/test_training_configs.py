@@ -15,7 +15,7 @@ OFFLINE = os.environ | {"HF_HUB_OFFLINE": "1"}  # as on a machine without the hu
 
 def studio(*args, cwd):
     return subprocess.run(
-        [sys.executable, "-m", "rlhf_studio.cli", *args], capture_output=True, text=True, env=OFFLINE, cwd=cwd
+        [sys.executable, "-m", "orchestration.cli", *args], capture_output=True, text=True, env=OFFLINE, cwd=cwd
     )
 
 

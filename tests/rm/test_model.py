@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rlhf_studio.models import FAST_ENCODER
+from core.models import FAST_ENCODER
 from rm.model import encode, head_name, load_backbone, pad_right, reads_last_token, sequence_rewards
 
 PROMPT = "Name a fruit."

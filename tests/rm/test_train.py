@@ -6,12 +6,12 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from core.generation import Sample
+from core.models import resolve_model
 from data.annotation import add_batch, claim_next_item, ensure_annotator, submit_ranking
 from data.prompts import add_prompts
 from data.registry import get_model, list_models
-from policy.sampling import Sample
-from rlhf_studio.cli import main
-from rlhf_studio.models import resolve_model
+from orchestration.cli import main
 from rm.config import RewardConfig
 from rm.data import split_by_prompt
 from rm.loss import batch_loss, correct_comparisons

@@ -5,7 +5,7 @@ import shutil
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rlhf_studio.models import DEFAULT_MODEL, ModelNotFound, ensure_pad_token, resolve_model
+from core.models import DEFAULT_MODEL, ModelNotFound, ensure_pad_token, resolve_model
 
 
 def test_default_alias_resolves_to_the_cached_model_folder(default_model_dir):

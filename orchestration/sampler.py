@@ -3,12 +3,12 @@
 import logging
 import threading
 
+from core.generation import SamplingParams, sample_responses
+from core.models import load_causal_lm
 from data import annotation
 from data.registry import path_of
 from data.settings import load_settings
 from data.store import Store
-from policy.sampling import SamplingParams, sample_responses
-from rlhf_studio.models import load_causal_lm
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rlhf_studio.paths import default_db_path
+from core.paths import default_db_path
 
 
 def _open_store(args):
@@ -17,7 +17,7 @@ def _open_store(args):
 
 
 def cmd_prepare_model(args) -> int:
-    from rlhf_studio.models import prepare_default_model
+    from core.models import prepare_default_model
 
     print(prepare_default_model())
     return 0
@@ -70,7 +70,7 @@ def cmd_sample(args) -> int:
     from tqdm import tqdm
 
     from data.settings import load_settings
-    from rlhf_studio.sampler import Generator, fill, sampling_params
+    from orchestration.sampler import Generator, fill, sampling_params
 
     if args.prompts < 1:
         raise ValueError(f"--prompts must be >= 1, got {args.prompts}")
@@ -187,13 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _training_commands():
     registers = []
     try:
-        from rm.cli import register as register_rm
+        from orchestration.train_rm_command import register as register_rm
 
         registers.append(register_rm)
     except ImportError:
         pass
     try:
-        from policy.cli import register as register_policy
+        from orchestration.train_policy_command import register as register_policy
 
         registers.append(register_policy)
     except ImportError:

@@ -5,12 +5,13 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM
 
+from core.chat import chat_prompt_ids, cut_at_eos, eos_token_ids
+from core.generation import SamplingParams, sample_responses
+from core.models import load_causal_lm, load_tokenizer
 from data import annotation
 from data.prompts import add_prompts
 from data.settings import save_settings
-from policy.sampling import SamplingParams, chat_prompt_ids, cut_at_eos, eos_token_ids, sample_responses
-from rlhf_studio.models import load_causal_lm, load_tokenizer
-from rlhf_studio.sampler import Generator, fill
+from orchestration.sampler import Generator, fill
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +146,8 @@ def test_default_model_samples_two_non_empty_responses():
 
 def test_sampler_keeps_each_active_annotator_supplied_with_prompts_they_can_take(store):
     """Waiting items for prompts an annotator already ranked must not leave that annotator waiting."""
-    from policy.sampling import Sample
-    from rlhf_studio.sampler import BackgroundSampler
+    from core.generation import Sample
+    from orchestration.sampler import BackgroundSampler
 
     add_prompts(store, [f"p{i}" for i in range(1, 7)], "test")
     ada, bob = annotation.ensure_annotator(store, "ada"), annotation.ensure_annotator(store, "bob")

@@ -6,7 +6,7 @@ from data import annotation
 from data.importers import read_prompts, seed_prompts_path
 from data.settings import DEFAULTS, load_settings
 from data.store import Store
-from rlhf_studio.cli import main
+from orchestration.cli import main
 
 
 def run(db, *args) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from rlhf_studio.paths import studio_home
+from core.paths import studio_home
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rm.leaderboard import bradley_terry, wilson_interval, win_rate
+from evaluation.leaderboard import bradley_terry, wilson_interval, win_rate
 
 
 def test_wilson_interval_for_8_of_10():

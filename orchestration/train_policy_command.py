@@ -1,6 +1,6 @@
 """`rlhf-studio train-policy --algo ppo|grpo|dpo`: every config field is a flag (`--learning-rate`, `--kl-coef`, ...).
 
-Data-parallel: `torchrun --nproc_per_node N -m rlhf_studio.cli train-policy ...` runs the same command on N
+Data-parallel: `torchrun --nproc_per_node N -m orchestration.cli train-policy ...` runs the same command on N
 processes (`accelerate launch` works too where its launcher starts the processes).
 """
 
@@ -9,8 +9,8 @@ import json
 import os
 from dataclasses import MISSING, fields
 
+from core.fields import flag_type
 from policy.config import CONFIGS, RunConfig
-from rlhf_studio.fields import flag_type
 
 ALIASES = {"learning_rate": ["--lr"], "output_dir": ["--output"]}
 
@@ -94,7 +94,7 @@ def cmd_train_policy(args) -> int:
     else:
         train = _trainer(config.algo)
         run_dir = train(config, store=store, resume=bool(args.resume))
-        from rlhf_studio.runs import read_metrics
+        from core.runs import read_metrics
 
         records = read_metrics(run_dir)
         metrics = {key: value for key, value in (records[-1] if records else {}).items() if "/" in key}

@@ -12,12 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+from core.paths import runs_dir
 from data import jobs
 from data.store import Store
-from rlhf_studio.paths import runs_dir
 
 JOB_KINDS = ("train-rm", "train-policy", "sample")
-_MARKER = "rlhf_studio.jobrun"
+_MARKER = "orchestration.jobrun"
 
 
 def command_line(argv: list[str]) -> str:
@@ -105,7 +105,7 @@ class JobRunner:
         log_path = Path(job["log_path"])
         log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", _MARKER, str(self._exit_file(job)), "--"]
-        command += [sys.executable, "-m", "rlhf_studio.cli", *job["argv"]]
+        command += [sys.executable, "-m", "orchestration.cli", *job["argv"]]
         with open(log_path, "ab") as log:
             log.write(f"$ {command_line(job['argv'])}\n".encode())
             log.flush()

@@ -15,14 +15,14 @@ import socket
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
+from core.models import ModelNotFound, resolve_model
+from core.runs import read_metrics
 from data import jobs as job_table
 from data import registry
 from data.export import export, ranked_items
 from data.prompts import browse_prompts
 from data.store import Store
-from rlhf_studio import jobs
-from rlhf_studio.models import ModelNotFound, resolve_model
-from rlhf_studio.runs import read_metrics
+from orchestration import jobs
 
 MIN_RANKED_ITEMS = 4  # ranked items with at least one comparison (a ranking of ties teaches nothing)
 MIN_PROMPTS = 2  # distinct prompts, so the split by prompt leaves a validation set
@@ -270,7 +270,7 @@ def _gib(count: int) -> str:
 
 def _device_of(config_device: str) -> tuple[str, int]:
     """Return the device a job will train on and its bytes per value (bf16 on CUDA, fp32 on CPU)."""
-    from rlhf_studio.models import pick_device
+    from core.models import pick_device
 
     choice = pick_device(None if config_device == "auto" else config_device)
     return choice.device.type, 2 if choice.device.type == "cuda" else 4

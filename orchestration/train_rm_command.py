@@ -3,7 +3,7 @@
 import json
 from dataclasses import MISSING, fields
 
-from rlhf_studio.fields import flag_type
+from core.fields import flag_type
 from rm.config import RewardConfig
 
 ALIASES = {"learning_rate": ["--lr"], "center_coefficient": ["--center-rewards-coefficient"]}

@@ -1,6 +1,6 @@
 """Run one job command and leave its exit code in a file, so a restarted app can tell done from died.
 
-Usage: python -m rlhf_studio.jobrun EXIT_FILE -- COMMAND...
+Usage: python -m orchestration.jobrun EXIT_FILE -- COMMAND...
 A job killed with SIGKILL (or out of memory) never writes the file; the runner then marks it failed.
 """
 

@@ -11,7 +11,7 @@ import pytest
 from data import jobs
 from data.prompts import add_prompts
 from data.store import Store
-from rlhf_studio.jobs import JobRunner, _pid_alive, command_line, log_tail, new_run_dir, submit
+from orchestration.jobs import JobRunner, _pid_alive, command_line, log_tail, new_run_dir, submit
 
 
 @pytest.fixture

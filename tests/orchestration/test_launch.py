@@ -6,11 +6,11 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from core.generation import Sample
+from core.models import fast_encoder_dir
 from data import annotation, jobs, registry
 from data.prompts import add_prompts
-from policy.sampling import Sample
-from rlhf_studio import launch
-from rlhf_studio.models import fast_encoder_dir
+from orchestration import launch
 
 
 def rank_items(store, count: int, prompts: int | None = None) -> None:

@@ -1,1 +1,0 @@
-"""Shared glue of RLHF Studio: paths, model loading and the `rlhf-studio` command."""
