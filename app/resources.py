@@ -12,8 +12,8 @@ from core.paths import default_db_path
 from data import importers, prompts
 from data.settings import save_settings
 from data.store import Store
+from orchestration.follow import record_finished_run
 from orchestration.jobs import JobRunner
-from orchestration.launch import record_finished_run
 from orchestration.sampler import BackgroundSampler
 
 log = logging.getLogger(__name__)

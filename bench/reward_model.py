@@ -27,7 +27,7 @@ from trl import RewardTrainer
 from core.models import FAST_ENCODER, pick_device
 from data.export import expand_to_pairs
 from rm.config import RewardConfig
-from rm.data import split_by_prompt
+from rm.data import split_rankings
 from rm.model import encode, load_backbone, reads_last_token
 from rm.synthetic import synthetic_rankings
 from rm.train import encode_rankings, evaluate, train_reward_model
@@ -123,7 +123,7 @@ def main() -> None:
     if args.lr is None:
         args.lr = 1e-4 if is_encoder else 2e-4
     rankings = synthetic_rankings(args.prompts, args.k, seed=args.seed)
-    train, validation = split_by_prompt(rankings, args.validation_fraction, args.seed)
+    train, validation = split_rankings(rankings, args.validation_fraction, args.seed)
     runs = {"ours": [], "TRL": []}
     with tempfile.TemporaryDirectory() as folder:
         for repeat in range(args.repeats):

@@ -1,13 +1,17 @@
-"""Config dataclass fields that carry their help text, and the argparse type of each: one source for CLI and forms."""
+"""Config dataclass fields that carry their help text and choices: one source for the CLI flags, the app's forms
+and the configs' own checks."""
 
 import types
 import typing
-from dataclasses import field
+from dataclasses import field, fields
+
+DEVICES = ("auto", "cpu", "cuda")  # 'auto': CUDA (bf16 when supported) when present, else CPU
 
 
-def documented(default, text: str):
-    """Return a dataclass field whose help text (`metadata["help"]`) the CLI flags and the app's forms show."""
-    return field(default=default, metadata={"help": text})
+def documented(default, text: str, choices: tuple[str, ...] | None = None):
+    """Return a dataclass field whose help text (and allowed values) the CLI flags and the app's forms show."""
+    metadata = {"help": text} | ({"choices": tuple(choices)} if choices else {})
+    return field(default=default, metadata=metadata)
 
 
 def flag_type(config_field) -> type:
@@ -16,3 +20,12 @@ def flag_type(config_field) -> type:
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
     return annotation
+
+
+def check_choices(config) -> None:
+    """Raise ValueError naming the first field whose value is not one of its declared choices."""
+    for spec in fields(config):
+        choices = spec.metadata.get("choices")
+        value = getattr(config, spec.name)
+        if choices and value not in choices:
+            raise ValueError(f"unknown {spec.name} {value!r}; expected one of {choices}")

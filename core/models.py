@@ -119,6 +119,14 @@ def without_dropout(config):
     return config
 
 
+def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Return the model with every nn.Dropout at 0, for the same deterministic passes as `without_dropout`."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
 def training_dtype(choice: "DeviceChoice") -> torch.dtype:
     """Return the dtype to keep trainable weights in: bf16 on a bf16 GPU (autocast), else float32.
 

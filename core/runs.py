@@ -1,4 +1,4 @@
-"""What every training run shares: live metrics as JSON lines, and a registry-name check before training starts."""
+"""What every training run folder holds: its config.json and its live metrics as JSON lines."""
 
 import json
 import math
@@ -48,17 +48,17 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return records
 
 
-def check_registry_name(store, run_dir: Path) -> None:
-    """Refuse before training if the run's name (its folder name) is recorded for another folder."""
-    if store is None:
-        return
-    from data.registry import get_model
+def read_run_config(run_dir: str | Path) -> dict:
+    """Return a run's saved config.json (a policy run's holds its 'algo'), or raise FileNotFoundError."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} holds no config.json: not a training run")
+    return json.loads(path.read_text())
 
-    try:
-        record = get_model(store, Path(run_dir).name)
-    except KeyError:
-        return
-    if Path(record["path"]).resolve() != Path(run_dir).resolve():
-        raise ValueError(
-            f"a model named {Path(run_dir).name!r} is already recorded at {record['path']}; choose another output folder"
-        )
+
+def final_metrics(run_dir: str | Path) -> dict:
+    """Return every metric's last value over a run's metrics.jsonl (held-out numbers are often written last)."""
+    final = {}
+    for record in read_metrics(run_dir):
+        final |= record
+    return final

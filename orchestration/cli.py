@@ -1,6 +1,7 @@
 """`rlhf-studio`: the headless jobs (serve the app, import prompts, sample, export, train)."""
 
 import argparse
+import importlib.util
 import logging
 import os
 import subprocess
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 from core.paths import default_db_path
+from orchestration import train_policy_command, train_rm_command
 
 
 def _open_store(args):
@@ -28,7 +30,6 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 def cmd_serve(args) -> int:
     """Start the Streamlit app on the given address; it finds the database through RLHF_STUDIO_DB."""
-    import app
     from data.users import has_users
 
     store = _open_store(args)
@@ -41,7 +42,8 @@ def cmd_serve(args) -> int:
             file=sys.stderr,
         )
         return 2
-    main_page = Path(app.__file__).parent / "main.py"
+    # The app is the layer above: it runs in its own Streamlit process, so it is found here, never imported.
+    main_page = Path(importlib.util.find_spec("app").origin).parent / "main.py"
     env = os.environ | {"RLHF_STUDIO_DB": str(Path(args.db).resolve()), "RLHF_STUDIO_HOST": args.host}
     if args.model:
         env["RLHF_STUDIO_MODEL"] = args.model
@@ -178,27 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace --db (the old file is kept as .before-restore)")
     p.set_defaults(func=cmd_restore)
 
-    # Training commands register themselves from their packages.
-    for register in _training_commands():
-        register(commands)
+    train_rm_command.register(commands)
+    train_policy_command.register(commands)
     return parser
-
-
-def _training_commands():
-    registers = []
-    try:
-        from orchestration.train_rm_command import register as register_rm
-
-        registers.append(register_rm)
-    except ImportError:
-        pass
-    try:
-        from orchestration.train_policy_command import register as register_policy
-
-        registers.append(register_policy)
-    except ImportError:
-        pass
-    return registers
 
 
 def main(argv: list[str] | None = None) -> int:

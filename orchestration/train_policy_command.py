@@ -10,6 +10,7 @@ import os
 from dataclasses import MISSING, fields
 
 from core.fields import flag_type
+from core.runs import final_metrics, read_run_config
 from policy.config import CONFIGS, RunConfig
 
 ALIASES = {"learning_rate": ["--lr"], "output_dir": ["--output"]}
@@ -57,8 +58,6 @@ def build_config(args):
     given = {name: getattr(args, name) for name in _all_fields() if getattr(args, name) is not None}
     values, algo = {}, args.algo
     if args.resume:
-        from policy.runner import read_run_config
-
         saved = read_run_config(args.resume)
         if algo and algo != saved["algo"]:
             raise ValueError(f"{args.resume} is a {saved['algo']} run; it cannot be resumed with --algo {algo}")
@@ -89,15 +88,13 @@ def cmd_train_policy(args) -> int:
     if config.algo == "dpo":
         from policy.dpo import train_dpo
 
-        result = train_dpo(config, store=None if config.pairs_file else store)
-        run_dir, metrics = result.run_dir, result.metrics
+        run_dir = train_dpo(config, store=None if config.pairs_file else store)
     else:
-        train = _trainer(config.algo)
-        run_dir = train(config, store=store, resume=bool(args.resume))
-        from core.runs import read_metrics
+        from rm.score import RewardScorer
 
-        records = read_metrics(run_dir)
-        metrics = {key: value for key, value in (records[-1] if records else {}).items() if "/" in key}
+        train = _trainer(config.algo)
+        run_dir = train(config, store=store, resume=bool(args.resume), load_reward_model=RewardScorer.from_run)
+    metrics = {key: value for key, value in final_metrics(run_dir).items() if "/" in key}
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"policy run: {run_dir}")
         print(json.dumps(metrics, indent=2))

@@ -22,6 +22,7 @@ def register(subparsers) -> None:
             *ALIASES.get(field.name, []),
             dest=field.name,
             type=flag_type(field),
+            choices=field.metadata.get("choices"),
             default=default,
             help=f"{field.metadata['help']} (default: {default})",
         )

@@ -8,11 +8,14 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from core.fields import documented
+from core.fields import DEVICES, check_choices, documented
 from core.paths import runs_dir
 
 REWARD_KINDS = ("model", "function")
-DEVICES = ("auto", "cpu", "cuda")
+GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo")  # each one a function in policy/grpo.py LOSS_AVERAGING
+REWARD_SCALINGS = ("group", "batch", "none")
+DPO_LOSS_TYPES = ("sigmoid", "ipo")
+VALUE_MODELS = ("shared", "separate")
 
 
 @dataclass
@@ -43,7 +46,7 @@ class RunConfig:
     save_every: int = documented(0, "also checkpoint every N steps (0: only at the end)")
     reward_model: str | None = documented(None, "reward-model run folder or registry name (reward_kind='model')")
     reward_kind: str = documented(
-        "model", "'model': score with a reward-model run; 'function': a Python reward function"
+        "model", "'model': score with a reward-model run; 'function': a Python reward function", REWARD_KINDS
     )
     reward_function: str | None = documented(
         None, "'package.module:function' taking (prompts, responses) -> list of floats (reward_kind='function')"
@@ -51,7 +54,7 @@ class RunConfig:
     prompts_file: str | None = documented(
         None, "prompts from a .jsonl/.csv/.parquet file or datasets folder (default: DuckDB)"
     )
-    device: str = documented("auto", "'auto' (CUDA bf16 when present, else CPU fp32), 'cpu' or 'cuda'")
+    device: str = documented("auto", "'auto' (CUDA bf16 when present, else CPU fp32), 'cpu' or 'cuda'", DEVICES)
 
     def __post_init__(self):
         if self.output_dir is None:
@@ -70,12 +73,9 @@ class RunConfig:
             raise ValueError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
         if self.save_every < 0:
             raise ValueError(f"save_every must be >= 0, got {self.save_every}")
-        if self.reward_kind not in REWARD_KINDS:
-            raise ValueError(f"unknown reward_kind {self.reward_kind!r}; expected one of {REWARD_KINDS}")
+        check_choices(self)
         if self.reward_function is not None and ":" not in self.reward_function:
             raise ValueError(f"reward_function must look like 'package.module:function', got {self.reward_function!r}")
-        if self.device not in DEVICES:
-            raise ValueError(f"unknown device {self.device!r}; expected one of {DEVICES}")
 
     def check_reward_source(self) -> None:
         """Raise unless the reward the run needs is named (PPO and GRPO need one, DPO does not)."""
@@ -119,7 +119,7 @@ class PPOConfig(RunConfig):
     ppo_epochs: int = documented(4, "passes over each rollout batch")
     num_minibatches: int = documented(1, "minibatches per pass (batch_prompts must divide evenly)")
     value_model: str = documented(
-        "shared", "'shared': value head on the policy trunk; 'separate': own copy of the model"
+        "shared", "'shared': value head on the policy trunk; 'separate': own copy of the model", VALUE_MODELS
     )
 
     algo = "ppo"
@@ -142,12 +142,6 @@ class PPOConfig(RunConfig):
             raise ValueError(
                 f"batch_prompts ({self.batch_prompts}) must be divisible by num_minibatches ({self.num_minibatches})"
             )
-        if self.value_model not in ("shared", "separate"):
-            raise ValueError(f"unknown value_model {self.value_model!r}; expected 'shared' or 'separate'")
-
-
-GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
-REWARD_SCALINGS = ("group", "batch", "none")
 
 
 @dataclass
@@ -160,10 +154,14 @@ class GRPOConfig(RunConfig):
     epsilon_high: float = documented(0.2, "ratio clip above: 1 + epsilon_high (DAPO's clip-higher uses 0.28)")
     num_iterations: int = documented(1, "mu: optimizer passes per rollout batch (1: old log-probs = detached current)")
     loss_type: str = documented(
-        "dapo", "'grpo': mean per sequence then over sequences; 'dapo': over all valid tokens; 'dr_grpo': B x max_len"
+        "dapo",
+        "'grpo': mean per sequence then over sequences; 'dapo': over all valid tokens; 'dr_grpo': B x max_len",
+        GRPO_LOSS_TYPES,
     )
     scale_rewards: str = documented(
-        "group", "advantage scaling: 'group' std (GRPO), 'batch' std, or 'none' (Dr. GRPO: mean-centred only)"
+        "group",
+        "advantage scaling: 'group' std (GRPO), 'batch' std, or 'none' (Dr. GRPO: mean-centred only)",
+        REWARD_SCALINGS,
     )
 
     algo = "grpo"
@@ -180,13 +178,6 @@ class GRPOConfig(RunConfig):
             raise ValueError("epsilon_low and epsilon_high must be >= 0")
         if self.num_iterations < 1:
             raise ValueError(f"num_iterations must be >= 1, got {self.num_iterations}")
-        if self.loss_type not in GRPO_LOSS_TYPES:
-            raise ValueError(f"unknown loss_type {self.loss_type!r}; expected one of {GRPO_LOSS_TYPES}")
-        if self.scale_rewards not in REWARD_SCALINGS:
-            raise ValueError(f"unknown scale_rewards {self.scale_rewards!r}; expected one of {REWARD_SCALINGS}")
-
-
-DPO_LOSS_TYPES = ("sigmoid", "ipo")
 
 
 @dataclass
@@ -194,7 +185,7 @@ class DPOConfig(RunConfig):
     """Direct Preference Optimization (Rafailov et al. 2023) on chosen/rejected pairs, with IPO (Azar et al. 2023)."""
 
     beta: float = documented(0.1, "beta: strength of the implicit KL to the reference")
-    loss_type: str = documented("sigmoid", "'sigmoid' (DPO) or 'ipo'")
+    loss_type: str = documented("sigmoid", "'sigmoid' (DPO) or 'ipo'", DPO_LOSS_TYPES)
     label_smoothing: float = documented(0.0, "conservative DPO: assumed fraction of flipped labels, in [0, 0.5)")
     epochs: int = documented(1, "passes over the preference pairs")
     pairs_file: str | None = documented(
@@ -211,8 +202,6 @@ class DPOConfig(RunConfig):
         super().__post_init__()
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
-        if self.loss_type not in DPO_LOSS_TYPES:
-            raise ValueError(f"unknown loss_type {self.loss_type!r}; expected one of {DPO_LOSS_TYPES}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
         if self.label_smoothing and self.loss_type == "ipo":

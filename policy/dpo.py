@@ -14,22 +14,25 @@ import datasets
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from core.chat import chat_prompt_ids
-from core.models import pick_device, training_dtype
-from core.runs import METRICS_FILE, MetricsWriter, check_registry_name
+from core.models import disable_dropout, training_dtype
+from core.runs import METRICS_FILE, MetricsWriter
+from core.splits import split_by_prompt
 from data.export import pairs_dataset
+from data.registry import check_run_name, record_run
 from data.store import Store
+from data.tables import load_table
 from policy.config import DPOConfig
 from policy.logprobs import sequence_logprobs
 from policy.lora import LoraSettings, load_policy, reference_mode, save_checkpoint
-from policy.runner import make_optimizer, mean_over_processes
-from rm.data import load_table
+from policy.runner import from_main_process, make_accelerator, make_optimizer, mean_over_processes
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+# What the Jobs page plots for a DPO run (names as written to metrics.jsonl).
+PLOTTED_METRICS = ("losses/policy_loss", "rewards/margins", "rewards/accuracies", "eval/accuracy")
 EVAL_FRACTION = 0.1  # share of prompts held out for accuracy and margin; pairs of one prompt never straddle the split
 MIN_PROMPTS_FOR_EVAL = 10  # fewer prompts than this: train on all of them and report no held-out numbers
 
@@ -118,19 +121,6 @@ def _checked_pairs(table: datasets.Dataset, name: str) -> datasets.Dataset:
         if empty:
             raise ValueError(f"{name} row {row}: {empty} must be non-empty text")
     return table
-
-
-def split_by_prompt(pairs: datasets.Dataset, seed: int) -> tuple[datasets.Dataset, datasets.Dataset | None]:
-    """Return (train, held-out) with whole prompts held out, so held-out accuracy measures generalisation."""
-    prompts = sorted(set(pairs["prompt"]))
-    if len(prompts) < MIN_PROMPTS_FOR_EVAL:
-        return pairs, None
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(prompts), generator=generator).tolist()
-    held_out = {prompts[i] for i in order[: max(1, round(EVAL_FRACTION * len(prompts)))]}
-    is_held_out = [prompt in held_out for prompt in pairs["prompt"]]
-    train = pairs.select([i for i, flag in enumerate(is_held_out) if not flag])
-    return train, pairs.select([i for i, flag in enumerate(is_held_out) if flag])
 
 
 def tokenize_pairs(tokenizer, pairs: datasets.Dataset, max_length: int, max_prompt_tokens: int) -> list[dict]:
@@ -272,7 +262,7 @@ def dpo_step(policy, batch: dict[str, torch.Tensor], ref_cache: ReferenceCache, 
     chosen_rewards = config.beta * (logps.chosen - reference.chosen).detach()  # implicit rewards β·log(π/ref)
     rejected_rewards = config.beta * (logps.rejected - reference.rejected).detach()
     metrics = {
-        "loss": loss.item(),
+        "losses/policy_loss": loss.item(),
         "rewards/chosen": chosen_rewards.mean().item(),
         "rewards/rejected": rejected_rewards.mean().item(),
         "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
@@ -282,13 +272,6 @@ def dpo_step(policy, batch: dict[str, torch.Tensor], ref_cache: ReferenceCache, 
         "logps/rejected": logps.rejected.detach().mean().item(),
     }
     return loss, metrics
-
-
-@dataclass
-class DPOResult:
-    run_dir: Path
-    model_id: int | None  # registry id when a store was given
-    metrics: dict  # held-out accuracy and margin (when pairs were held out) and the last step's metrics
 
 
 @dataclass
@@ -304,13 +287,6 @@ def prepare_pairs(policy, reference, tokenizer, table: datasets.Dataset, config:
     examples = tokenize_pairs(tokenizer, table, config.max_length, config.max_prompt_tokens)
     cache = cache_reference_logps(policy, reference, examples, tokenizer.pad_token_id, config.batch_prompts, device)
     return PreparedPairs(examples, cache)
-
-
-def disable_dropout(model) -> None:
-    """Set every dropout to 0: the cached reference log-probs come from a deterministic pass, so must the policy's."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
 
 
 def fit_dpo(
@@ -352,7 +328,9 @@ def fit_dpo(
             }
             writer.write(step, metrics)
             progress.update(1)
-            progress.set_postfix(loss=f"{metrics['loss']:.3f}", margin=f"{metrics['rewards/margins']:.3f}")
+            progress.set_postfix(
+                loss=f"{metrics['losses/policy_loss']:.3f}", margin=f"{metrics['rewards/margins']:.3f}"
+            )
             if config.save_every and step % config.save_every == 0 and accelerator.is_main_process:
                 save_checkpoint(
                     accelerator.unwrap_model(policy),
@@ -364,39 +342,29 @@ def fit_dpo(
     return accelerator.unwrap_model(policy), metrics | {"steps": step}
 
 
-def train_dpo(config: DPOConfig, store=None, pairs=None) -> DPOResult:
-    """Train a policy with DPO and return its run; pairs come from `pairs`, else `config.pairs_file`, else the store.
+def train_dpo(config: DPOConfig, store=None, pairs=None) -> Path:
+    """Train a policy with DPO and return the run folder; pairs come from `pairs`, else `config.pairs_file`, else the store.
 
     Bad input fails before any model is loaded or file written. The run folder (a fresh one: DPO does not
-    resume) gets config.json, metrics.jsonl and the checkpoint (adapter/, merged/); with a store the run is
-    recorded as a 'policy' model.
+    resume) gets config.json, metrics.jsonl (held-out accuracy and margin last) and the checkpoint (adapter/,
+    merged/); with a store the run is recorded as a 'policy' model.
     """
-    choice = pick_device(None if config.device == "auto" else config.device)
-    # bf16 autocast on a bf16 GPU; float32 elsewhere (see core.models.training_dtype)
-    mixed_precision = "bf16" if training_dtype(choice) == torch.bfloat16 and choice.device.type == "cuda" else None
-    accelerator = Accelerator(cpu=choice.device.type == "cpu", mixed_precision=mixed_precision)
-    # Rank 0 alone reads the database (DuckDB allows one writing process); the others receive its pairs and its
-    # run folder (a default name holds a timestamp that could differ by a second between processes).
-    found = [None, config.output_dir, None]
-    if accelerator.is_main_process:
-        try:
-            found[0] = _checked_inputs(config, store, pairs).to_list()
-        except (ValueError, OSError) as error:  # passed on, so the other processes stop too instead of waiting
-            found[2] = str(error)
-    rows, config.output_dir, problem = broadcast_object_list(found)
-    if problem:
-        raise ValueError(problem)
-    train_table, eval_table = split_by_prompt(datasets.Dataset.from_list(rows), config.seed)
+    accelerator, choice = make_accelerator(config.device)
+    rows, config.output_dir = from_main_process(
+        accelerator, lambda: _checked_inputs(config, store, pairs).to_list(), config.output_dir
+    )
+    fraction = EVAL_FRACTION if len({row["prompt"] for row in rows}) >= MIN_PROMPTS_FOR_EVAL else 0.0
+    train_rows, eval_rows = split_by_prompt(rows, lambda row: row["prompt"], fraction, config.seed)
     run_dir = Path(config.output_dir)
     torch.manual_seed(config.seed + accelerator.process_index)
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
     policy, reference, tokenizer = load_policy(config.model, lora, accelerator.device, training_dtype(choice))
 
-    train = prepare_pairs(policy, reference, tokenizer, train_table, config, accelerator.device)
-    held_out = (
-        None
-        if eval_table is None
-        else prepare_pairs(policy, reference, tokenizer, eval_table, config, accelerator.device)
+    train, held_out = (
+        prepare_pairs(policy, reference, tokenizer, datasets.Dataset.from_list(rows), config, accelerator.device)
+        if rows
+        else None
+        for rows in (train_rows, eval_rows)
     )
     del reference  # cached: a full-fine-tuning reference copy is no longer needed
     gc.collect()
@@ -405,18 +373,17 @@ def train_dpo(config: DPOConfig, store=None, pairs=None) -> DPOResult:
         config.save(run_dir)
     writer = MetricsWriter(run_dir, enabled=accelerator.is_main_process)
     policy, last = fit_dpo(policy, tokenizer, train, config, accelerator, writer)
-    metrics = {"train/" + key: value for key, value in last.items()}
+    metrics = dict(last)  # the last step's metrics, then the held-out ones
     if held_out is not None:
         held_out_metrics = evaluate_pairs(policy, held_out.reference, held_out.examples, config.beta)
         writer.write(last["steps"], held_out_metrics)
         metrics |= held_out_metrics
-    model_id = None
     if accelerator.is_main_process:
         save_checkpoint(policy, tokenizer, run_dir, {"algo": "dpo", "config": config.to_dict(), "metrics": metrics})
         if store is not None:
-            model_id = _record_run(store, config, run_dir, metrics)
+            record_run(store, "policy", run_dir, {"algo": config.algo, **config.to_dict()}, metrics)
     accelerator.wait_for_everyone()
-    return DPOResult(run_dir, model_id, metrics)
+    return run_dir
 
 
 def _checked_inputs(config: DPOConfig, store, pairs) -> datasets.Dataset:
@@ -429,24 +396,5 @@ def _checked_inputs(config: DPOConfig, store, pairs) -> datasets.Dataset:
     if (run_dir / METRICS_FILE).exists():
         raise ValueError(f"{run_dir} already holds a run; choose another output_dir (DPO runs do not resume)")
     if store is not None:
-        check_registry_name(store, run_dir)
+        check_run_name(store, run_dir)
     return table
-
-
-def _record_run(store, config: DPOConfig, run_dir: Path, metrics: dict) -> int:
-    """Record the run under its folder name (a rerun into the same folder updates its metrics)."""
-    from data.registry import get_model, record_model, update_metrics
-
-    try:
-        existing = get_model(store, run_dir.name)
-    except KeyError:
-        existing = None
-    if existing is not None:
-        update_metrics(store, existing["id"], metrics)
-        return existing["id"]
-    try:
-        parent_id = get_model(store, config.model)["id"]
-    except KeyError:
-        parent_id = None
-    config_record = {"algo": config.algo, **config.to_dict()}
-    return record_model(store, "policy", run_dir.name, str(run_dir.resolve()), parent_id, config_record, metrics)

@@ -24,6 +24,8 @@ from policy.runner import (
     start_run,
 )
 
+# What the Jobs page plots for a GRPO run (names as written to metrics.jsonl).
+PLOTTED_METRICS = ("objective/reward_mean", "objective/kl", "policy/entropy", "charts/response_length")
 STD_EPS = 1e-4  # as TRL: keeps a group whose rewards all tie at advantage 0 instead of 0/0
 
 
@@ -99,13 +101,17 @@ def average_loss(loss_type: str, per_token: torch.Tensor, mask: torch.Tensor, **
 
 
 def train_grpo(
-    config: GRPOConfig, reward=None, prompts: list[str] | None = None, store=None, resume: bool = False
+    config: GRPOConfig,
+    reward=None,
+    prompts: list[str] | None = None,
+    store=None,
+    resume: bool = False,
+    load_reward_model=None,
 ) -> Path:
     """Train a policy with GRPO and return the run folder (checkpoint in merged/ and adapter/)."""
-    ctx = start_run(config, reward=reward, prompts=prompts, store=store, resume=resume)
+    ctx = start_run(config, reward, prompts, store, resume, load_reward_model)
     accelerator = ctx.accelerator
     model, optimizer = accelerator.prepare(ctx.policy, make_optimizer(ctx.policy, config.learning_rate, eps=1e-8))
-    ctx.policy = model
     if ctx.resumed_state:
         optimizer.load_state_dict(ctx.resumed_state["optimizer"])
     record = {}
@@ -127,7 +133,7 @@ def grpo_step(ctx: RunContext, model, optimizer, step: int) -> dict:
         ctx.prompts, step, config.batch_prompts, accelerator.process_index, accelerator.num_processes, config.seed
     )
     rollout = collect_rollout(
-        accelerator.unwrap_model(model),
+        ctx.policy,
         ctx.tokenizer,
         prompts,
         ctx.reward_fn,

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.models import disable_dropout
 from policy.config import PPOConfig
 from policy.gae import gae, masked_mean, masked_whiten
 from policy.logprobs import logprobs_from_logits, position_ids_from_mask
@@ -18,7 +19,6 @@ from policy.lora import LoraSettings, load_policy
 from policy.rollout import Rollout, collect_rollout
 from policy.runner import (
     RunContext,
-    disable_dropout,
     make_optimizer,
     mean_over_processes,
     progress_bar,
@@ -30,6 +30,10 @@ from policy.runner import (
 
 # ---------------------------------------------------------------------------------------------------------------
 # Models: the policy plus a value head, on the policy's own trunk or on a separate copy.
+
+
+# What the Jobs page plots for a PPO run (names as written to metrics.jsonl).
+PLOTTED_METRICS = ("objective/reward_mean", "objective/kl", "policy/entropy", "charts/response_length")
 
 
 class ValueHead(nn.Module):
@@ -161,10 +165,15 @@ def value_state(model: PolicyAndValue) -> dict:
 
 
 def train_ppo(
-    config: PPOConfig, reward=None, prompts: list[str] | None = None, store=None, resume: bool = False
+    config: PPOConfig,
+    reward=None,
+    prompts: list[str] | None = None,
+    store=None,
+    resume: bool = False,
+    load_reward_model=None,
 ) -> Path:
     """Train a policy with PPO and return the run folder (checkpoint in merged/ and adapter/)."""
-    ctx = start_run(config, reward=reward, prompts=prompts, store=store, resume=resume)
+    ctx = start_run(config, reward, prompts, store, resume, load_reward_model)
     accelerator = ctx.accelerator
     combined = build_model(ctx, config).to(accelerator.device)
     state = ctx.resumed_state
@@ -232,7 +241,7 @@ def ppo_step(ctx: RunContext, model, optimizer, kl_controller, step: int) -> dic
 
 
 def ppo_epochs(ctx: RunContext, model, optimizer, rollout: Rollout, batch: dict) -> dict:
-    """Run ppo_epochs passes over shuffled minibatches; return the last pass's mean losses and fractions."""
+    """Run ppo_epochs passes over shuffled minibatches; return losses and fractions averaged over every minibatch."""
     config, accelerator = ctx.config, ctx.accelerator
     width = rollout.prompt_width
     size = rollout.input_ids.shape[0] // config.num_minibatches

@@ -1,11 +1,11 @@
-"""What PPO and GRPO runs share: set-up on accelerate, prompts, the reward, checkpoints, resume and the registry.
+"""What PPO, GRPO and DPO runs share: set-up on accelerate, inputs read on rank 0, checkpoints, resume, the registry.
 
 Built on `accelerate`, so `torchrun --nproc_per_node N` (or `accelerate launch`) runs the same command
 data-parallel: each process samples its own prompts, gradients are averaged by DDP, rank 0 writes files.
 """
 
-import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +17,12 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
-from core.models import pick_device, training_dtype
-from core.runs import METRICS_FILE, MetricsWriter, check_registry_name
+from core.models import DeviceChoice, disable_dropout, pick_device, training_dtype
+from core.runs import METRICS_FILE, MetricsWriter
+from data.importers import read_prompts
+from data.prompts import browse_prompts
+from data.registry import check_run_name, get_model
+from data.registry import record_run as record_run_in_registry
 from policy.config import RunConfig
 from policy.lora import LoraSettings, load_policy, save_checkpoint
 from policy.rollout import RewardFn, as_reward_fn, load_reward_function
@@ -46,34 +50,38 @@ class RunContext:
 
 
 def start_run(
-    config: RunConfig, reward=None, prompts: list[str] | None = None, store=None, resume: bool = False
+    config: RunConfig,
+    reward=None,
+    prompts: list[str] | None = None,
+    store=None,
+    resume: bool = False,
+    load_reward_model: Callable[[str, str | None], RewardFn] | None = None,
 ) -> RunContext:
     """Return a RunContext: accelerator, policy (from the run's last checkpoint when resuming), prompts, reward.
 
-    `reward`: a RewardScorer, a callable (prompts, responses) -> floats, or None to build it from the config.
+    `reward`: a callable (prompts, responses) -> floats (a RewardScorer, say), or None to build it from the config:
+    a Python function by name, or a reward-model run loaded with `load_reward_model(run_folder, device)`.
+    Loading reward models is `rm`'s job, which this package does not import: the caller passes
+    `rm.score.RewardScorer.from_run` (as `rlhf-studio train-policy` does).
     `prompts`: a list, or None to read config.prompts_file, else every prompt in the DuckDB store.
     """
     if reward is None:
         config.check_reward_source()
-    choice = pick_device(None if config.device == "auto" else config.device)
-    # bf16 autocast on a bf16 GPU; float32 elsewhere (see core.models.training_dtype)
-    mixed_precision = "bf16" if training_dtype(choice) == torch.bfloat16 and choice.device.type == "cuda" else None
-    accelerator = Accelerator(cpu=choice.device.type == "cpu", mixed_precision=mixed_precision)
-    # Rank 0 alone reads the database (DuckDB allows one writing process); the others receive what it found,
-    # and its run folder (a default name holds a timestamp that could differ by a second between processes).
-    found = [None, None, None, config.output_dir, None]
-    if accelerator.is_main_process:
-        try:
-            _check_run_dir(Path(config.output_dir), resume)
-            check_registry_name(store, Path(config.output_dir))
-            found[:3] = [*_prompts(config, prompts, store), _reward_source(config, reward, store)]
-        except ValueError as error:  # passed on, so the other processes stop too instead of waiting
-            found[4] = str(error)
-    prompts, prompts_source, reward_source, config.output_dir, problem = broadcast_object_list(found)
-    if problem:
-        raise ValueError(problem)
+        if config.reward_kind == "model" and load_reward_model is None:
+            raise ValueError("a reward-model run needs a loader: pass load_reward_model=RewardScorer.from_run")
+    accelerator, choice = make_accelerator(config.device)
+
+    def read_inputs():
+        _check_run_dir(Path(config.output_dir), resume)
+        check_run_name(store, Path(config.output_dir))
+        return (*_prompts(config, prompts, store), _reward_source(config, reward, store))
+
+    # The run folder comes from rank 0 too: a default name holds a timestamp that could differ between processes.
+    (prompts, prompts_source, reward_source), config.output_dir = from_main_process(
+        accelerator, read_inputs, config.output_dir
+    )
     run_dir = Path(config.output_dir)
-    reward_fn = _reward_fn(config, reward, reward_source, "cpu" if choice.device.type == "cpu" else None)
+    reward_fn = _reward_fn(config, reward, reward_source, load_reward_model, choice)
     state = _load_state(run_dir)
     if state and state["step"] >= config.steps:
         raise ValueError(f"{run_dir} is already at step {state['step']}; resume with more steps (--steps)")
@@ -103,6 +111,31 @@ def start_run(
     )
 
 
+def make_accelerator(device: str) -> tuple[Accelerator, DeviceChoice]:
+    """Return the run's Accelerator and device: bf16 autocast on a bf16 GPU, float32 elsewhere (`training_dtype`)."""
+    choice = pick_device(None if device == "auto" else device)
+    mixed_precision = "bf16" if training_dtype(choice) == torch.bfloat16 and choice.device.type == "cuda" else None
+    return Accelerator(cpu=choice.device.type == "cpu", mixed_precision=mixed_precision), choice
+
+
+def from_main_process(accelerator: Accelerator, read: Callable[[], object], output_dir: str | None):
+    """Return (what `read()` gave on rank 0, rank 0's output_dir) on every process.
+
+    Rank 0 alone reads inputs: DuckDB allows one writing process. A ValueError or OSError there is passed on, so
+    every process stops with the same message instead of waiting for the others.
+    """
+    found = [None, output_dir, None]
+    if accelerator.is_main_process:
+        try:
+            found[0] = read()
+        except (ValueError, OSError) as error:
+            found[2] = str(error)
+    value, output_dir, problem = broadcast_object_list(found)
+    if problem:
+        raise ValueError(problem)
+    return value, output_dir
+
+
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
     """Refuse to mix two runs in one folder: a new run needs a fresh folder, a resumed one a saved state."""
     has_state = (run_dir / STATE_FILE).exists()
@@ -123,14 +156,12 @@ def _reward_source(config: RunConfig, reward, store) -> str | None:
     return resolve_reward_run(config.reward_model, store)
 
 
-def _reward_fn(config: RunConfig, reward, reward_source: str, device: str | None) -> RewardFn:
+def _reward_fn(config: RunConfig, reward, reward_source: str, load_reward_model, choice: DeviceChoice) -> RewardFn:
     if reward is not None:
         return as_reward_fn(reward)
     if config.reward_kind == "function":
         return load_reward_function(reward_source)
-    from rm.score import RewardScorer
-
-    return as_reward_fn(RewardScorer.from_run(reward_source, device=device))
+    return as_reward_fn(load_reward_model(reward_source, "cpu" if choice.device.type == "cpu" else None))
 
 
 def resolve_reward_run(name_or_path: str, store=None) -> str:
@@ -138,8 +169,6 @@ def resolve_reward_run(name_or_path: str, store=None) -> str:
     if Path(name_or_path).expanduser().is_dir():
         return str(Path(name_or_path).expanduser())
     if store is not None:
-        from data.registry import get_model
-
         try:
             record = get_model(store, name_or_path)
         except KeyError:
@@ -153,12 +182,8 @@ def _prompts(config: RunConfig, prompts, store) -> tuple[list[str], str]:
     if prompts is not None:
         source = "given"
     elif config.prompts_file:
-        from data.importers import read_prompts
-
         prompts, source = read_prompts(config.prompts_file), config.prompts_file
     elif store is not None:
-        from data.prompts import browse_prompts
-
         prompts, source = browse_prompts(store, "", limit=10_000_000)["text"].tolist(), "duckdb"
     else:
         raise ValueError("no prompts: give a prompts file or a database")
@@ -224,45 +249,11 @@ def record_run(ctx: RunContext, store, metrics: dict) -> int | None:
     """Record the finished run in the registry (kind 'policy', lineage in its config); rank 0 only."""
     if store is None or not ctx.accelerator.is_main_process:
         return None
-    from data.registry import get_model, record_model, update_metrics
-
-    name = ctx.run_dir.name
-    try:
-        existing = get_model(store, name)
-    except KeyError:
-        existing = None
-    if existing is not None:  # a resumed run: same folder, new headline numbers
-        update_metrics(store, existing["id"], metrics)
-        return existing["id"]
-    parent_id = _registry_id(store, ctx.reward_source) or _registry_id(store, ctx.config.model)
     lineage = {"base_model": ctx.config.model, "reward": ctx.reward_source, "prompts": ctx.prompts_source}
     config = {"algo": ctx.config.algo, **ctx.config.to_dict(), "lineage": lineage}
-    return record_model(store, "policy", name, str(ctx.run_dir.resolve()), parent_id, config, metrics)
-
-
-def _registry_id(store, name_or_path: str | None) -> int | None:
-    """Return the registry id of a recorded model, looked up by name or by its folder."""
-    if not name_or_path:
-        return None
-    from data.registry import get_model, list_models
-
-    try:
-        return get_model(store, name_or_path)["id"]
-    except KeyError:
-        pass
-    wanted = str(Path(name_or_path).expanduser().resolve())
-    for record in list_models(store):
-        if record["path"] and str(Path(record["path"]).expanduser().resolve()) == wanted:
-            return record["id"]
-    return None
-
-
-def read_run_config(run_dir: str | Path) -> dict:
-    """Return the saved config.json of a run (with its 'algo')."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir} holds no config.json: not a policy run to resume")
-    return json.loads(path.read_text())
+    if ctx.reward_source and ctx.config.reward_kind == "model":
+        config["reward_model"] = ctx.reward_source  # the folder a registry name resolved to
+    return record_run_in_registry(store, "policy", ctx.run_dir, config, metrics)
 
 
 def make_optimizer(model: torch.nn.Module, learning_rate: float, eps: float = 1e-5) -> torch.optim.Optimizer:
@@ -291,10 +282,3 @@ def mean_over_processes(accelerator: Accelerator, values: dict) -> dict:
     stacked = torch.stack([torch.as_tensor(values[key]).detach().float().to(accelerator.device) for key in keys])
     gathered = accelerator.gather(stacked.unsqueeze(0)).mean(0)
     return dict(zip(keys, gathered.tolist(), strict=True))
-
-
-def disable_dropout(model: torch.nn.Module) -> None:
-    """Set every dropout to 0: ratios and KL must compare deterministic forward passes (RLHF_NOTES)."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0

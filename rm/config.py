@@ -7,9 +7,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from core.fields import documented
-
-DEVICES = ("auto", "cpu", "cuda")
+from core.fields import DEVICES, check_choices, documented
 
 
 @dataclass
@@ -40,7 +38,7 @@ class RewardConfig:
     max_grad_norm: float = documented(1.0, "clip the gradient's global norm to this")
     log_every: int = documented(10, "write a training record to metrics.jsonl every N steps")
     seed: int = documented(0, "random seed (head init, prompt split, shuffling)")
-    device: str = documented("auto", "'auto' (CUDA with bf16 when present, else CPU fp32), 'cpu' or 'cuda'")
+    device: str = documented("auto", "'auto' (CUDA with bf16 when present, else CPU fp32), 'cpu' or 'cuda'", DEVICES)
     pairs: str | None = documented(
         None, "bootstrap from a prompt/chosen/rejected file (.jsonl, .parquet, datasets folder; Anthropic HH too)"
     )
@@ -75,8 +73,7 @@ class RewardConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0 or not self.max_grad_norm > 0:
             raise ValueError("weight_decay must be >= 0 and max_grad_norm > 0")
-        if self.device not in DEVICES:
-            raise ValueError(f"unknown device {self.device!r}; expected one of {DEVICES}")
+        check_choices(self)
 
     def to_dict(self) -> dict:
         return asdict(self)

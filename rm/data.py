@@ -1,18 +1,16 @@
 """Rankings to learn from: the DuckDB store's, or a bootstrap prompt/chosen/rejected dataset as K=2 rankings."""
 
-import json
 import logging
-import random
 from dataclasses import dataclass
 from pathlib import Path
+
+from core.splits import split_by_prompt
+from data.export import ranked_items
+from data.tables import PairsFileError, load_table
 
 log = logging.getLogger(__name__)
 
 HH_ASSISTANT = "\n\nAssistant:"
-
-
-class PairsFileError(ValueError):
-    """A pairs file is malformed; the message names the file, the row and the problem."""
 
 
 @dataclass
@@ -32,8 +30,6 @@ class Ranking:
 
 def rankings_from_store(store) -> list[Ranking]:
     """Return every ranked item of the store, its tie groups of texts flattened to responses + group ids."""
-    from data.export import ranked_items
-
     rankings = []
     for item in ranked_items(store):
         responses = [text for group in item["ranked_responses"] for text in group]
@@ -76,45 +72,6 @@ def split_hh(text: str) -> tuple[str, str]:
     return text[: cut + len(HH_ASSISTANT)].strip(), text[cut + len(HH_ASSISTANT) :].strip()
 
 
-def load_table(path: str) -> tuple[list[str], list[dict]]:
-    """Return (column names, rows) of a JSONL/Parquet file, a `datasets` folder or (with a hub) a dataset name."""
-    import datasets
-
-    file = Path(path)
-    if file.is_dir():
-        table = datasets.load_from_disk(path)
-    elif file.suffix.lower() in (".jsonl", ".json"):
-        if not file.exists():
-            raise PairsFileError(f"{path}: file does not exist")
-        return _read_jsonl(file)
-    elif file.suffix.lower() == ".parquet":
-        if not file.exists():
-            raise PairsFileError(f"{path}: file does not exist")
-        table = datasets.Dataset.from_parquet(path)
-    elif file.suffix:
-        raise PairsFileError(f"{path}: unknown file type {file.suffix!r}; use .jsonl, .parquet or a datasets folder")
-    else:
-        table = datasets.load_dataset(path)
-    if isinstance(table, datasets.DatasetDict):
-        table = table["train" if "train" in table else next(iter(table))]
-    return table.column_names, table.to_list()
-
-
-def _read_jsonl(path: Path) -> tuple[list[str], list[dict]]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise PairsFileError(f"{path}, line {number}: invalid JSON ({error.msg})") from None
-        if not isinstance(row, dict):
-            raise PairsFileError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return (list(rows[0]) if rows else []), rows
-
-
 def _text(row: dict, column: str, where: str) -> str:
     value = row.get(column)
     if not isinstance(value, str):
@@ -122,6 +79,13 @@ def _text(row: dict, column: str, where: str) -> str:
     if not value.strip():
         raise PairsFileError(f"{where}: {column!r} is empty")
     return value
+
+
+def split_rankings(
+    rankings: list[Ranking], validation_fraction: float, seed: int
+) -> tuple[list[Ranking], list[Ranking]]:
+    """Return (train, validation) rankings with every prompt on one side only."""
+    return split_by_prompt(rankings, lambda ranking: ranking.prompt_key, validation_fraction, seed)
 
 
 def read_pairs(path: str | Path) -> list[Ranking]:
@@ -157,23 +121,3 @@ def read_pairs(path: str | Path) -> list[Ranking]:
     if not rankings:
         raise PairsFileError(f"{path}: no usable rows")
     return rankings
-
-
-def split_by_prompt(
-    rankings: list[Ranking], validation_fraction: float, seed: int
-) -> tuple[list[Ranking], list[Ranking]]:
-    """Return (train, validation) with every prompt on one side only, about `validation_fraction` of prompts held out."""
-    keys = sorted({r.prompt_key for r in rankings}, key=str)
-    random.Random(seed).shuffle(keys)
-    held_out = round(len(keys) * validation_fraction)
-    if validation_fraction > 0:
-        held_out = max(held_out, 1)
-        if held_out >= len(keys):
-            raise ValueError(
-                f"{len(keys)} distinct prompts cannot be split into train and validation at "
-                f"validation_fraction={validation_fraction}; rank more prompts or set it to 0"
-            )
-    validation_keys = set(keys[:held_out])
-    train = [r for r in rankings if r.prompt_key not in validation_keys]
-    validation = [r for r in rankings if r.prompt_key in validation_keys]
-    return train, validation

@@ -12,7 +12,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from core.chat import chat_prompt_ids
-from core.models import ensure_pad_token, load_config, resolve_model, without_dropout
+from core.models import disable_dropout, ensure_pad_token, load_config, resolve_model, without_dropout
 
 
 @contextlib.contextmanager
@@ -70,12 +70,6 @@ def load_backbone(name_or_path: str, lora_rank: int = 0, lora_alpha: int = 32):
         )
         model = get_peft_model(model, lora)
     return model, tokenizer
-
-
-def disable_dropout(model) -> None:
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
 
 
 def encode(tokenizer, prompt: str, response: str, max_length: int, last_token: bool) -> list[int]:

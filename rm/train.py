@@ -22,13 +22,17 @@ from transformers import get_linear_schedule_with_warmup
 
 from core.models import pick_device
 from core.paths import runs_dir
-from core.runs import MetricsWriter, check_registry_name
+from core.runs import MetricsWriter
+from data.registry import check_run_name, record_run
 from rm.config import RewardConfig
-from rm.data import Ranking, rankings_from_store, read_pairs, read_rankings, split_by_prompt
+from rm.data import Ranking, rankings_from_store, read_pairs, read_rankings, split_rankings
 from rm.loss import batch_loss, correct_comparisons
 from rm.model import encode, load_backbone, pad_right, reads_last_token, sequence_rewards
 
 log = logging.getLogger(__name__)
+
+# What the Jobs page plots for a reward-model run (names as written to metrics.jsonl).
+PLOTTED_METRICS = ("train/loss", "val/loss", "val/accuracy", "train/accuracy")
 
 
 @dataclass
@@ -160,15 +164,6 @@ def run_folder(config: RewardConfig) -> Path:
     return run_dir
 
 
-def _parent_id(store, backbone: str) -> int | None:
-    from data.registry import get_model
-
-    try:
-        return get_model(store, backbone)["id"]
-    except KeyError:
-        return None
-
-
 def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking] | None = None) -> TrainResult:
     """Train, keep the epoch with the best validation accuracy, save the run folder and record it in the store.
 
@@ -178,10 +173,10 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
     rankings = [r for r in rankings if r.num_comparisons > 0]  # all-tied rankings teach nothing
     if not rankings:
         raise ValueError(f"no ranking from {source} orders any two responses: nothing to learn")
-    train_set, validation_set = split_by_prompt(rankings, config.validation_fraction, config.seed)
+    train_set, validation_set = split_rankings(rankings, config.validation_fraction, config.seed)
     run_dir = run_folder(config)
     if source.startswith("duckdb:"):
-        check_registry_name(store, run_dir)  # before hours of training, not after
+        check_run_name(store, run_dir)  # before hours of training, not after
     choice = pick_device(None if config.device == "auto" else config.device)
     bf16 = choice.device.type == "cuda" and choice.dtype == torch.bfloat16  # fp16 without a GradScaler loses updates
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
@@ -205,12 +200,7 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
     (run_dir / "summary.json").write_text(json.dumps(best, indent=2))
     model_id = None
     if source.startswith("duckdb:"):
-        from data.registry import record_model
-
-        model_id = record_model(
-            store, "reward", run_dir.name, str(run_dir.resolve()), _parent_id(store, config.backbone),
-            config.to_dict(), best | {"normalization": normalization},
-        )  # fmt: skip
+        model_id = record_run(store, "reward", run_dir, config.to_dict(), best | {"normalization": normalization})
     return TrainResult(run_dir, best, model_id)
 
 

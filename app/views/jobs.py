@@ -9,9 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from app import auth, resources
+from core.runs import read_metrics
 from data import jobs
+from orchestration.follow import metric_rows, plotted_metrics, progress, run_config
 from orchestration.jobs import command_line, log_tail
-from orchestration.launch import metric_rows, plotted_metrics, progress, read_metrics, read_run_config
 
 auth.require_admin()
 store = resources.store()
@@ -63,7 +64,7 @@ def job_details(job_id: int) -> None:
     st.progress(1.0 if job["status"] == "done" else fraction, text=caption)
     if job["error"]:
         st.error(job["error"])
-    rows = metric_rows(records, plotted_metrics(job["kind"], read_run_config(job["run_dir"])))
+    rows = metric_rows(records, plotted_metrics(job["kind"], run_config(job["run_dir"])))
     if rows:
         st.altair_chart(metrics_chart(rows))
     elif job["status"] in ACTIVE:

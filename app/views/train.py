@@ -4,13 +4,12 @@ Each form field's default and help come from the config dataclass, the same obje
 the command shown after a launch is the one to re-run by hand or under `torchrun` on a bigger machine.
 """
 
-import types
-import typing
 from dataclasses import MISSING, fields
 
 import streamlit as st
 
 from app import auth, resources
+from core.fields import flag_type
 from data import registry
 from data.settings import load_settings
 from orchestration.launch import Launch, launch_policy, launch_reward_model
@@ -20,12 +19,6 @@ from rm.config import RewardConfig
 auth.require_admin()
 store = resources.store()
 
-CHOICES = {
-    "device": ("auto", "cpu", "cuda"),
-    "loss_type": None,  # filled per algorithm below
-    "scale_rewards": ("group", "batch", "none"),
-    "value_model": ("shared", "separate"),
-}
 REWARD_FIELDS = ("epochs", "batch_size", "learning_rate", "lora_rank", "max_length", "validation_fraction", "margin",
                  "seed", "device")  # fmt: skip
 POLICY_FIELDS = ("steps", "batch_prompts", "learning_rate", "lora_rank", "max_new_tokens", "temperature", "seed",
@@ -35,22 +28,15 @@ ALGO_FIELDS = {
     "grpo": ("num_generations", "beta", "loss_type", "scale_rewards", "epsilon_high"),
     "dpo": ("epochs", "beta", "loss_type", "label_smoothing", "max_length"),
 }
-LOSS_TYPES = {"grpo": ("dapo", "grpo", "dr_grpo"), "dpo": ("sigmoid", "ipo")}
 
 
-def _base_type(spec) -> type:
-    annotation = spec.type
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
-    return annotation
-
-
-def field_input(container, spec, key: str, choices=None):
-    """Draw the widget of one config field, with the field's default and help text."""
+def field_input(container, spec, key: str):
+    """Draw the widget of one config field, with the field's default, help text and choices (from the config)."""
     label = spec.name.replace("_", " ").capitalize().replace("Lora", "LoRA").replace("Kl ", "KL ")
     default = None if spec.default is MISSING else spec.default
     help_text = spec.metadata.get("help")
-    kind = _base_type(spec)
+    kind = flag_type(spec)
+    choices = spec.metadata.get("choices")
     if choices:
         return container.selectbox(label, choices, index=choices.index(default), help=help_text, key=key)
     if kind is bool:
@@ -63,14 +49,13 @@ def field_input(container, spec, key: str, choices=None):
     return container.text_input(label, value=default or "", help=help_text, key=key)
 
 
-def field_inputs(config_class, names: tuple[str, ...], prefix: str, algo: str | None = None) -> dict:
+def field_inputs(config_class, names: tuple[str, ...], prefix: str) -> dict:
     """Draw the named fields in three columns; return {field name: value}."""
     specs = {spec.name: spec for spec in fields(config_class)}
     columns = st.columns(3)
     values = {}
     for position, name in enumerate(names):
-        choices = LOSS_TYPES.get(algo) if name == "loss_type" else CHOICES.get(name)
-        value = field_input(columns[position % 3], specs[name], f"{prefix}_{name}", choices)
+        value = field_input(columns[position % 3], specs[name], f"{prefix}_{name}")
         if value is not None:
             values[name] = value
     return values
@@ -123,7 +108,7 @@ def reward_model_form() -> None:
 
 
 def policy_form() -> None:
-    algo = st.radio("Algorithm", ["ppo", "grpo", "dpo"], format_func=str.upper, horizontal=True, key="train_algo",
+    algo = st.radio("Algorithm", list(CONFIGS), format_func=str.upper, horizontal=True, key="train_algo",
                     help="PPO and GRPO optimize the reward model's score; DPO learns from the ranked pairs directly")  # fmt: skip
     config_class = CONFIGS[algo]
     st.caption(config_class.__doc__)
@@ -141,7 +126,7 @@ def policy_form() -> None:
             values["reward_model"] = reward_runs.get(run)
         values |= field_inputs(config_class, POLICY_FIELDS, f"train_{algo}")
         st.markdown(f"**{algo.upper()} settings**")
-        values |= field_inputs(config_class, ALGO_FIELDS[algo], f"train_{algo}", algo)
+        values |= field_inputs(config_class, ALGO_FIELDS[algo], f"train_{algo}")
         if algo == "dpo":
             values.pop("steps", None)  # DPO runs for epochs over the pairs
         if st.form_submit_button("Check and launch", type="primary"):

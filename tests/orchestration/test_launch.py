@@ -8,9 +8,10 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from core.generation import Sample
 from core.models import fast_encoder_dir
+from core.runs import read_metrics
 from data import annotation, jobs, registry
 from data.prompts import add_prompts
-from orchestration import launch
+from orchestration import follow, launch, preflight
 
 
 def rank_items(store, count: int, prompts: int | None = None) -> None:
@@ -52,71 +53,71 @@ def reward_run(tmp_path_factory, tiny_model_dir):
 
 def test_rankings_need_four_compared_items_over_two_prompts():
     tied = item(1, [["a", "b"]])  # one tie group: no comparison
-    assert launch.check_rankings([item(1, [["a"], ["b"]]), item(2, [["a"], ["b"]]), tied, tied]) == [
+    assert preflight.check_rankings([item(1, [["a"], ["b"]]), item(2, [["a"], ["b"]]), tied, tied]) == [
         "only 2 ranked item(s) with at least one comparison (all-tied rankings do not count); "
         "rank at least 4 on the Annotate page"
     ]
-    [problem] = launch.check_rankings([item(7, [["a"], ["b", "c"]])] * 4)
+    [problem] = preflight.check_rankings([item(7, [["a"], ["b", "c"]])] * 4)
     assert "cover 1 prompt(s)" in problem
-    assert launch.check_rankings([item(n % 2, [["a"], ["b"]]) for n in range(4)]) == []
-    assert launch.check_pairs(3) and not launch.check_pairs(4)
-    assert launch.check_prompts(0) and not launch.check_prompts(1)
+    assert preflight.check_rankings([item(n % 2, [["a"], ["b"]]) for n in range(4)]) == []
+    assert preflight.check_pairs(3) and not preflight.check_pairs(4)
+    assert preflight.check_prompts(0) and not preflight.check_prompts(1)
 
 
 def test_model_checks_name_the_problem(tmp_path, tiny_model_dir):
-    assert launch.check_model(str(tiny_model_dir), online=False) == []
-    [missing] = launch.check_model(str(tmp_path / "nowhere"), online=False)
+    assert preflight.check_model(str(tiny_model_dir), online=False) == []
+    [missing] = preflight.check_model(str(tmp_path / "nowhere"), online=False)
     assert "does not exist" in missing
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
-    [broken] = launch.check_model(str(tmp_path / "broken"), online=False, role="backbone")
+    [broken] = preflight.check_model(str(tmp_path / "broken"), online=False, role="backbone")
     assert broken.startswith("backbone") and "does not load as a model" in broken
-    [offline] = launch.check_model("nobody/no-such-model", online=False)
+    [offline] = preflight.check_model("nobody/no-such-model", online=False)
     assert "not in the local Hugging Face cache" in offline and "offline" in offline
-    assert launch.check_model("nobody/no-such-model", online=True) == []  # the job would download it
+    assert preflight.check_model("nobody/no-such-model", online=True) == []  # the job would download it
 
 
 def test_reward_run_must_hold_a_loadable_model(tmp_path, reward_run):
-    assert launch.check_reward_run(str(reward_run)) == []
-    assert "choose a reward-model run" in launch.check_reward_run(None)[0]
-    assert "does not exist" in launch.check_reward_run(str(tmp_path / "gone"))[0]
+    assert preflight.check_reward_run(str(reward_run)) == []
+    assert "choose a reward-model run" in preflight.check_reward_run(None)[0]
+    assert "does not exist" in preflight.check_reward_run(str(tmp_path / "gone"))[0]
     (tmp_path / "unfinished").mkdir()
     (tmp_path / "unfinished" / "config.json").write_text("{}")  # training config only: the model never got saved
-    [problem] = launch.check_reward_run(str(tmp_path / "unfinished"))
+    [problem] = preflight.check_reward_run(str(tmp_path / "unfinished"))
     assert "lacks model weights" in problem and "did its training finish?" in problem
 
 
 def test_tokenizer_warnings_flag_other_vocabularies_and_missing_chat_templates(tokenizer):
     encoder = AutoTokenizer.from_pretrained(fast_encoder_dir())
-    assert launch.check_tokenizer(tokenizer, "policy") == []
-    assert launch.tokenizer_warnings(tokenizer, tokenizer) == []
-    [vocab, template] = launch.tokenizer_warnings(encoder, tokenizer)
+    assert preflight.check_tokenizer(tokenizer, "policy") == []
+    assert preflight.tokenizer_warnings(tokenizer, tokenizer) == []
+    [vocab, template] = preflight.tokenizer_warnings(encoder, tokenizer)
     assert "different tokenizers (30522 vs 49152 tokens)" in vocab
     assert "no chat template" in template
 
 
 def test_parameter_count_and_memory_estimate(default_model_dir):
     config = AutoConfig.from_pretrained(default_model_dir)
-    assert launch.count_parameters(config) == 134_515_008  # SmolLM2-135M's published size, counted on meta
-    estimate = launch.estimate_memory(1000, 10, 2, 50, sequences=3, sequence_length=4, lora_rank=0,
+    assert preflight.count_parameters(config) == 134_515_008  # SmolLM2-135M's published size, counted on meta
+    estimate = preflight.estimate_memory(1000, 10, 2, 50, sequences=3, sequence_length=4, lora_rank=0,
                                       bytes_per_value=4, lm_logits=True, reference_copy=True)  # fmt: skip
     # weights 1000*4; Adam+grads 1000*12; reference 1000*4; activations 12 tokens*2 layers*10*24*4 + 12*50*4*2
     assert (estimate.weights, estimate.training_state, estimate.reference) == (4000, 12000, 4000)
     assert estimate.activations == 12 * 2 * 10 * 24 * 4 + 12 * 50 * 8
-    lora = launch.estimate_memory(1000, 10, 2, 50, 3, 4, lora_rank=1, bytes_per_value=4, lm_logits=False,
+    lora = preflight.estimate_memory(1000, 10, 2, 50, 3, 4, lora_rank=1, bytes_per_value=4, lm_logits=False,
                                   reference_copy=True)  # fmt: skip
     assert (lora.training_state, lora.reference) == (200 * 12, 0)  # 2r/d = 20% trainable, no reference copy
 
 
 def test_memory_blocks_over_the_free_amount_and_warns_near_it():
-    estimate = launch.MemoryEstimate(weights=2**30, training_state=2**30, reference=0, activations=2**30)
-    [problem], _ = launch.check_memory(estimate, 2 * 2**30, "cpu")
+    estimate = preflight.MemoryEstimate(weights=2**30, training_state=2**30, reference=0, activations=2**30)
+    [problem], _ = preflight.check_memory(estimate, 2 * 2**30, "cpu")
     assert (
         problem.startswith("not enough memory on cpu: a step needs about 3.00 GiB") and "2.00 GiB are free" in problem
     )
-    assert launch.check_memory(estimate, int(3.5 * 2**30), "cpu")[1][0].startswith("memory is tight on cpu")
-    assert launch.check_memory(estimate, 100 * 2**30, "cpu") == ([], [])
-    assert launch.available_memory("cpu") > 0
+    assert preflight.check_memory(estimate, int(3.5 * 2**30), "cpu")[1][0].startswith("memory is tight on cpu")
+    assert preflight.check_memory(estimate, 100 * 2**30, "cpu") == ([], [])
+    assert preflight.available_memory("cpu") > 0
 
 
 def test_blocked_reward_model_launch_queues_nothing(store, tiny_model_dir, tmp_path):
@@ -189,8 +190,8 @@ def test_finished_runs_are_recorded_with_their_lineage(store, tmp_path):
               summary={"val/accuracy": 0.75, "val/loss": 0.5})  # fmt: skip
     write_run(policy_dir, {"algo": "ppo", "model": "default", "reward_model": str(rm_dir), "steps": 2},
               [{"step": 1, "objective/kl": 0.1}, {"step": 2, "objective/reward_mean": 1.5}])  # fmt: skip
-    rm_id = launch.record_finished_run(store, {"kind": "train-rm", "run_dir": str(rm_dir)})
-    policy_id = launch.record_finished_run(store, {"kind": "train-policy", "run_dir": str(policy_dir)})
+    rm_id = follow.record_finished_run(store, {"kind": "train-rm", "run_dir": str(rm_dir)})
+    policy_id = follow.record_finished_run(store, {"kind": "train-policy", "run_dir": str(policy_dir)})
     reward_model, policy = registry.get_model(store, rm_id), registry.get_model(store, policy_id)
     assert (reward_model["kind"], reward_model["name"], reward_model["metrics"]) == (
         "reward", "rm-1", {"val/accuracy": 0.75, "val/loss": 0.5},
@@ -198,7 +199,7 @@ def test_finished_runs_are_recorded_with_their_lineage(store, tmp_path):
     assert registry.get_model(store, reward_model["parent_id"])["name"] == "default"  # its base model, recorded
     assert (policy["kind"], policy["parent_id"], policy["config"]["algo"]) == ("policy", rm_id, "ppo")
     assert policy["metrics"] == {"step": 2, "objective/kl": 0.1, "objective/reward_mean": 1.5}  # every metric's last
-    assert launch.record_finished_run(store, {"kind": "sample", "run_dir": str(tmp_path)}) is None
+    assert follow.record_finished_run(store, {"kind": "sample", "run_dir": str(tmp_path)}) is None
 
 
 def test_progress_and_plotted_metrics_follow_metrics_jsonl(tmp_path):
@@ -207,16 +208,16 @@ def test_progress_and_plotted_metrics_follow_metrics_jsonl(tmp_path):
                "train/loss": 0.5, "val/accuracy": 0.5, "val/on_training_data": False}]  # fmt: skip
     write_run(run, {"epochs": 2, "batch_size": 2}, records)
     (run / "data.json").write_text(json.dumps({"train_ranking_ids": [1, 2, 3, 4, 5]}))
-    assert launch.progress("train-rm", run, launch.read_metrics(run)) == (0.5, "step 3 / 6")
-    rows = launch.metric_rows(launch.read_metrics(run), launch.plotted_metrics("train-rm", {}))
+    assert follow.progress("train-rm", run, read_metrics(run)) == (0.5, "step 3 / 6")
+    rows = follow.metric_rows(read_metrics(run), follow.plotted_metrics("train-rm", {}))
     assert rows == [
         {"step": 2, "metric": "train/loss", "value": 0.6},
         {"step": 3, "metric": "train/loss", "value": 0.5},
         {"step": 3, "metric": "val/accuracy", "value": 0.5},
     ]
     dpo = tmp_path / "dpo-run"
-    write_run(dpo, {"algo": "dpo", "epochs": 2}, [{"step": 4, "epoch": 0.5, "loss": 0.69}])
-    assert launch.progress("train-policy", dpo, launch.read_metrics(dpo)) == (0.25, "epoch 0.50 / 2 (step 4)")
+    write_run(dpo, {"algo": "dpo", "epochs": 2}, [{"step": 4, "epoch": 0.5, "losses/policy_loss": 0.69}])
+    assert follow.progress("train-policy", dpo, read_metrics(dpo)) == (0.25, "epoch 0.50 / 2 (step 4)")
 
 
 def test_config_flags_list_only_changed_fields():
@@ -227,5 +228,5 @@ def test_config_flags_list_only_changed_fields():
 
 
 def test_cuda_is_a_problem_only_without_a_gpu(tiny_model_dir):
-    problems, _ = launch.memory_check(str(tiny_model_dir), "cuda", 1, 8, 0, True, False)
+    problems, _ = preflight.memory_check(str(tiny_model_dir), "cuda", 1, 8, 0, True, False)
     assert problems == ([] if torch.cuda.is_available() else ["device 'cuda' was asked for but torch sees no GPU"])

@@ -158,23 +158,23 @@ def test_dpo_raises_margin_and_accuracy_on_held_out_pairs(tiny_model_dir, tokeni
     assert after["eval/accuracy"] >= 0.9
     history = read_metrics(tmp_path)
     assert history[-1]["rewards/margins"] > history[0]["rewards/margins"]
-    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "logps/chosen", "logps/rejected"):
+    for key in ("losses/policy_loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "logps/chosen", "logps/rejected"):
         assert key in history[-1]
     assert history[-1]["charts/tokens_per_s"] > 0
 
 
 def test_train_dpo_writes_run_and_records_it(tiny_model_dir, tmp_path, store):
     config = dpo_config(tiny_model_dir, tmp_path)
-    result = train_dpo(config, store=store, pairs=arithmetic_pairs(1, 12))  # 12 prompts: 1 held out
+    run_dir = train_dpo(config, store=store, pairs=arithmetic_pairs(1, 12))  # 12 prompts: 1 held out
 
-    run_dir = tmp_path / "run"
-    assert result.run_dir == run_dir
+    assert run_dir == tmp_path / "run"
     assert json.loads((run_dir / "config.json").read_text())["algo"] == "dpo"
     assert (run_dir / "adapter").is_dir() and (run_dir / "merged" / "config.json").exists()
     assert len(read_metrics(run_dir)) == 3 + 1  # ceil(11 / 4) training steps, then the held-out evaluation
-    assert set(result.metrics) >= {"eval/accuracy", "eval/margin", "train/loss"}
     [recorded] = list_models(store, kind="policy")
-    assert recorded["id"] == result.model_id and recorded["path"] == str(run_dir.resolve())
+    assert recorded["path"] == str(run_dir.resolve())
+    assert set(recorded["metrics"]) >= {"eval/accuracy", "eval/margin", "losses/policy_loss"}
+    assert recorded["metrics"]["eval/accuracy"] == read_metrics(run_dir)[-1]["eval/accuracy"]
     merged = AutoModelForCausalLM.from_pretrained(run_dir / "merged")
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     moved = [not torch.equal(p, q) for p, q in zip(merged.parameters(), base.parameters(), strict=True)]

@@ -14,6 +14,7 @@ from orchestration.train_policy_command import build_config
 from policy.config import GRPOConfig, PPOConfig
 from policy.grpo import train_grpo
 from policy.ppo import train_ppo
+from rm.score import RewardScorer
 
 from .conftest import PROMPTS
 
@@ -70,7 +71,7 @@ def test_grpo_with_a_reward_model_named_in_the_registry_and_prompts_from_duckdb(
         model=str(stopping_model_dir), output_dir=str(tmp_path / "run"), reward_model="tiny-rm", num_generations=2,
         **TWO_STEPS,
     )  # fmt: skip
-    run_dir = train_grpo(config, store=store)
+    run_dir = train_grpo(config, store=store, load_reward_model=RewardScorer.from_run)
     assert len(read_metrics(run_dir)) == 2
     assert json.loads((run_dir / "checkpoint.json").read_text())["prompts"] == "duckdb"
     policy = next(model for model in store.query("SELECT name, parent_id FROM models") if model[0] == "run")
@@ -80,8 +81,10 @@ def test_grpo_with_a_reward_model_named_in_the_registry_and_prompts_from_duckdb(
 def test_unknown_reward_model_fails_before_anything_is_written(tmp_path, store, stopping_model_dir):
     config = GRPOConfig(model=str(stopping_model_dir), output_dir=str(tmp_path / "run"), reward_model="nope")
     with pytest.raises(ValueError, match="neither a run folder nor a recorded"):
-        train_grpo(config, prompts=PROMPTS, store=store)
+        train_grpo(config, prompts=PROMPTS, store=store, load_reward_model=RewardScorer.from_run)
     assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="needs a loader"):  # policy/ does not import rm/: the caller passes it
+        train_grpo(config, prompts=PROMPTS, store=store)
 
 
 @pytest.mark.parametrize(

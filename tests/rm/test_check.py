@@ -9,7 +9,7 @@ import torch
 
 from rm.check import CheckResult, check_ranking, check_reward_model, held_out, trained_ranking_ids
 from rm.config import RewardConfig
-from rm.data import Ranking, split_by_prompt
+from rm.data import Ranking, split_rankings
 from rm.score import RewardScorer
 from rm.synthetic import synthetic_rankings
 from rm.train import train_reward_model
@@ -69,7 +69,7 @@ def test_check_scores_only_held_out_rankings_and_matches_a_pair_by_pair_count(tr
     config, rankings, result = trained
     scorer = RewardScorer.from_run(result.run_dir, device="cpu")
     trained_ids = trained_ranking_ids(result.run_dir)
-    _, validation = split_by_prompt(rankings, config.validation_fraction, config.seed)
+    _, validation = split_rankings(rankings, config.validation_fraction, config.seed)
     shares = []
     check = check_reward_model(scorer, rankings, trained_ids, progress=shares.append)
 

@@ -5,7 +5,8 @@ import json
 import datasets
 import pytest
 
-from rm.data import PairsFileError, read_pairs, split_by_prompt, split_hh
+from data.tables import PairsFileError
+from rm.data import read_pairs, split_hh, split_rankings
 from rm.synthetic import synthetic_rankings
 
 ROWS = [
@@ -69,10 +70,10 @@ def test_a_bad_pairs_file_names_the_problem(tmp_path):
 
 def test_split_keeps_each_prompt_on_one_side():
     rankings = synthetic_rankings(20, k=3, seed=1) + synthetic_rankings(20, k=3, seed=1)  # every prompt twice
-    train, validation = split_by_prompt(rankings, 0.25, seed=0)
+    train, validation = split_rankings(rankings, 0.25, seed=0)
     assert {r.prompt_key for r in train}.isdisjoint({r.prompt_key for r in validation})
     assert len({r.prompt_key for r in validation}) == 5 and len(train) + len(validation) == 40
-    assert split_by_prompt(rankings, 0.25, seed=0) == (train, validation)  # seeded
-    assert split_by_prompt(rankings, 0.0, seed=0) == (rankings, [])
+    assert split_rankings(rankings, 0.25, seed=0) == (train, validation)  # seeded
+    assert split_rankings(rankings, 0.0, seed=0) == (rankings, [])
     with pytest.raises(ValueError, match="cannot be split"):
-        split_by_prompt(synthetic_rankings(1), 0.5, seed=0)
+        split_rankings(synthetic_rankings(1), 0.5, seed=0)

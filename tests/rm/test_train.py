@@ -13,7 +13,7 @@ from data.prompts import add_prompts
 from data.registry import get_model, list_models
 from orchestration.cli import main
 from rm.config import RewardConfig
-from rm.data import split_by_prompt
+from rm.data import split_rankings
 from rm.loss import batch_loss, correct_comparisons
 from rm.model import encode, pad_right, sequence_rewards
 from rm.score import RewardScorer
@@ -51,7 +51,7 @@ def test_a_tiny_run_learns_the_hidden_ranking_rule(learned_run):
     assert result.metrics["val/accuracy"] == max(r["val/accuracy"] for r in epochs)  # the best epoch is kept
     assert epochs[-1]["train/loss"] < 0.6  # chance is log 2 = 0.693
     data = json.loads((result.run_dir / "data.json").read_text())
-    train, validation = split_by_prompt(rankings, config.validation_fraction, config.seed)
+    train, validation = split_rankings(rankings, config.validation_fraction, config.seed)
     assert data["validation_ranking_ids"] == [r.ranking_id for r in validation]
     assert data["train_comparisons"] == 6 * len(train)
     assert RewardConfig.load(result.run_dir / "config.json") == config
@@ -59,7 +59,7 @@ def test_a_tiny_run_learns_the_hidden_ranking_rule(learned_run):
 
 def test_the_saved_run_loads_back_and_gives_the_same_scores(learned_run):
     config, rankings, result = learned_run
-    _, validation = split_by_prompt(rankings, config.validation_fraction, config.seed)
+    _, validation = split_rankings(rankings, config.validation_fraction, config.seed)
     model_dir = resolve_model(result.run_dir)
     assert model_dir == str(result.run_dir / "model")
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()

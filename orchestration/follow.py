@@ -1,0 +1,86 @@
+"""Follow a training job: its progress, the metrics worth plotting, and recording it in the registry when it ends."""
+
+import json
+import math
+from pathlib import Path
+
+from core.runs import final_metrics, read_run_config
+from data import registry
+from data.store import Store
+from policy import dpo, grpo, ppo
+from rm import train as reward_model_training
+
+# Each trainer declares its plotted metrics beside its code; this maps a job to its trainer.
+PLOTTED = {
+    "train-rm": reward_model_training.PLOTTED_METRICS,
+    "ppo": ppo.PLOTTED_METRICS,
+    "grpo": grpo.PLOTTED_METRICS,
+    "dpo": dpo.PLOTTED_METRICS,
+}
+
+
+def total_steps(job_kind: str, config: dict, run_dir: str | Path) -> int | None:
+    """Return how many optimizer steps the run will take, from its config (and data.json for a reward model)."""
+    if job_kind == "train-rm":
+        try:
+            train_count = len(json.loads((Path(run_dir) / "data.json").read_text())["train_ranking_ids"])
+        except (OSError, ValueError, KeyError):
+            return None
+        return config.get("epochs", 1) * math.ceil(train_count / config.get("batch_size", 1))
+    if config.get("algo") in ("ppo", "grpo"):
+        return config.get("steps")
+    return None
+
+
+def progress(job_kind: str, run_dir: str | Path, records: list[dict]) -> tuple[float, str]:
+    """Return (fraction done in [0, 1], a caption) from metrics.jsonl against the config's steps or epochs."""
+    config = run_config(run_dir)
+    steps_done = max((record.get("step", 0) for record in records), default=0)
+    total = total_steps(job_kind, config, run_dir)
+    if total:
+        return min(1.0, steps_done / total), f"step {steps_done} / {total}"
+    epochs = config.get("epochs")
+    epoch_done = max((record.get("epoch", 0) for record in records), default=0)
+    if epochs:
+        return min(1.0, epoch_done / epochs), f"epoch {epoch_done:.2f} / {epochs} (step {steps_done})"
+    return 0.0, f"step {steps_done}"
+
+
+def metric_rows(records: list[dict], names: tuple[str, ...]) -> list[dict]:
+    """Return long-form rows (step, metric, value) of the named metrics, for one line chart per metric."""
+    return [
+        {"step": record["step"], "metric": name, "value": record[name]}
+        for record in records
+        for name in names
+        if isinstance(record.get(name), int | float) and not isinstance(record.get(name), bool) and "step" in record
+    ]
+
+
+def plotted_metrics(job_kind: str, config: dict) -> tuple[str, ...]:
+    """Return the metric names worth plotting for a job: what its trainer writes to metrics.jsonl."""
+    return PLOTTED.get("train-rm" if job_kind == "train-rm" else config.get("algo", ""), ())
+
+
+def run_config(run_dir: str | Path) -> dict:
+    """Return a run's config.json, or {} while the job has not written it yet."""
+    try:
+        return read_run_config(run_dir)
+    except (OSError, ValueError):
+        return {}
+
+
+def headline_metrics(job_kind: str, run_dir: str | Path) -> dict:
+    """Return a run's headline numbers: a reward model's kept epoch (summary.json), else every metric's last value."""
+    summary = Path(run_dir) / "summary.json"
+    if job_kind == "train-rm" and summary.exists():
+        return json.loads(summary.read_text())
+    return final_metrics(run_dir)
+
+
+def record_finished_run(store: Store, job: dict) -> int | None:
+    """Record a finished training job in the registry (JobRunner's on_done): its kind, folder, parent and metrics."""
+    if job["kind"] not in ("train-rm", "train-policy"):
+        return None
+    kind = "reward" if job["kind"] == "train-rm" else "policy"
+    run_dir = Path(job["run_dir"])
+    return registry.record_run(store, kind, run_dir, run_config(run_dir), headline_metrics(job["kind"], run_dir))
