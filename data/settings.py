@@ -12,6 +12,7 @@ DEFAULTS = {
     "max_new_tokens": 256,
     "seed": None,
     "ready_per_annotator": 5,
+    "batch_rows": 16,  # sequences per generate call: several prompts' K responses are sampled together
     "next_order": "fewest",  # 'fewest' rankings first, or 'uncertain' first (needs suggestion_model)
     "overlap_share": 0.0,  # share of items also shown to a second annotator, to measure agreement
     "suggestion_model": None,  # reward-model run whose scores the sampler stores beside new responses

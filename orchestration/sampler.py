@@ -3,7 +3,7 @@
 import logging
 import threading
 
-from core.generation import SamplingParams, sample_responses
+from core.generation import Engine, SamplingParams, sample_prompts
 from core.models import load_causal_lm
 from data import annotation
 from data.registry import path_of
@@ -38,24 +38,40 @@ class Generator:
         return self.model, self.tokenizer
 
 
-def sample_batch(store: Store, generator: Generator, prompt_id: int, prompt: str, settings: dict) -> int:
-    """Sample K responses to one prompt with the current settings and store them as one batch."""
+def prompts_per_call(settings: dict) -> int:
+    """Return how many prompts share one generate call: `batch_rows` sequences of K responses each."""
+    return max(1, int(settings["batch_rows"]) // int(settings["k"]))
+
+
+def sample_batches(store: Store, generator: Generator, prompts: list[tuple[int, str]], settings: dict, progress=None):
+    """Sample K responses for each (prompt id, text), several prompts per call; store each prompt's as one batch.
+
+    Returns how many batches were stored. Each call's prompts are stored as soon as it ends (one transaction
+    each), so an annotator never waits for more than one call.
+    """
     params = sampling_params(settings)
     model, tokenizer = generator.get(settings["generator_model"])
-    samples = sample_responses(model, tokenizer, prompt, params)
-    return annotation.add_batch(store, prompt_id, settings["generator_model"], params.to_dict(), samples)
+    engine = Engine(model, tokenizer)
+    per_call, made = prompts_per_call(settings), 0
+    for start in range(0, len(prompts), per_call):
+        chunk = prompts[start : start + per_call]
+        texts = [text for _, text in chunk]
+        found = sample_prompts(
+            engine, texts, params.k, params.temperature, params.top_p, params.max_new_tokens, params.seed
+        )
+        for (prompt_id, _), samples in zip(chunk, found, strict=True):
+            annotation.add_batch(store, prompt_id, settings["generator_model"], params.to_dict(), samples)
+            made += 1
+            if progress:
+                progress(made)
+    return made
 
 
 def fill(store: Store, generator: Generator, count: int, progress=None, settings: dict | None = None) -> int:
     """Sample batches for up to `count` prompts that have none waiting (with `settings`, else the stored ones)."""
     settings = settings or load_settings(store)
-    made = 0
-    for prompt_id, prompt in annotation.prompts_to_sample(store, count):
-        sample_batch(store, generator, prompt_id, prompt, settings)
-        made += 1
-        if progress:
-            progress(made)
-    return made
+    sampling_params(settings)  # refuse bad settings before loading a model
+    return sample_batches(store, generator, annotation.prompts_to_sample(store, count), settings, progress)
 
 
 class SuggestionScorer:
@@ -99,34 +115,40 @@ class BackgroundSampler(threading.Thread):
         self.last_error: str | None = None
         self.batches_made = 0
 
-    def next_prompt(self, ready: int) -> tuple[int, str] | None:
-        """Return the prompt to sample next, or None while every active annotator has `ready` items to take.
+    def next_prompts(self, ready: int, per_call: int = 1) -> list[tuple[int, str]]:
+        """Return the prompts to sample next (up to `per_call`), or [] while every active annotator has `ready` items.
 
         Counted per annotator, not in total: items waiting for prompts an annotator already ranked do not
-        keep that annotator from waiting. With nobody active, a shared queue of `ready` items is kept.
+        keep that annotator from waiting. An annotator with nothing ready gets one prompt at once (the shortest
+        wait); one who is merely short gets several sampled in one call. With nobody active, a shared queue of
+        `ready` items is kept.
         """
         active = annotation.active_annotators(self.store)
         if not active:
-            if annotation.open_batch_count(self.store) >= ready:
-                return None
-            prompts = annotation.prompts_to_sample(self.store, 1)
-            return prompts[0] if prompts else None
+            short = ready - annotation.open_batch_count(self.store)
+            return annotation.prompts_to_sample(self.store, min(short, per_call)) if short > 0 else []
         for annotator_id in active:
-            if annotation.claimable_count(self.store, annotator_id) < ready:
-                prompts = annotation.prompts_to_sample(self.store, 1, annotator_id=annotator_id)
+            have = annotation.claimable_count(self.store, annotator_id)
+            if have < ready:
+                limit = 1 if have == 0 else min(ready - have, per_call)
+                prompts = annotation.prompts_to_sample(self.store, limit, annotator_id=annotator_id)
                 if prompts:
-                    return prompts[0]
-        return None
+                    return prompts
+        return []
+
+    def next_prompt(self, ready: int) -> tuple[int, str] | None:
+        """Return the one prompt to sample next, or None (see `next_prompts`)."""
+        prompts = self.next_prompts(ready)
+        return prompts[0] if prompts else None
 
     def step(self) -> bool:
-        """Sample one batch if an annotator is short of items; else score suggestions. Return whether it worked."""
+        """Sample the next prompts if an annotator is short of items; else score suggestions. Return whether it worked."""
         settings = load_settings(self.store)
-        prompt = self.next_prompt(int(settings["ready_per_annotator"]))
-        if prompt is None:
+        prompts = self.next_prompts(int(settings["ready_per_annotator"]), prompts_per_call(settings))
+        if not prompts:
             return self.score_suggestions(settings)
-        sample_batch(self.store, self.generator, *prompt, settings)
-        self.batches_made += 1
-        self.score_suggestions(settings)  # so suggestions and "uncertain first" see the new batch at once
+        self.batches_made += sample_batches(self.store, self.generator, prompts, settings)
+        self.score_suggestions(settings)  # so suggestions and "uncertain first" see the new batches at once
         return True
 
     def score_suggestions(self, settings: dict) -> bool:

@@ -3,11 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Return positions counting from the first real token, so left padding does not shift them."""
-    positions = attention_mask.long().cumsum(-1) - 1  # (B, T)
-    return positions.clamp(min=0)
+from core.generation import position_ids_from_mask
 
 
 def token_logprobs(
@@ -54,13 +50,13 @@ def token_logprobs(
             use_cache=True,
             logits_to_keep=1,
         )  # logits (N, 1, V): the last prompt position predicts each completion's first token
-        cache = prompt.past_key_values
+        cache = prompt.cache
         cache.reorder_cache(prompt_of_row)  # (N, ...) -> (B, ...), differentiable
         completion = model(
             input_ids=input_ids[:, width:],
             attention_mask=attention_mask,
             position_ids=positions[:, width:],
-            past_key_values=cache,
+            cache=cache,
             use_cache=False,
         ).logits  # (B, T - P, V)
         logits = torch.cat([prompt.logits[prompt_of_row], completion], dim=1)  # (B, T - P + 1, V)

@@ -5,17 +5,15 @@ The completion mask is 1 from the first response token up to and including the f
 and anything after the EOS (RLHF_NOTES: pad != EOS, EOS stays visible so the policy learns to stop).
 """
 
-import contextlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from peft import PeftModel
-from transformers import GenerationConfig
 
-from core.chat import chat_prompt_ids, eos_token_ids
-from policy.logprobs import position_ids_from_mask, token_logprobs
+from core.chat import chat_prompt_ids
+from core.generation import Engine, left_pad
+from policy.logprobs import token_logprobs
 from policy.lora import reference_mode
 
 
@@ -96,106 +94,29 @@ def score_responses(reward_fn: RewardFn, prompts: list[str], responses: list[str
     return scores
 
 
-def left_pad_prompts(
-    tokenizer, prompts: list[str], max_prompt_tokens: int, device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (input_ids, attention_mask) of chat-templated prompts, left-padded; long prompts keep their end."""
-    rows = [chat_prompt_ids(tokenizer, prompt)[-max_prompt_tokens:] for prompt in prompts]
-    width = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for index, row in enumerate(rows):
-        input_ids[index, width - len(row) :] = torch.tensor(row)
-        attention_mask[index, width - len(row) :] = 1
-    return input_ids.to(device), attention_mask.to(device)
+def prompt_rows(tokenizer, prompts: list[str], max_prompt_tokens: int) -> list[list[int]]:
+    """Return the chat-templated token ids of each prompt; long prompts keep their end."""
+    return [chat_prompt_ids(tokenizer, prompt)[-max_prompt_tokens:] for prompt in prompts]
 
 
-def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (mask, has_eos): mask is 1 up to and including the first EOS of each row, 0 after it.
-
-    A row with no EOS keeps every token (it was cut by max_new_tokens, no padding follows its last token).
-    """
-    is_eos = torch.isin(completion_ids, torch.tensor(sorted(eos_ids), device=completion_ids.device))  # (B, C)
-    has_eos = is_eos.any(-1)
-    first_eos = torch.where(has_eos, is_eos.int().argmax(-1), completion_ids.shape[1] - 1)  # (B,)
-    positions = torch.arange(completion_ids.shape[1], device=completion_ids.device)
-    mask = (positions.unsqueeze(0) <= first_eos.unsqueeze(1)).long()  # (B, C)
-    return mask, has_eos
+def left_pad_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int, device) -> tuple[torch.Tensor, ...]:
+    """Return (input_ids, attention_mask) of the chat-templated prompts, left-padded, on `device`."""
+    rows = prompt_rows(tokenizer, prompts, max_prompt_tokens)
+    return tuple(tensor.to(device) for tensor in left_pad(rows, tokenizer.pad_token_id))
 
 
-@contextlib.contextmanager
-def plain_generation_defaults(model):
-    """Hide the model's own generation defaults while sampling a rollout.
-
-    transformers fills every setting our GenerationConfig leaves unset from `model.generation_config`, so a
-    model shipped with repetition_penalty or min_p would sample from a distribution other than
-    softmax(logits / T), the one the losses' log-probs describe (their ratios and KL would be off-policy).
-    """
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
-    saved = base.generation_config
-    base.generation_config = GenerationConfig(
-        bos_token_id=saved.bos_token_id, eos_token_id=saved.eos_token_id, pad_token_id=saved.pad_token_id
-    )
-    try:
-        yield
-    finally:
-        base.generation_config = saved
-
-
-def shared_prompt_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
-    """Return a key/value cache of every row's prompt but its last token, each distinct prompt computed once.
-
-    `generate` with G copies of a prompt would run the prompt G times; with this cache it runs once and
-    `generate` starts from the last prompt token. None when no prompt repeats (nothing to share).
-    """
-    rows, row_prompt = torch.unique(torch.cat([prompt_ids, prompt_mask], dim=1), dim=0, return_inverse=True)
-    width = prompt_ids.shape[1]
-    if len(rows) == len(prompt_ids) or width < 2:
-        return None
-    ids, mask = rows[:, : width - 1], rows[:, width : 2 * width - 1]
-    prefill = model(
-        input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=True, logits_to_keep=1
-    )
-    cache = prefill.past_key_values
-    cache.reorder_cache(row_prompt)  # (distinct prompts, ...) -> (rows, ...)
-    return cache
-
-
-@torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float, max_prompt_tokens: int):
     """Return (input_ids, attention_mask, completion_mask, has_eos, prompt_width) for one sampled response per prompt.
 
     Sampling is from the full distribution at `temperature` (no top-k/top-p), so the log-probs the losses use
     are those of the distribution that produced the tokens. Call it on the unwrapped model under DDP.
     """
-    prompt_ids, prompt_mask = left_pad_prompts(tokenizer, prompts, max_prompt_tokens, model.device)
-    eos_ids = eos_token_ids(model, tokenizer)
-    config = GenerationConfig(
-        do_sample=True,
-        temperature=temperature,
-        top_k=0,
-        top_p=1.0,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=sorted(eos_ids),
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    was_training = model.training
-    model.eval()
-    cache = shared_prompt_cache(model, prompt_ids, prompt_mask)
-    with plain_generation_defaults(model):
-        output = model.generate(
-            input_ids=prompt_ids, attention_mask=prompt_mask, past_key_values=cache, generation_config=config
-        )  # (B, P + C)
-    model.train(was_training)
-    prompt_width = prompt_ids.shape[1]
-    completion_ids = output[:, prompt_width:]
-    completion_mask, has_eos = completion_mask_from_ids(completion_ids, eos_ids)
-    # Tokens after the EOS become pad so nothing downstream can read them by accident.
-    completion_ids = torch.where(completion_mask.bool(), completion_ids, tokenizer.pad_token_id)
-    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-    full_completion_mask = torch.cat([torch.zeros_like(prompt_mask), completion_mask], dim=1)
-    return input_ids, attention_mask, full_completion_mask, has_eos, prompt_width
+    engine = Engine(model, tokenizer)
+    generated = engine.generate(prompt_rows(tokenizer, prompts, max_prompt_tokens), max_new_tokens, temperature)
+    input_ids = torch.cat([generated.prompt_ids, generated.completion_ids], dim=1)
+    attention_mask = torch.cat([generated.prompt_mask, generated.completion_mask], dim=1)
+    full_completion_mask = torch.cat([torch.zeros_like(generated.prompt_mask), generated.completion_mask], dim=1)
+    return input_ids, attention_mask, full_completion_mask, generated.has_eos, generated.prompt_ids.shape[1]
 
 
 def decode_completions(tokenizer, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[str]:

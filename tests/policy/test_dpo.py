@@ -158,7 +158,14 @@ def test_dpo_raises_margin_and_accuracy_on_held_out_pairs(tiny_model_dir, tokeni
     assert after["eval/accuracy"] >= 0.9
     history = read_metrics(tmp_path)
     assert history[-1]["rewards/margins"] > history[0]["rewards/margins"]
-    for key in ("losses/policy_loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "logps/chosen", "logps/rejected"):
+    for key in (
+        "losses/policy_loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+    ):
         assert key in history[-1]
     assert history[-1]["charts/tokens_per_s"] > 0
 

@@ -48,7 +48,8 @@ def test_shared_prompts_match_full_passes_in_value_and_gradient(tokenizer):
 
 
 def test_generation_from_a_shared_prompt_cache_matches_plain_generation(tiny_model_dir, tokenizer):
-    from policy.rollout import left_pad_prompts, shared_prompt_cache
+    from core.generation import shared_prompt_cache
+    from policy.rollout import left_pad_prompts
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     prompts = ["Say something short.", "A much longer prompt, to force left padding of the other."]
@@ -57,7 +58,7 @@ def test_generation_from_a_shared_prompt_cache_matches_plain_generation(tiny_mod
     with torch.no_grad():
         plain = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **settings)
         cache = shared_prompt_cache(model, prompt_ids, prompt_mask)
-        shared = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, past_key_values=cache, **settings)
+        shared = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, cache=cache, **settings)
     assert cache is not None
     assert torch.equal(plain, shared)
     assert shared_prompt_cache(model, prompt_ids[::3], prompt_mask[::3]) is None  # no prompt repeats

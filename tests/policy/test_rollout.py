@@ -4,9 +4,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from core.generation import completion_mask_from_ids
 from policy.logprobs import logprobs_from_logits, position_ids_from_mask, token_logprobs
 from policy.lora import LoraSettings, load_policy
-from policy.rollout import collect_rollout, completion_mask_from_ids, left_pad_prompts, score_responses
+from policy.rollout import collect_rollout, left_pad_prompts, score_responses
 
 EOS = 2
 
