@@ -30,7 +30,6 @@ from pathlib import Path
 
 import datasets
 import torch
-from accelerate import Accelerator
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, LlamaConfig, TrainerCallback
 from trl import DPOConfig as TRLDPOConfig
@@ -38,12 +37,15 @@ from trl import DPOTrainer, GRPOTrainer
 from trl import GRPOConfig as TRLGRPOConfig
 
 import policy.grpo
-from core.models import load_tokenizer, pick_device, resolve_model
+import policy.ppo
+from core.models import load_tokenizer, pick_device, resolve_model, training_dtype
 from core.runs import MetricsWriter, read_metrics
-from policy.config import DPOConfig, GRPOConfig
+from policy.config import DPOConfig, GRPOConfig, PPOConfig
 from policy.dpo import fit_dpo, prepare_pairs
 from policy.grpo import train_grpo
 from policy.lora import LoraSettings, load_policy
+from policy.ppo import train_ppo
+from policy.runner import make_accelerator
 
 WORDS = (
     "the cat sat on a warm mat while rain fell over quiet hills and old friends told long stories about ships "
@@ -54,7 +56,8 @@ WORDS = (
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="'default' (SmolLM2-135M-Instruct), 'tiny', or a folder")
-    parser.add_argument("--only", choices=("grpo", "dpo"), default=None, help="run one half only")
+    parser.add_argument("--only", choices=("grpo", "ppo", "dpo"), default=None, help="run one part only")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where both sides run")
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per run (plus one warm-up step)")
     parser.add_argument("--prompts-per-step", type=int, default=2, help="GRPO: prompts per step")
@@ -67,6 +70,10 @@ def parse_args():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadier on a busy machine)")
     return parser.parse_args()
+
+
+def device_of(args):
+    return pick_device(None if args.device == "auto" else args.device)
 
 
 def model_folder(name: str, workdir: Path) -> str:
@@ -127,7 +134,7 @@ def median_step(times: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def trl_common(args, output_dir: Path) -> dict:
-    choice = pick_device()
+    choice = device_of(args)
     return dict(
         output_dir=str(output_dir), report_to="none", use_cpu=choice.device.type == "cpu",
         bf16=choice.dtype == torch.bfloat16, gradient_checkpointing=False, learning_rate=args.lr,
@@ -158,7 +165,7 @@ def run_our_grpo(args, model: str, prompts: list[str], workdir: Path) -> list[tu
         model=model, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank, learning_rate=args.lr,
         steps=args.steps + 1, batch_prompts=args.prompts_per_step, num_generations=args.group_size,
         max_new_tokens=args.max_new_tokens, temperature=1.0, beta=0.0, loss_type="dapo", seed=args.seed,
-        output_dir=str(workdir / "ours-grpo"),
+        output_dir=str(workdir / "ours-grpo"), device=args.device,
     )  # fmt: skip
     times = []
     original = policy.grpo.grpo_step
@@ -170,9 +177,28 @@ def run_our_grpo(args, model: str, prompts: list[str], workdir: Path) -> list[tu
     return times
 
 
+def run_our_ppo(args, model: str, prompts: list[str], workdir: Path) -> list[tuple[float, float]]:
+    """PPO on as many sequences per step as GRPO samples (prompts x G, one response each): TRL has no PPO to compare."""
+    config = PPOConfig(
+        model=model, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank, learning_rate=args.lr,
+        steps=args.steps + 1, batch_prompts=args.prompts_per_step * args.group_size, ppo_epochs=1,
+        max_new_tokens=args.max_new_tokens, temperature=1.0, seed=args.seed, output_dir=str(workdir / "ours-ppo"),
+        device=args.device,
+    )  # fmt: skip
+    repeated = [prompt for prompt in prompts for _ in range(args.group_size)]
+    times = []
+    original = policy.ppo.ppo_step
+    policy.ppo.ppo_step = timed(original, times)
+    try:
+        train_ppo(config, reward=length_reward, prompts=repeated)
+    finally:
+        policy.ppo.ppo_step = original
+    return times
+
+
 def run_trl_grpo(args, model: str, prompts: list[str], workdir: Path) -> list[tuple[float, float]]:
     tokenizer = load_tokenizer(model)
-    policy = AutoModelForCausalLM.from_pretrained(model, dtype=pick_device().dtype)
+    policy = AutoModelForCausalLM.from_pretrained(model, dtype=device_of(args).dtype)
     config = TRLGRPOConfig(
         **trl_common(args, workdir / "trl-grpo"), per_device_train_batch_size=args.prompts_per_step * args.group_size,
         num_generations=args.group_size, max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0,
@@ -217,12 +243,12 @@ def run_our_dpo(args, model: str, pairs: list[dict], workdir: Path):
     config = DPOConfig(
         model=model, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank, learning_rate=args.lr,
         batch_prompts=args.batch, epochs=1, max_length=1024, seed=args.seed, output_dir=str(workdir / "ours-dpo"),
+        device=args.device,
     )  # fmt: skip
-    choice = pick_device()
-    accelerator = Accelerator(cpu=choice.device.type == "cpu")
+    accelerator, choice = make_accelerator(args.device)
     torch.manual_seed(args.seed)
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
-    policy, reference, tokenizer = load_policy(model, lora, accelerator.device, choice.dtype)
+    policy, reference, tokenizer = load_policy(model, lora, accelerator.device, training_dtype(choice))
     started = (time.perf_counter(), time.process_time())
     train = prepare_pairs(policy, reference, tokenizer, datasets.Dataset.from_list(pairs), config, accelerator.device)
     cache_seconds = (time.perf_counter() - started[0], time.process_time() - started[1])
@@ -245,7 +271,7 @@ def run_trl_dpo(args, model: str, pairs: list[dict], workdir: Path, precompute: 
     As for ours, CPU seconds are those of the whole `train()` spread evenly over its steps.
     """
     tokenizer = load_tokenizer(model)
-    policy = AutoModelForCausalLM.from_pretrained(model, dtype=pick_device().dtype)
+    policy = AutoModelForCausalLM.from_pretrained(model, dtype=device_of(args).dtype)
     rows = [
         {
             # The chat-formatted prompt as text: TRL then appends EOS and tokenizes exactly as we do
@@ -276,12 +302,12 @@ def run_trl_dpo(args, model: str, pairs: list[dict], workdir: Path, precompute: 
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def report(name: str, ours: tuple[float, float], theirs: tuple[float, float], target: float) -> dict:
+def report(name: str, ours: tuple[float, float], theirs: tuple[float, float], target: float, peer: str = "TRL") -> dict:
     """Print and return ours / TRL per step, by wall clock and by process CPU time (steadier on a shared machine)."""
     wall_ratio, cpu_ratio = ours[0] / theirs[0], ours[1] / theirs[1]
     verdict = "meets" if wall_ratio <= target else "misses"
     print(
-        f"{name}: ours {ours[0]:.3f}s/step, TRL {theirs[0]:.3f}s/step, ratio {wall_ratio:.2f}x "
+        f"{name}: ours {ours[0]:.3f}s/step, {peer} {theirs[0]:.3f}s/step, ratio {wall_ratio:.2f}x "
         f"({verdict} target <= {target}x); CPU-time ratio {cpu_ratio:.2f}x"
     )
     return {"ours_s": ours[0], "trl_s": theirs[0], "ratio": wall_ratio, "cpu_ratio": cpu_ratio, "target": target}
@@ -294,18 +320,23 @@ def main() -> int:
     datasets.disable_progress_bars()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = pick_device()
+    device = device_of(args)
     print(f"device {device.device} {device.dtype}, torch threads {torch.get_num_threads()}, model {args.model}")
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         model = model_folder(args.model, workdir)
-        if args.only in (None, "grpo"):
+        if args.only in (None, "grpo", "ppo"):
             prompts = grpo_prompts(args)
             ours = run_our_grpo(args, model, prompts, workdir)
-            theirs = run_trl_grpo(args, model, prompts, workdir)
             print(f"GRPO: {args.prompts_per_step} prompts x G={args.group_size}, up to {args.max_new_tokens} tokens")
-            results["grpo"] = report("GRPO step", median_step(ours), median_step(theirs), target=0.5)
+            if args.only in (None, "grpo"):
+                theirs = run_trl_grpo(args, model, prompts, workdir)
+                results["grpo"] = report("GRPO step", median_step(ours), median_step(theirs), target=0.5)
+            if args.only in (None, "ppo"):
+                ppo = run_our_ppo(args, model, prompts, workdir)
+                results["ppo"] = report("PPO step (peer: our GRPO step, same sequences)", median_step(ppo),
+                                        median_step(ours), target=2.0, peer="our GRPO")  # fmt: skip
         if args.only in (None, "dpo"):
             pairs = dpo_pairs(args)
             ours, cache_seconds, lengths = run_our_dpo(args, model, pairs, workdir)
