@@ -114,7 +114,9 @@ def cmd_backup(args) -> int:
 def cmd_restore(args) -> int:
     from data.backup import restore
 
-    print(f"restored {args.backup} into {restore(args.backup, args.db, overwrite=args.overwrite)}")
+    restored = restore(args.backup, args.db, overwrite=args.overwrite)
+    kept = f"; the database it replaced is kept as {restored.kept}" if restored.kept else ""
+    print(f"restored {args.backup} into {restored.target}{kept}")
     return 0
 
 
