@@ -28,7 +28,8 @@ def login_form(store: Store) -> None:
         password = st.text_input("Password", type="password", autocomplete="current-password")
         if st.form_submit_button("Sign in", type="primary"):
             try:
-                st.session_state["auth_token"] = users.login(store, name.strip(), password)
+                client = st.context.ip_address or "localhost"  # None when the browser is on this machine
+                st.session_state["auth_token"] = users.login(store, name.strip(), password, client=client)
             except users.LoginError as error:
                 st.error(str(error))
             else:
