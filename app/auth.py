@@ -8,6 +8,7 @@ import os
 
 import streamlit as st
 
+from app.text import as_text
 from data import users
 from data.store import Store
 
@@ -52,7 +53,7 @@ def sign_in(store: Store) -> users.User:
         login_form(store)
         st.stop()
     with st.sidebar:
-        st.caption(f"Signed in as **{user.name}** ({user.role})")
+        st.caption(f"Signed in as **{as_text(user.name)}** ({user.role})")
         if st.button("Sign out", key="auth_sign_out"):
             users.logout(store, st.session_state.pop("auth_token"))
             st.rerun()
