@@ -8,6 +8,7 @@ import os
 
 import streamlit as st
 
+from app.text import as_text
 from data import users
 from data.store import Store
 
@@ -28,7 +29,8 @@ def login_form(store: Store) -> None:
         password = st.text_input("Password", type="password", autocomplete="current-password")
         if st.form_submit_button("Sign in", type="primary"):
             try:
-                st.session_state["auth_token"] = users.login(store, name.strip(), password)
+                client = st.context.ip_address or "localhost"  # None when the browser is on this machine
+                st.session_state["auth_token"] = users.login(store, name.strip(), password, client=client)
             except users.LoginError as error:
                 st.error(str(error))
             else:
@@ -51,7 +53,7 @@ def sign_in(store: Store) -> users.User:
         login_form(store)
         st.stop()
     with st.sidebar:
-        st.caption(f"Signed in as **{user.name}** ({user.role})")
+        st.caption(f"Signed in as **{as_text(user.name)}** ({user.role})")
         if st.button("Sign out", key="auth_sign_out"):
             users.logout(store, st.session_state.pop("auth_token"))
             st.rerun()

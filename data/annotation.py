@@ -1,6 +1,7 @@
 """Annotation work: sampled batches waiting to be ranked, who is ranking what, and the rankings themselves."""
 
 import json
+import numbers
 from dataclasses import dataclass
 
 from data.store import Store
@@ -191,8 +192,15 @@ def ranks_to_groups(ranks: dict[int, int]) -> list[list[int]]:
     """Turn {response_id: rank} (1 = best, equal ranks = tie) into tie groups of ids, best group first."""
     groups: dict[int, list[int]] = {}
     for response_id, rank in ranks.items():
-        groups.setdefault(int(rank), []).append(int(response_id))
+        groups.setdefault(int(rank), []).append(_response_id(response_id))
     return [sorted(groups[rank]) for rank in sorted(groups)]
+
+
+def _response_id(value) -> int:
+    """Return a response id given as an integer; anything else (1.9, "2", True) is refused, not truncated."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    raise RankingError(f"response ids are integers; got {value!r} ({type(value).__name__})")
 
 
 def _check_ranking(cursor, batch_id: int, annotator_id: int, status: str, ranking: list[list[int]]) -> int:
@@ -243,12 +251,20 @@ def submit_ranking(
     seconds_spent: float | None = None,
     submission_token: str | None = None,
 ) -> int:
-    """Store one submission in one transaction and return its id; a repeated submission token returns the first."""
-    ranking = [[int(i) for i in group] for group in ranking]
+    """Store one submission in one transaction and return its id; a repeated submission token returns the first.
+
+    A token belongs to the annotator and item it was first submitted for: the same token on anything else is
+    refused, never taken as a repeat.
+    """
+    ranking = [[_response_id(i) for i in group] for group in ranking]
 
     def insert(cursor) -> int:
         if submission_token is not None:
-            seen = cursor.execute("SELECT id FROM rankings WHERE submission_token = ?", [submission_token]).fetchone()
+            seen = cursor.execute(
+                "SELECT id, annotator_id, batch_id FROM rankings WHERE submission_token = ?", [submission_token]
+            ).fetchone()
+            if seen and (seen[1], seen[2]) != (annotator_id, batch_id):
+                raise RankingError("this submission token was already used for another item or annotator")
             if seen:
                 return seen[0]
         prompt_id = _check_ranking(cursor, batch_id, annotator_id, status, ranking)

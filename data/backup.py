@@ -2,6 +2,7 @@
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -42,26 +43,72 @@ def backup(store: Store, target: str | Path) -> Path:
     return target
 
 
-def restore(backup_file: str | Path, target: str | Path, overwrite: bool = False) -> Path:
-    """Restore a backup into `target` (the app must be stopped); an existing target is kept as `<name>.before-restore`."""
+@dataclass(frozen=True)
+class Restored:
+    target: Path
+    kept: Path | None  # where the replaced database now lies, if there was one
+
+
+def restore(backup_file: str | Path, target: str | Path, overwrite: bool = False) -> Restored:
+    """Restore a backup into `target` (the app must be stopped); return it and where the old target was kept.
+
+    Every row of the backup is read into a new file beside the target before anything is moved, so a truncated
+    or corrupt backup is refused with the target untouched. An existing target is kept as
+    `<name>.before-restore` (then `.before-restore.2`, ...): a second restore never replaces the first one's copy.
+    """
     backup_file, target = Path(backup_file), Path(target)
     if not backup_file.exists():
         raise StoreError(f"backup file {backup_file} does not exist")
-    check = Store(backup_file)  # opens, migrates if it is older, and fails clearly if it is not a database
-    check.close()
     if target.exists():
+        if backup_file.samefile(target):
+            raise StoreError(f"{backup_file} is the database being restored into; name a backup file, not --db")
         if not overwrite:
             raise StoreError(f"{target} exists; pass overwrite to replace it (it is kept as .before-restore)")
         # Opening it fails while the app (or anything) holds it, and folds its write-ahead log into the file,
         # so the copy kept aside has every committed ranking.
         Store(target).close()
-        kept = target.with_name(target.name + ".before-restore")
+    staged = target.with_name(target.name + ".restoring")
+    _copy_every_row(backup_file, staged)
+    kept = None
+    if target.exists():
+        kept = _unused_name(target.with_name(target.name + ".before-restore"))
         shutil.move(target, kept)
         wal = Path(str(target) + ".wal")
         if wal.exists():
             shutil.move(wal, Path(str(kept) + ".wal"))
-    shutil.copyfile(backup_file, target)
-    return target
+    staged.replace(target)
+    return Restored(target, kept)
+
+
+def _copy_every_row(backup_file: Path, staged: Path) -> None:
+    """Copy the backup into a new file, reading every row (a truncated file fails here), and bring its schema up."""
+    staged.unlink(missing_ok=True)
+    connection = duckdb.connect()
+    try:
+        connection.execute(f"ATTACH '{_sql_path(backup_file)}' AS studio_source (READ_ONLY)")
+        connection.execute(f"ATTACH '{_sql_path(staged)}' AS studio_restored")
+        connection.execute("COPY FROM DATABASE studio_source TO studio_restored")
+        connection.execute("DETACH studio_restored")
+    except duckdb.Error as error:
+        connection.close()
+        staged.unlink(missing_ok=True)
+        Path(str(staged) + ".wal").unlink(missing_ok=True)
+        raise StoreError(f"{backup_file} is not a complete, readable backup; nothing was restored ({error})") from error
+    connection.close()
+    try:
+        Store(staged).close()  # migrates a backup taken by an older RLHF Studio
+    except StoreError:
+        staged.unlink(missing_ok=True)
+        raise
+
+
+def _unused_name(path: Path) -> Path:
+    """Return `path`, or `path.2`, `path.3`, ...: the first name not taken (nor its write-ahead log)."""
+    candidate, number = path, 1
+    while candidate.exists() or Path(str(candidate) + ".wal").exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}.{number}")
+    return candidate
 
 
 def _sql_path(path: Path) -> str:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,19 +48,33 @@ def _pick_field(columns, source: str, where: str = "") -> str:
     )
 
 
-def _decode(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise PromptFileError(str(path), f"line {line}", f"not valid UTF-8 (byte {error.start})") from None
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line) of a UTF-8 file, read as it streams and split only at "\\n".
+
+    Not `str.splitlines()`: that also splits at U+2028, U+0085, form feeds and more, which may sit unquoted inside
+    a CSV field or raw inside a JSON string, and would cut one prompt into two.
+    """
+    offset = 0
+    with path.open("rb") as file:
+        for number, raw in enumerate(file, start=1):
+            try:
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                where = f"line {number}"
+                raise PromptFileError(str(path), where, f"not valid UTF-8 (byte {offset + error.start})") from None
+            offset += len(raw)
+
+
+def _count(texts: list[str], source: str, where: str) -> None:
+    """Stop reading once a file holds more prompts than one import takes, before reading the rest of it."""
+    if len(texts) > MAX_IMPORT_ROWS:
+        raise PromptFileError(source, where, f"more than {MAX_IMPORT_ROWS:,} prompts per import: split the file")
 
 
 def read_jsonl(path: Path) -> list[str]:
     """Each line: a JSON object with a prompt field, or a JSON string. Blank lines are ignored."""
     texts = []
-    for number, line in enumerate(_decode(path).splitlines(), start=1):
+    for number, line in _lines(path):
         if not line.strip():
             continue
         where = f"line {number}"
@@ -70,26 +85,51 @@ def read_jsonl(path: Path) -> list[str]:
         if isinstance(record, dict):
             record = record.get(_pick_field(record.keys(), str(path), where))
         texts.append(_check_text(record, str(path), where))
+        _count(texts, str(path), where)
     return texts
 
 
 def read_csv(path: Path) -> list[str]:
     """A header row with a prompt column; rows are numbered as a spreadsheet shows them (header = row 1)."""
-    reader = csv.DictReader(_decode(path).splitlines(keepends=True))
-    if not reader.fieldnames:
+    records = _csv_records(path)
+    header = next(records, (1, None))[1]
+    if not header:
         raise PromptFileError(str(path), "", "empty file: no header row")
-    field = _pick_field(reader.fieldnames, str(path))
+    column = header.index(_pick_field(header, str(path)))
     texts = []
-    try:
-        for number, row in enumerate(reader, start=2):
-            if None in row:
-                raise PromptFileError(str(path), f"row {number}", "more cells than header columns")
-            if row[field] is None:
-                raise PromptFileError(str(path), f"row {number}", f"fewer cells than header columns: no {field!r}")
-            texts.append(_check_text(row[field], str(path), f"row {number}"))
-    except csv.Error as error:
-        raise PromptFileError(str(path), f"row {reader.line_num}", f"bad CSV ({error})") from None
+    for number, (_, row) in enumerate(records, start=2):
+        where = f"row {number}"
+        if len(row) > len(header):
+            raise PromptFileError(str(path), where, "more cells than header columns")
+        if len(row) <= column:
+            raise PromptFileError(str(path), where, f"fewer cells than header columns: no {header[column]!r}")
+        if len(row) < len(header):
+            raise PromptFileError(str(path), where, f"fewer cells than header columns ({len(row)} of {len(header)})")
+        texts.append(_check_text(row[column], str(path), where))
+        _count(texts, str(path), where)
     return texts
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Yield (first line, cells) of each non-blank CSV record, read strictly.
+
+    Strict, because a stray quote must not swallow the rows after it into one prompt: a quote not closed right
+    before a comma or the end of its line refuses the file, naming the line where that record starts.
+    """
+    reader = csv.reader((line for _, line in _lines(path)), strict=True)
+    while True:
+        first_line = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            problem = "a quote opened here is never closed" if "end of data" in str(error) else str(error)
+            raise PromptFileError(
+                str(path), f"line {first_line}", f"bad CSV ({problem}): quote whole fields and double quotes inside"
+            ) from None
+        if row:
+            yield first_line, row
 
 
 def _texts_from_table(column_names: list[str], column, source: str) -> list[str]:
@@ -98,11 +138,19 @@ def _texts_from_table(column_names: list[str], column, source: str) -> list[str]
     return [_check_text(value, source, f"row {i}") for i, value in enumerate(values, start=1)]
 
 
+def _check_row_count(rows: int, source: str) -> None:
+    if rows > MAX_IMPORT_ROWS:
+        raise PromptFileError(source, "", f"{rows:,} prompts, more than {MAX_IMPORT_ROWS:,} per import: split the file")
+
+
 def read_parquet(path: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     try:
+        _check_row_count(pq.ParquetFile(path).metadata.num_rows, str(path))  # before reading any of it
         table = pq.read_table(path)
+    except PromptFileError:
+        raise
     except Exception as error:  # pyarrow raises several unrelated types for a broken file
         raise PromptFileError(str(path), "", f"not a readable Parquet file ({error})") from None
     return _texts_from_table(table.column_names, lambda name: table.column(name).to_pylist(), str(path))
@@ -122,6 +170,7 @@ def read_datasets(name_or_path: str) -> list[str]:
     if isinstance(loaded, datasets.DatasetDict):
         split = "train" if "train" in loaded else next(iter(loaded))
         loaded = loaded[split]
+    _check_row_count(loaded.num_rows, name_or_path)
     texts = _texts_from_table(loaded.column_names, lambda name: list(loaded[name]), name_or_path)
     if not texts:
         raise PromptFileError(name_or_path, "", "empty dataset: no prompts")
@@ -154,11 +203,7 @@ def read_prompts(name_or_path: str | Path) -> list[str]:
 
 def import_prompts(store: Store, name_or_path: str | Path, source: str | None = None) -> ImportReport:
     """Read all prompts first, then add them in one transaction: a bad file writes nothing."""
-    texts = read_prompts(name_or_path)
-    if len(texts) > MAX_IMPORT_ROWS:
-        raise PromptFileError(
-            str(name_or_path), "", f"{len(texts):,} prompts, more than {MAX_IMPORT_ROWS:,} per import: split the file"
-        )
+    texts = read_prompts(name_or_path)  # each reader stops at MAX_IMPORT_ROWS before reading further
     report = add_prompts(store, texts, source or Path(str(name_or_path)).name)
     return ImportReport(str(name_or_path), len(texts), report.added, report.skipped_duplicates)
 

@@ -1,10 +1,10 @@
-"""Users, roles and login sessions: scrypt password hashes, expiring session tokens, slowed failed logins."""
+"""Users, roles and login sessions: scrypt password hashes, expiring session tokens, throttled failed logins."""
 
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
+from math import ceil
 
 from data.store import Store
 
@@ -14,8 +14,19 @@ SESSION_HOURS = 12
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # the interactive-login parameters recommended for scrypt
 
 
+THROTTLE_MINUTES = 15  # failed sign-ins older than this are forgotten
+MAX_WAIT_SECONDS = 300
+# Keys the throttle's hashes; held only in this process, so the table alone cannot be searched for a guessed
+# name or password. A restart forgets the waits, which only whoever can restart the app can do.
+_THROTTLE_SECRET = secrets.token_bytes(32)
+
+
 class LoginError(ValueError):
     """Wrong name or password (the message never says which, nor echoes the password)."""
+
+
+class LoginThrottled(LoginError):
+    """Too many recent failures for this name or client: refused without checking the password."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,10 @@ def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+# Checked when the name is unknown, so that costs one scrypt as a wrong password does; it matches no password.
+_DUMMY_HASH = f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${'00' * 16}${'00' * 64}"
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -74,32 +89,59 @@ def list_users(store: Store) -> list[User]:
     return [User(name, role) for name, role in store.query("SELECT name, role FROM users ORDER BY name")]
 
 
-def _recent_failures(store: Store, name: str, minutes: int = 15) -> int:
-    return store.query(
-        f"SELECT count(*) FROM login_failures WHERE user_name = ? AND failed_at >= now() - INTERVAL {minutes} MINUTE",
-        [name],
-    )[0][0]
+def _throttle_key(kind: str, value: str) -> str:
+    """Return a keyed hash of a name or client address: the table never holds what was typed."""
+    return hmac.new(_THROTTLE_SECRET, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
 
 
-def login(store: Store, name: str, password: str, base_delay: float = 0.5) -> str:
-    """Return a new session token, or raise LoginError after a delay that doubles with recent failures."""
+def _reserve_attempt(cursor, keys: list[str], attempt: str, base_delay: float) -> float:
+    """Return the seconds these keys must still wait; when none, record this attempt as failed until it succeeds.
+
+    Recorded before the password is checked, in one write transaction: parallel attempts on one name or from one
+    client see each other, so only the first is checked and the rest wait.
+    """
+    cursor.execute(f"DELETE FROM login_throttle WHERE failed_at < now() - INTERVAL {THROTTLE_MINUTES} MINUTE")
+    wait = 0.0
+    for key in keys:
+        failures, since_last = cursor.execute(
+            "SELECT count(*), epoch(now()) - epoch(max(failed_at)) FROM login_throttle WHERE key = ?", [key]
+        ).fetchone()
+        if failures:
+            wait = max(wait, min(base_delay * 2 ** (failures - 1), MAX_WAIT_SECONDS) - since_last)
+    if wait <= 0:
+        cursor.executemany("INSERT INTO login_throttle (key, attempt) VALUES (?, ?)", [(k, attempt) for k in keys])
+    return max(wait, 0.0)
+
+
+def login(store: Store, name: str, password: str, client: str = "local", base_delay: float = 0.5) -> str:
+    """Return a new session token, or raise LoginError; attempts after a failure wait, doubling with each one.
+
+    The wait is per user name and per client (address), across sessions, and is enforced before the password is
+    checked: an attempt during it is refused unchecked, so neither retries nor parallel sessions guess faster.
+    An unknown name is checked against a dummy hash, so it takes as long as a wrong password.
+    """
+    name_key, client_key = _throttle_key("name", name), _throttle_key("client", client)
+    attempt = secrets.token_hex(16)
+    wait = store.write(_reserve_attempt, [name_key, client_key], attempt, base_delay)
+    if wait > 0:
+        raise LoginThrottled(
+            f"too many failed sign-ins for this name or from this address: try again in {ceil(wait)} s"
+        )
     rows = store.query("SELECT password_hash FROM users WHERE name = ?", [name])
-    if rows and verify_password(password, rows[0][0]):
-        token = secrets.token_urlsafe(32)
+    matches = verify_password(password, rows[0][0] if rows else _DUMMY_HASH)
+    if not (rows and matches):
+        raise LoginError("wrong user name or password")
+    token = secrets.token_urlsafe(32)
 
-        def start_session(cursor):
-            cursor.execute("DELETE FROM sessions WHERE expires_at < now()")
-            cursor.execute("DELETE FROM login_failures WHERE user_name = ?", [name])
-            cursor.execute(
-                f"INSERT INTO sessions VALUES (?, ?, now() + INTERVAL {SESSION_HOURS} HOUR)", [_token_hash(token), name]
-            )
+    def start_session(cursor):
+        cursor.execute("DELETE FROM sessions WHERE expires_at < now()")
+        cursor.execute("DELETE FROM login_throttle WHERE key = ? OR attempt = ?", [name_key, attempt])
+        cursor.execute(
+            f"INSERT INTO sessions VALUES (?, ?, now() + INTERVAL {SESSION_HOURS} HOUR)", [_token_hash(token), name]
+        )
 
-        store.write(start_session)
-        return token
-    failures = _recent_failures(store, name)
-    store.write(lambda cursor: cursor.execute("INSERT INTO login_failures (user_name) VALUES (?)", [name]))
-    time.sleep(min(base_delay * 2**failures, 30.0))
-    raise LoginError("wrong user name or password")
+    store.write(start_session)
+    return token
 
 
 def session_user(store: Store, token: str | None) -> User | None:

@@ -4,6 +4,7 @@ import argparse
 import importlib.util
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,28 @@ def cmd_serve(args) -> int:
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
     print(f"RLHF Studio on http://{args.host}:{args.port}  (database: {env['RLHF_STUDIO_DB']})", flush=True)
-    return subprocess.call(command, env=env)
+    return _run_forwarding_signals(command, env)
+
+
+def _run_forwarding_signals(command: list[str], env: dict) -> int:
+    """Run the app as a child, pass SIGTERM and SIGINT on to it, and return its exit status once it has stopped.
+
+    Without this, `kill -TERM` ended only this process and left Streamlit serving and holding the database, and
+    Ctrl-C printed a KeyboardInterrupt traceback.
+    """
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum, _frame):
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        status = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return status if status >= 0 else 128 - status  # killed by signal N: the shell's 128 + N
 
 
 def cmd_import_prompts(args) -> int:
@@ -116,7 +138,9 @@ def cmd_backup(args) -> int:
 def cmd_restore(args) -> int:
     from data.backup import restore
 
-    print(f"restored {args.backup} into {restore(args.backup, args.db, overwrite=args.overwrite)}")
+    restored = restore(args.backup, args.db, overwrite=args.overwrite)
+    kept = f"; the database it replaced is kept as {restored.kept}" if restored.kept else ""
+    print(f"restored {args.backup} into {restored.target}{kept}")
     return 0
 
 

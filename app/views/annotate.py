@@ -7,7 +7,7 @@ import uuid
 import streamlit as st
 
 from app import auth, resources
-from app.text import show_text
+from app.text import as_text, show_text
 from data import annotation
 from data.annotation import RankingError
 from data.settings import load_settings
@@ -67,7 +67,7 @@ def wait_for_item(annotator_id: int, options: dict) -> None:
         st.rerun()
     st.info("Responses are being sampled for you; this page refreshes by itself.", icon=":material/hourglass_top:")
     if sampler.last_error:
-        st.warning(f"The sampler reported an error (it retries): {sampler.last_error}")
+        st.warning(f"The sampler reported an error (it retries): {as_text(sampler.last_error)}")
 
 
 def shown_item(item: annotation.Item) -> dict:
@@ -163,7 +163,7 @@ def handle_press(annotator_id: int) -> None:
             submission_token=shown["token"],
         )
     except RankingError as error:
-        st.error(str(error))
+        st.error(as_text(error))
         return
     st.session_state["annotate_saved"] = {"ranked": "Ranking saved.", "skipped": "Skipped.", "flagged": "Flagged."}[
         status

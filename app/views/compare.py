@@ -5,7 +5,7 @@ import uuid
 import streamlit as st
 
 from app import auth, resources
-from app.text import show_text
+from app.text import as_text, show_text
 from data import annotation, compare
 
 store = resources.store()
@@ -68,7 +68,7 @@ with st.container(horizontal=True):
             try:
                 compare.record_vote(store, shown.comparison_id, voter, choice, token)
             except ValueError as error:
-                st.error(str(error))
+                st.error(as_text(error))
             else:
                 st.session_state["compare_saved"] = True
                 st.rerun()

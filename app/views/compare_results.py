@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app import auth, models, resources
+from app.text import as_text
 from data import compare
 from data.prompts import prompt_count
 from evaluation.leaderboard import bradley_terry, win_rate
@@ -48,10 +49,10 @@ def create_form() -> None:
     try:
         rows = generate_set([name_a, name_b], compare.sample_prompts(store, int(count)), temperature, max_new_tokens)
     except (ValueError, OSError) as error:  # an unknown folder, or a hub id without network: nothing was stored
-        st.error(f"Could not generate: {error}")
+        st.error(f"Could not generate: {as_text(error)}")
         return
     compare.add_comparisons(store, rows)  # all or nothing, after every answer exists
-    st.success(f"Added {len(rows)} blind comparisons of {name_a} and {name_b}.")
+    st.success(f"Added {len(rows)} blind comparisons of {as_text(name_a)} and {as_text(name_b)}.")
 
 
 def win_rate_table(by_pair: dict) -> pd.DataFrame:

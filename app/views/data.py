@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from app import auth, resources
+from app.text import as_text
 from data import annotation
 from data.agreement import agreement
 from data.backup import backup, backup_path
@@ -84,4 +85,4 @@ if st.button("Back up now", icon=":material/backup:", key="data_backup"):
     try:
         st.success(f"Backup written to `{backup(store, backup_path(store))}`")
     except StoreError as error:
-        st.error(str(error))
+        st.error(as_text(error))

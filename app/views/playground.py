@@ -3,7 +3,7 @@
 import streamlit as st
 
 from app import auth, models, resources
-from app.text import show_text
+from app.text import as_text, show_text
 from data import compare
 
 auth.require_admin()
@@ -28,7 +28,7 @@ def show(result: dict) -> None:
         st.columns(2), result["names"], result["answers"], result["rewards"], strict=True
     ):
         with column, st.container(border=True):
-            st.markdown(f"**{name}**")
+            st.markdown(f"**{as_text(name)}**")
             if reward is not None:
                 st.metric(f"Reward ({result['reward_model']})", f"{reward:.3f}")
             show_text(text, empty="*(empty answer)*")
@@ -59,7 +59,7 @@ if st.button("Generate", type="primary", icon=":material/play_arrow:", key="play
                     float(temperature), int(max_new_tokens),
                 )  # fmt: skip
         except (ValueError, OSError) as error:  # an unknown folder or hub id without network
-            st.error(f"Could not generate: {error}")
+            st.error(f"Could not generate: {as_text(error)}")
 
 result = st.session_state.get("playground_result")
 if result:

@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from app import auth, resources
+from app.text import as_text
 from data import importers, prompts
 from data.importers import PromptFileError
 
@@ -22,9 +23,9 @@ def import_upload(uploaded) -> None:
         try:
             report = importers.import_prompts(store, path, source=name)
         except PromptFileError as error:
-            st.error(f"Nothing imported. {str(error).replace(str(path), name)}")
+            st.error(f"Nothing imported. {as_text(str(error).replace(str(path), name))}")
             return
-    st.success(f"{name}: added {report.added} prompts, skipped {report.skipped_duplicates} duplicates.")
+    st.success(f"{as_text(name)}: added {report.added} prompts, skipped {report.skipped_duplicates} duplicates.")
 
 
 st.title("Prompts")

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app import auth, resources
+from app.text import as_text
 from data import registry
 from data.settings import load_settings, save_settings
 
@@ -67,11 +68,13 @@ if picked["kind"] == "reward":
     st.caption("A reward model scores responses; it cannot generate them.")
     if st.button("Use for suggestions", type="primary", key="registry_suggest"):
         save_settings(store, {"suggestion_model": picked["name"]})
-        st.success(f"New responses will be scored by {picked['name']}; turn suggestions on in Settings to show them.")
+        st.success(
+            f"New responses will be scored by {as_text(picked['name'])}; turn suggestions on in Settings to show them."
+        )
 else:
     if st.button("Use as generator", type="primary", key="registry_generate"):
         save_settings(store, {"generator_model": picked["path"] or picked["name"]})
-        st.success(f"New items to rank will be sampled from {picked['name']}.")
+        st.success(f"New items to rank will be sampled from {as_text(picked['name'])}.")
 if picked["metrics"]:
     with st.expander("All metrics"):
         st.json(picked["metrics"])

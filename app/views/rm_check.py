@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app import auth, models, resources
+from app.text import as_text
 from rm.check import check_reward_model, trained_ranking_ids
 from rm.data import rankings_from_store
 
@@ -67,8 +68,8 @@ if st.button("Check", type="primary", key="rm_check_run"):
     try:
         st.session_state["rm_check_result"] = (name, run_check(name))
     except (ValueError, OSError) as error:
-        st.error(f"Could not check {name!r}: {error}")
+        st.error(f"Could not check {as_text(repr(name))}: {as_text(error)}")
 checked = st.session_state.get("rm_check_result")
 if checked:
-    st.markdown(f"Results for **{checked[0]}**")
+    st.markdown(f"Results for **{as_text(checked[0])}**")
     show(checked[1])

@@ -6,6 +6,7 @@ Saved in the database for every session and the sampler.
 import streamlit as st
 
 from app import auth, resources
+from app.text import as_text
 from core.models import DEFAULT_MODEL, resolve_model
 from data.annotation import ORDERS, overlap_every
 from data.registry import list_models, path_of
@@ -110,7 +111,7 @@ with st.form("settings_form"):
         try:
             check(changes)
         except ValueError as error:
-            st.error(f"Not saved: {error}")
+            st.error(f"Not saved: {as_text(error)}")
         else:
             save_settings(store, changes)
             st.success("Saved. New batches use these settings; items already sampled keep theirs.")

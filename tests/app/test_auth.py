@@ -34,6 +34,9 @@ def test_login_required_once_users_exist(studio):
     sign_in(at, "ada", "wrong password")
     assert "wrong user name or password" in at.error[0].value
     sign_in(at, "ada", "correct horse")
+    assert "try again in" in at.error[0].value  # right away after a failure: refused unchecked
+    studio.store.write(lambda c: c.execute("UPDATE login_throttle SET failed_at = failed_at - INTERVAL 1 HOUR"))
+    sign_in(at, "ada", "correct horse")
     assert not at.exception and at.title[0].value == "Annotate"
     at.switch_page("views/settings.py").run()
     assert at.title[0].value == "Settings"

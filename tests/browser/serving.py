@@ -67,12 +67,40 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+# Streamlit marks its root with the script's state ("running", "notRunning", ...). While a run is drawing, the
+# previous run's elements stay on screen (marked stale): a click on them acts on a form that is about to vanish.
+APP_ROOT = '[data-testid="stApp"]'
+COUNT_RUNS = """() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    window.__studioRuns = 0;
+    new MutationObserver(() => {
+        if (app.getAttribute('data-test-script-state') === 'running') window.__studioRuns += 1;
+    }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+}"""
+
+
+def settled(page, timeout_ms: int = 60_000):
+    """Wait until the app's script is not running: everything on screen belongs to the latest run."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(APP_ROOT)).to_have_attribute("data-test-script-state", "notRunning", timeout=timeout_ms)
+    return page
+
+
+def rerun_and_settle(page, action, timeout_ms: int = 60_000):
+    """Do `action()` (a press that makes the app rerun), then wait until that rerun has started and finished."""
+    settled(page, timeout_ms)
+    page.evaluate(COUNT_RUNS)
+    action()
+    page.wait_for_function("window.__studioRuns > 0", timeout=timeout_ms)
+    return settled(page, timeout_ms)
+
+
 def open_as_annotator(browser, url: str, name: str):
     """Return a page of a fresh browser session on the app, ranking under `name` (the no-login local mode)."""
     page = browser.new_context().new_page()
     page.goto(url)
     field = page.get_by_role("textbox", name="Annotator")
     field.fill(name)
-    field.press("Enter")
-    page.wait_for_timeout(1500)  # let the rerun under the new name finish before ranking
+    rerun_and_settle(page, lambda: field.press("Enter"))  # the page is now drawn for `name`, not "local"
     return page

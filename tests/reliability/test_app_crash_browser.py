@@ -6,14 +6,34 @@ import signal
 import pytest
 
 from data.store import Store
-from tests.browser.serving import launch_chromium, open_as_annotator, running_app
+from tests.browser.serving import launch_chromium, open_as_annotator, running_app, settled
 from tests.reliability.helpers import prepare
 
 
 def rank_and_submit(page):
+    """Rank the item on screen and press Submit, once the page has finished drawing it.
+
+    Under load the page keeps the previous item's form on screen (stale) while the next run draws the new one:
+    ranks clicked on it were lost with it, and Submit on the new form was refused for missing ranks. That, not a
+    lost or slow submission, made this test see "You ranked 1" where it expected 2.
+    """
+    settled(page)
     page.get_by_role("radiogroup", name="Rank of A").get_by_text("1", exact=True).click()
     page.get_by_role("radiogroup", name="Rank of B").get_by_text("2", exact=True).click()
     page.get_by_role("button", name="Submit ranking").click()
+
+
+def wait_until_stored(page, count: int) -> None:
+    """Wait until the page shows `count` rankings read back from the database, and has finished drawing."""
+    from playwright.sync_api import expect
+
+    you_ranked = page.get_by_test_id("stMetric").filter(has_text="You ranked")
+    try:
+        expect(you_ranked).to_contain_text(str(count), timeout=60_000)
+    except AssertionError as error:
+        shown = page.get_by_test_id("stAlertContentError").all_inner_texts()
+        raise AssertionError(f"{error}\nerrors on the page: {shown}") from None
+    settled(page)
 
 
 @pytest.mark.browser
@@ -33,9 +53,8 @@ def test_sigkill_mid_submission_keeps_every_acknowledged_ranking(tmp_path):
                         expect(page.get_by_role("radiogroup", name="Rank of B")).to_be_visible(timeout=60_000)
                         rank_and_submit(page)
                     for page, name in zip(pages, names, strict=True):
-                        you_ranked = page.get_by_test_id("stMetric").filter(has_text="You ranked")
-                        expect(you_ranked).to_contain_text(str(done), timeout=30_000)
-                        acknowledged[name] = done  # the page showed the count: the browser was told it is saved
+                        wait_until_stored(page, done)
+                        acknowledged[name] = done  # the page showed the stored count: the browser was told
                 for page in pages:  # one more each, then kill the server while they are in flight
                     expect(page.get_by_role("radiogroup", name="Rank of B")).to_be_visible(timeout=60_000)
                     rank_and_submit(page)

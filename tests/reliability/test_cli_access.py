@@ -44,3 +44,23 @@ def test_a_database_held_by_another_process_gets_a_clear_error(tmp_path, capsys)
     with held_by_another_process(db):
         assert main(["--db", str(db), "export", str(tmp_path / "x.jsonl")]) == 2
         assert "another process" in capsys.readouterr().err
+
+
+def test_restore_commands_lose_nothing_when_repeated_or_pointed_at_the_database(tmp_path, capsys):
+    db, a, b, snapshot = (str(tmp_path / name) for name in ("live.duckdb", "a.jsonl", "b.jsonl", "snap.duckdb"))
+    (tmp_path / "a.jsonl").write_text('"from a"\n')
+    (tmp_path / "b.jsonl").write_text('"from b"\n')
+    assert main(["--db", db, "import-prompts", a]) == 0
+    assert main(["--db", db, "backup", snapshot]) == 0
+    assert main(["--db", db, "import-prompts", b]) == 0
+    assert main(["--db", db, "restore", "--overwrite", snapshot]) == 0
+    assert main(["--db", db, "restore", "--overwrite", snapshot]) == 0
+    assert "kept as" in capsys.readouterr().out
+    kept = Store(tmp_path / "live.duckdb.before-restore")
+    assert kept.query("SELECT text FROM prompts ORDER BY id") == [("from a",), ("from b",)]
+    kept.close()
+    assert main(["--db", db, "restore", "--overwrite", db]) == 2
+    assert "the database being restored into" in capsys.readouterr().err
+    live = Store(db)
+    assert live.query("SELECT text FROM prompts") == [("from a",)]
+    live.close()

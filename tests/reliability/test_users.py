@@ -1,6 +1,7 @@
-"""Access: scrypt hashes, roles, expiring sessions, slowed failed logins, no password stored or echoed."""
+"""Access: scrypt hashes, roles, expiring sessions, throttled failed logins, no password stored or echoed."""
 
-import time
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -36,18 +37,94 @@ def test_bad_users_are_refused(store):
     assert users.list_users(store) == [users.User("ada", "admin")]
 
 
-def test_failed_logins_are_slowed_and_say_nothing_of_the_password(store):
+def forget_failures(store) -> None:
+    """Move every recorded failure an hour back, as if the wait had passed."""
+    store.write(lambda c: c.execute("UPDATE login_throttle SET failed_at = failed_at - INTERVAL 1 HOUR"))
+
+
+@pytest.fixture
+def scrypt_calls(monkeypatch):
+    """Return the list of (n, r, p) of every scrypt computed from here on: one per password checked."""
+    calls, scrypt = [], hashlib.scrypt
+    monkeypatch.setattr(
+        hashlib, "scrypt", lambda *a, **kw: calls.append((kw["n"], kw["r"], kw["p"])) or scrypt(*a, **kw)
+    )
+    return calls
+
+
+def test_after_a_failure_even_the_right_password_waits_unchecked(store, scrypt_calls):
     users.add_user(store, "ada", "admin", "correct horse")
-    delays = []
-    for _ in range(3):
-        started = time.monotonic()
-        with pytest.raises(users.LoginError) as caught:
-            users.login(store, "ada", "guess-guess", base_delay=0.05)
-        delays.append(time.monotonic() - started)
-        assert "guess-guess" not in str(caught.value)
-    assert delays[0] >= 0.05 and delays[2] >= 0.2  # 0.05 · 2^failures
+    scrypt_calls.clear()
+    with pytest.raises(users.LoginError) as caught:
+        users.login(store, "ada", "guess-guess")
+    assert "guess-guess" not in str(caught.value)
+    with pytest.raises(users.LoginThrottled, match="try again in"):
+        users.login(store, "ada", "correct horse")
+    with pytest.raises(users.LoginThrottled):  # per name: another client waits too
+        users.login(store, "ada", "correct horse", client="10.0.0.9")
+    with pytest.raises(users.LoginThrottled):  # per client: another name from that client waits too
+        users.login(store, "bob", "correct horse")
+    assert len(scrypt_calls) == 1  # only the first attempt was checked
+    forget_failures(store)
+    assert users.session_user(store, users.login(store, "ada", "correct horse")) == users.User("ada", "admin")
+
+
+def pass_seconds(cursor, seconds: int) -> None:
+    """Move every recorded failure `seconds` back, as if that much time had passed."""
+    cursor.execute("UPDATE login_throttle SET failed_at = failed_at - to_seconds(?)", [seconds])
+
+
+def test_waits_double_with_each_failure(store):
+    users.add_user(store, "ada", "admin", "correct horse")
+    waits = []
+    for _ in range(4):
+        with pytest.raises(users.LoginError):
+            users.login(store, "ada", "guess-guess", base_delay=10)
+        with pytest.raises(users.LoginThrottled) as caught:
+            users.login(store, "ada", "guess-guess", base_delay=10)
+        waits.append(int(str(caught.value).split("try again in ")[1].split(" s")[0]))
+        store.write(pass_seconds, waits[-1])
+    assert waits == [10, 20, 40, 80]
+
+
+def test_parallel_sessions_get_one_check_between_them(store, scrypt_calls):
+    users.add_user(store, "ada", "admin", "correct horse")
+    scrypt_calls.clear()
+
+    def attempt(_) -> str:
+        try:
+            users.login(store, "ada", "guess-guess", base_delay=60)
+        except users.LoginThrottled:
+            return "throttled"
+        except users.LoginError:
+            return "checked"
+        return "signed in"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = sorted(pool.map(attempt, range(8)))
+    assert outcomes == ["checked"] + ["throttled"] * 7
+    assert len(scrypt_calls) == 1
+
+
+def test_an_unknown_name_costs_the_same_hash_as_a_wrong_password(store, scrypt_calls):
+    users.add_user(store, "ada", "admin", "correct horse")
+    scrypt_calls.clear()
+    with pytest.raises(users.LoginError) as unknown:
+        users.login(store, "nobody", "whatever1", client="a")
+    with pytest.raises(users.LoginError) as wrong:
+        users.login(store, "ada", "whatever1", client="b")
+    assert scrypt_calls == [(users.SCRYPT_N, users.SCRYPT_R, users.SCRYPT_P)] * 2
+    assert str(unknown.value) == str(wrong.value)
+
+
+def test_a_password_typed_as_the_name_is_stored_nowhere(store):
+    users.add_user(store, "ada", "admin", "correct horse")
     with pytest.raises(users.LoginError):
-        users.login(store, "nobody", "whatever1", base_delay=0.0)
+        users.login(store, "correct horse", "ada")  # the two fields swapped
+    tables = [t for (t,) in store.query("SELECT table_name FROM information_schema.tables")]
+    for table in tables:
+        for row in store.query(f'SELECT * FROM "{table}"'):
+            assert not any("correct horse" in str(value) for value in row if isinstance(value, str)), table
 
 
 def test_sessions_expire_and_end_on_logout_or_password_reset(store):
