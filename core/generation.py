@@ -18,7 +18,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-from peft import PeftModel
 from transformers import GenerationConfig
 
 from core.chat import chat_prompt_ids, cut_at_eos, eos_token_ids
@@ -119,7 +118,7 @@ def plain_generation_defaults(model):
     model shipped with repetition_penalty or min_p would sample from a distribution other than the one asked
     for (for rollouts: other than softmax(logits / T), which the losses' log-probs describe).
     """
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel (peft is slow to import)
     saved = base.generation_config
     base.generation_config = GenerationConfig(
         bos_token_id=saved.bos_token_id, eos_token_id=saved.eos_token_id, pad_token_id=saved.pad_token_id

@@ -7,16 +7,6 @@ from pathlib import Path
 from core.runs import final_metrics, read_run_config
 from data import registry
 from data.store import Store
-from policy import dpo, grpo, ppo
-from rm import train as reward_model_training
-
-# Each trainer declares its plotted metrics beside its code; this maps a job to its trainer.
-PLOTTED = {
-    "train-rm": reward_model_training.PLOTTED_METRICS,
-    "ppo": ppo.PLOTTED_METRICS,
-    "grpo": grpo.PLOTTED_METRICS,
-    "dpo": dpo.PLOTTED_METRICS,
-}
 
 
 def total_steps(job_kind: str, config: dict, run_dir: str | Path) -> int | None:
@@ -57,8 +47,15 @@ def metric_rows(records: list[dict], names: tuple[str, ...]) -> list[dict]:
 
 
 def plotted_metrics(job_kind: str, config: dict) -> tuple[str, ...]:
-    """Return the metric names worth plotting for a job: what its trainer writes to metrics.jsonl."""
-    return PLOTTED.get("train-rm" if job_kind == "train-rm" else config.get("algo", ""), ())
+    """Return the metric names worth plotting for a job: what its trainer declares beside its code."""
+    # Imported here, when a job is shown: the trainers bring torch, peft and datasets, which every page
+    # importing this module (through app.resources) would otherwise wait for at start.
+    from policy import dpo, grpo, ppo
+    from rm import train as reward_model_training
+
+    trainers = {"train-rm": reward_model_training, "ppo": ppo, "grpo": grpo, "dpo": dpo}
+    trainer = trainers.get("train-rm" if job_kind == "train-rm" else config.get("algo", ""))
+    return trainer.PLOTTED_METRICS if trainer else ()
 
 
 def run_config(run_dir: str | Path) -> dict:
