@@ -66,6 +66,7 @@ class Generated:
     completion_ids: torch.Tensor  # (B, C) pad after the first EOS
     completion_mask: torch.Tensor  # (B, C) 1 up to and including the first EOS
     has_eos: torch.Tensor  # (B,) False: cut by max_new_tokens
+    logprobs: torch.Tensor | None = None  # (B, C) log p of each sampled token under the sampling distribution
 
     @property
     def num_tokens(self) -> int:
@@ -165,8 +166,13 @@ class Engine:
         temperature: float = 1.0,
         top_p: float = 1.0,
         greedy: bool = False,
+        logprobs: bool = False,
     ) -> Generated:
-        """Return one completion per row of prompt token ids, all rows in one call; no top-k, top-p as given."""
+        """Return one completion per row of prompt token ids, all rows in one call; no top-k, top-p as given.
+
+        With `logprobs`, also each sampled token's log-probability under the distribution it was drawn from
+        (softmax of logits / temperature, after top-p).
+        """
         model, pad_id = self.model, self.tokenizer.pad_token_id
         rows = len(prompt_rows)
         if self.compiled:  # bucketed shapes: extra rows repeat the first prompt and are dropped after
@@ -190,14 +196,21 @@ class Engine:
         cache = None if self.compiled else shared_prompt_cache(model, prompt_ids, prompt_mask)
         with plain_generation_defaults(model):
             output = model.generate(
-                input_ids=prompt_ids, attention_mask=prompt_mask, cache=cache, generation_config=config
-            )  # (B, P + C)
+                input_ids=prompt_ids, attention_mask=prompt_mask, cache=cache, generation_config=config,
+                output_scores=logprobs, return_dict_in_generate=True,
+            )  # fmt: skip
+        sequences = output.sequences  # (B, P + C)
         model.train(was_training)
-        prompt_ids, prompt_mask, output = prompt_ids[:rows], prompt_mask[:rows], output[:rows]
-        completion_ids = output[:, prompt_ids.shape[1] :]
+        prompt_ids, prompt_mask, sequences = prompt_ids[:rows], prompt_mask[:rows], sequences[:rows]
+        completion_ids = sequences[:, prompt_ids.shape[1] :]
         completion_mask, has_eos = completion_mask_from_ids(completion_ids, self.eos_ids)
+        token_logprobs = None
+        if logprobs:  # scores are the processed logits each token was drawn from: (C, B, V) -> (B, C)
+            scores = torch.stack(output.scores, dim=1)[:rows].float()
+            token_logprobs = scores.log_softmax(-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+            token_logprobs = token_logprobs * completion_mask
         completion_ids = torch.where(completion_mask.bool(), completion_ids, pad_id)  # nothing readable after EOS
-        return Generated(prompt_ids, prompt_mask, completion_ids, completion_mask, has_eos)
+        return Generated(prompt_ids, prompt_mask, completion_ids, completion_mask, has_eos, token_logprobs)
 
     def warm_up(self, max_prompt_tokens: int, max_new_tokens: int, row_counts: tuple[int, ...], progress=None) -> None:
         """Compile once per row bucket before a run needs it (CUDA), reporting each with `progress(message)`."""

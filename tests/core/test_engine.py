@@ -50,6 +50,22 @@ def test_greedy_tokens_equal_plain_generate_for_mixed_prompt_lengths(tiny, token
     assert engine_greedy(engine, rows, 12) == plain_greedy(tiny, tokenizer, rows, 12)
 
 
+def test_sampled_logprobs_agree_with_a_full_forward_pass(tiny, tokenizer):
+    from policy.logprobs import token_logprobs
+
+    torch.manual_seed(0)
+    rows = [chat_prompt_ids(tokenizer, PROMPTS[i % 3]) for i in range(6)]  # mixed lengths, shared prompts
+    generated = Engine(tiny, tokenizer).generate(rows, 10, temperature=0.7, logprobs=True)
+    input_ids = torch.cat([generated.prompt_ids, generated.completion_ids], dim=1)
+    attention_mask = torch.cat([generated.prompt_mask, generated.completion_mask], dim=1)
+    completion_mask = torch.cat([torch.zeros_like(generated.prompt_mask), generated.completion_mask], dim=1)
+    with torch.no_grad():
+        full, _ = token_logprobs(tiny, input_ids, attention_mask, completion_mask, temperature=0.7)
+    width = generated.prompt_ids.shape[1]
+    assert generated.completion_mask.sum() > 0
+    torch.testing.assert_close(generated.logprobs, full[:, width:], atol=1e-4, rtol=1e-4)
+
+
 def test_rows_and_prompt_width_are_bucketed_on_the_compiled_path(tiny, tokenizer):
     assert [bucket(n) for n in (1, 3, 5, 16, 17, 300)] == [1, 4, 8, 16, 32, 512]
     rows = [chat_prompt_ids(tokenizer, prompt) for prompt in PROMPTS[:3]]
