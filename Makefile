@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
+	# DeepSpeed ships as a source package that builds against the torch already installed.
+	$(PIP) install -q wheel setuptools
+	$(PIP) install -q --no-build-isolation 'deepspeed>=0.19,<0.20'
 	$(PIP) install -q -e '.[test]'
 	command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 	touch $@

@@ -1,21 +1,53 @@
-"""What every training run folder holds: its config.json and its live metrics as JSON lines."""
+"""What every training run folder holds: its config.json and its live metrics, as JSON lines and in the experiment
+trackers the run reports to (TensorBoard, Weights & Biases, trackio), all written by one `MetricsWriter`."""
 
+import importlib.util
 import json
 import math
 import time
 from pathlib import Path
 
 METRICS_FILE = "metrics.jsonl"  # one JSON object per line, flushed as written, so the app can plot a run live
+REPORT_TO = ("none", "tensorboard", "wandb", "trackio", "all")  # TRL's `report_to` names
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
+TENSORBOARD_DIR = "tensorboard"  # inside the run folder: `tensorboard --logdir runs/`
+
+
+def tracker_names(report_to: str) -> list[str]:
+    """Return the trackers a `report_to` choice names ('all': every one whose package is installed)."""
+    if report_to == "none":
+        return []
+    if report_to == "all":
+        return [name for name, package in TRACKER_PACKAGES.items() if importlib.util.find_spec(package)]
+    if report_to not in TRACKER_PACKAGES:
+        raise ValueError(f"unknown report_to {report_to!r}; expected one of {REPORT_TO}")
+    return [report_to]
+
+
+def check_trackers(report_to: str) -> None:
+    """Raise a clear error now, before any training, when a chosen tracker's package is missing."""
+    for name in tracker_names(report_to):
+        if importlib.util.find_spec(TRACKER_PACKAGES[name]) is None:
+            raise ValueError(
+                f"report_to {name!r} needs the {TRACKER_PACKAGES[name]} package: pip install 'rlhf-studio[{name}]'"
+            )
 
 
 class MetricsWriter:
-    """Append one JSON object per record; write only from the main process (pass enabled=False elsewhere)."""
+    """Append one JSON object per record and send the same numbers to the run's trackers.
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True):
+    Write only from the main process (pass enabled=False elsewhere). Trackers come from accelerate
+    (`accelerate.tracking`), which knows each service's API; they log offline where the service allows
+    (`WANDB_MODE=offline`, trackio's local store, TensorBoard event files in `<run>/tensorboard`).
+    """
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True, report_to: str = "none", config: dict | None = None):
         self.path = Path(run_dir) / METRICS_FILE
         self.enabled = enabled
+        self.trackers = []
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.trackers = _start_trackers(report_to, Path(run_dir), config or {})
 
     def write(self, step: int, metrics: dict) -> dict:
         """Append {"step", "time", **metrics} (tensors become floats, NaN/inf become null) and return it."""
@@ -23,7 +55,38 @@ class MetricsWriter:
         if self.enabled:
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
+            numbers = {
+                key: value
+                for key, value in record.items()
+                if key not in ("step", "time") and isinstance(value, int | float) and not isinstance(value, bool)
+            }
+            for tracker in self.trackers:
+                tracker.log(numbers, step=step)
         return record
+
+    def close(self) -> None:
+        """Finish the trackers (flush and close their files or runs); metrics.jsonl needs nothing."""
+        for tracker in self.trackers:
+            tracker.finish()
+        self.trackers = []
+
+
+def _start_trackers(report_to: str, run_dir: Path, config: dict) -> list:
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    check_trackers(report_to)
+    trackers = []
+    for name in tracker_names(report_to):
+        tracker_class = LOGGER_TYPE_TO_CLASS[name]
+        if tracker_class.requires_logging_directory:
+            tracker = tracker_class(run_dir.name, run_dir / TENSORBOARD_DIR)
+        else:
+            tracker = tracker_class(run_dir.name)
+        tracker.start()
+        hyperparameters = {key: value for key, value in config.items() if isinstance(value, bool | int | float | str)}
+        tracker.store_init_configuration(hyperparameters)
+        trackers.append(tracker)
+    return trackers
 
 
 def _plain(value):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from core.fields import DEVICES, check_choices, documented
 from core.paths import runs_dir
+from core.runs import REPORT_TO, check_trackers
 
 REWARD_KINDS = ("model", "function")
 GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo")  # each one a function in policy/grpo.py LOSS_AVERAGING
@@ -55,6 +56,9 @@ class RunConfig:
         None, "prompts from a .jsonl/.csv/.parquet file or datasets folder (default: DuckDB)"
     )
     device: str = documented("auto", "'auto' (CUDA bf16 when present, else CPU fp32), 'cpu' or 'cuda'", DEVICES)
+    report_to: str = documented(
+        "none", "also log metrics to: 'tensorboard' (<run>/tensorboard), 'wandb', 'trackio' or 'all'", REPORT_TO
+    )
 
     def __post_init__(self):
         if self.output_dir is None:
@@ -74,6 +78,7 @@ class RunConfig:
         if self.save_every < 0:
             raise ValueError(f"save_every must be >= 0, got {self.save_every}")
         check_choices(self)
+        check_trackers(self.report_to)  # a missing tracker package fails now, not after the model has loaded
         if self.reward_function is not None and ":" not in self.reward_function:
             raise ValueError(f"reward_function must look like 'package.module:function', got {self.reward_function!r}")
 

@@ -371,7 +371,7 @@ def train_dpo(config: DPOConfig, store=None, pairs=None) -> Path:
 
     if accelerator.is_main_process:
         config.save(run_dir)
-    writer = MetricsWriter(run_dir, enabled=accelerator.is_main_process)
+    writer = MetricsWriter(run_dir, accelerator.is_main_process, config.report_to, config.to_dict())
     policy, last = fit_dpo(policy, tokenizer, train, config, accelerator, writer)
     metrics = dict(last)  # the last step's metrics, then the held-out ones
     if held_out is not None:
@@ -382,6 +382,7 @@ def train_dpo(config: DPOConfig, store=None, pairs=None) -> Path:
         save_checkpoint(policy, tokenizer, run_dir, {"algo": "dpo", "config": config.to_dict(), "metrics": metrics})
         if store is not None:
             record_run(store, "policy", run_dir, {"algo": config.algo, **config.to_dict()}, metrics)
+    writer.close()
     accelerator.wait_for_everyone()
     return run_dir
 

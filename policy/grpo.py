@@ -121,6 +121,7 @@ def train_grpo(
             save_run(ctx, step + 1, optimizer)
     save_run(ctx, config.steps, optimizer)
     record_run(ctx, store, {key: value for key, value in record.items() if key.startswith("objective/")})
+    ctx.writer.close()
     accelerator.end_training()
     return ctx.run_dir
 

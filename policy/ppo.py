@@ -194,6 +194,7 @@ def train_ppo(
             save_run(ctx, step + 1, optimizer, {"value_model": value_state(combined), "kl_coef": kl_controller.value})
     save_run(ctx, config.steps, optimizer, {"value_model": value_state(combined), "kl_coef": kl_controller.value})
     record_run(ctx, store, {key: value for key, value in record.items() if key.startswith("objective/")})
+    ctx.writer.close()
     accelerator.end_training()
     return ctx.run_dir
 

@@ -103,7 +103,7 @@ def start_run(
         prompts=prompts,
         reward_fn=reward_fn,
         run_dir=run_dir,
-        writer=MetricsWriter(run_dir, enabled=accelerator.is_main_process),
+        writer=MetricsWriter(run_dir, accelerator.is_main_process, config.report_to, config.to_dict()),
         start_step=state.get("step", 0),
         resumed_state=state,
         reward_source=reward_source,

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from core.fields import DEVICES, check_choices, documented
+from core.runs import REPORT_TO, check_trackers
 
 
 @dataclass
@@ -39,6 +40,9 @@ class RewardConfig:
     log_every: int = documented(10, "write a training record to metrics.jsonl every N steps")
     seed: int = documented(0, "random seed (head init, prompt split, shuffling)")
     device: str = documented("auto", "'auto' (CUDA with bf16 when present, else CPU fp32), 'cpu' or 'cuda'", DEVICES)
+    report_to: str = documented(
+        "none", "also log metrics to: 'tensorboard' (<run>/tensorboard), 'wandb', 'trackio' or 'all'", REPORT_TO
+    )
     pairs: str | None = documented(
         None, "bootstrap from a prompt/chosen/rejected file (.jsonl, .parquet, datasets folder; Anthropic HH too)"
     )
@@ -74,6 +78,7 @@ class RewardConfig:
         if self.weight_decay < 0 or not self.max_grad_norm > 0:
             raise ValueError("weight_decay must be >= 0 and max_grad_norm > 0")
         check_choices(self)
+        check_trackers(self.report_to)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -210,7 +210,7 @@ def _fit(model, train_encoded, validation_encoded, config, pad_id, device, autoc
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     total_steps = config.epochs * math.ceil(len(train_encoded) / config.batch_size)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    metrics = MetricsWriter(run_dir)
+    metrics = MetricsWriter(run_dir, report_to=config.report_to, config=config.to_dict())
     state = {"epoch": 0, "step": 0, "generator": torch.Generator().manual_seed(config.seed)}
     best, best_weights = None, None
     for epoch in range(config.epochs):
@@ -233,6 +233,7 @@ def _fit(model, train_encoded, validation_encoded, config, pad_id, device, autoc
         if best is None or (record["val/accuracy"], -record["val/loss"]) > (best["val/accuracy"], -best["val/loss"]):
             best = record
             best_weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    metrics.close()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name in best_weights:

@@ -15,6 +15,7 @@ from policy.config import GRPOConfig, PPOConfig
 from policy.grpo import train_grpo
 from policy.ppo import train_ppo
 from rm.score import RewardScorer
+from tests.core.test_runs import assert_same_scalars
 
 from .conftest import PROMPTS
 
@@ -69,10 +70,11 @@ def test_grpo_with_a_reward_model_named_in_the_registry_and_prompts_from_duckdb(
     add_prompts(store, PROMPTS, source="test")
     config = GRPOConfig(
         model=str(stopping_model_dir), output_dir=str(tmp_path / "run"), reward_model="tiny-rm", num_generations=2,
-        **TWO_STEPS,
+        report_to="tensorboard", **TWO_STEPS,
     )  # fmt: skip
     run_dir = train_grpo(config, store=store, load_reward_model=RewardScorer.from_run)
     assert len(read_metrics(run_dir)) == 2
+    assert_same_scalars(run_dir)  # --report-to tensorboard: the event files hold what metrics.jsonl holds
     assert json.loads((run_dir / "checkpoint.json").read_text())["prompts"] == "duckdb"
     policy = next(model for model in store.query("SELECT name, parent_id FROM models") if model[0] == "run")
     assert policy[1] == 1  # lineage: the reward model's registry id
