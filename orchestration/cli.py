@@ -4,13 +4,12 @@ import argparse
 import importlib.util
 import logging
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 from core.paths import default_db_path
 from orchestration import train_policy_command, train_rm_command
+from orchestration.processes import run_forwarding_signals
 
 
 def _open_store(args):
@@ -54,28 +53,7 @@ def cmd_serve(args) -> int:
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
     print(f"RLHF Studio on http://{args.host}:{args.port}  (database: {env['RLHF_STUDIO_DB']})", flush=True)
-    return _run_forwarding_signals(command, env)
-
-
-def _run_forwarding_signals(command: list[str], env: dict) -> int:
-    """Run the app as a child, pass SIGTERM and SIGINT on to it, and return its exit status once it has stopped.
-
-    Without this, `kill -TERM` ended only this process and left Streamlit serving and holding the database, and
-    Ctrl-C printed a KeyboardInterrupt traceback.
-    """
-    child = subprocess.Popen(command, env=env)
-
-    def forward(signum, _frame):
-        if child.poll() is None:
-            child.send_signal(signum)
-
-    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        status = child.wait()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    return status if status >= 0 else 128 - status  # killed by signal N: the shell's 128 + N
+    return run_forwarding_signals(command, env)
 
 
 def cmd_import_prompts(args) -> int:
@@ -211,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a training command may rerun itself under a launcher
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from data.store import StoreError
 

@@ -10,7 +10,9 @@ import os
 from dataclasses import MISSING, fields
 
 from core.fields import flag_type
+from core.layouts import launched, layout_file
 from core.runs import final_metrics, read_run_config
+from orchestration.processes import relaunch_under_accelerate
 from policy.config import CONFIGS, RunConfig
 
 ALIASES = {"learning_rate": ["--lr"], "output_dir": ["--output"]}
@@ -77,6 +79,8 @@ def build_config(args):
 
 def cmd_train_policy(args) -> int:
     config = build_config(args)
+    if config.accelerate_config and not launched():
+        return relaunch_under_accelerate(layout_file(config.accelerate_config), args.argv)
     # Only one process opens DuckDB: it allows one writer, and rank 0 shares the prompts with the others.
     # The app's jobs pass their data as files: a job must not open the app's database, which the app holds.
     needs_store = not (config.pairs_file if config.algo == "dpo" else config.prompts_file)

@@ -4,6 +4,8 @@ import json
 from dataclasses import MISSING, fields
 
 from core.fields import flag_type
+from core.layouts import launched, layout_file
+from orchestration.processes import relaunch_under_accelerate
 from rm.config import RewardConfig
 
 ALIASES = {"learning_rate": ["--lr"], "center_coefficient": ["--center-rewards-coefficient"]}
@@ -33,6 +35,8 @@ def cmd_train_rm(args) -> int:
     from rm.train import train_reward_model
 
     config = RewardConfig(**{field.name: getattr(args, field.name) for field in fields(RewardConfig)})
+    if config.accelerate_config and not launched():
+        return relaunch_under_accelerate(layout_file(config.accelerate_config), args.argv)
     store = None
     if not config.pairs and not config.rankings:
         from data.store import Store

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from core.fields import DEVICES, check_choices, documented
+from core.layouts import layout_file
 from core.paths import runs_dir
 from core.runs import REPORT_TO, check_trackers
 
@@ -56,6 +57,11 @@ class RunConfig:
         None, "prompts from a .jsonl/.csv/.parquet file or datasets folder (default: DuckDB)"
     )
     device: str = documented("auto", "'auto' (CUDA bf16 when present, else CPU fp32), 'cpu' or 'cuda'", DEVICES)
+    accelerate_config: str | None = documented(
+        None,
+        "run under `accelerate launch` with this layout: a shipped one (one-gpu, ddp-8gpu, zero2-8gpu, zero3-8gpu, "
+        "fsdp2-8gpu, two-machines-zero3) or an accelerate config file (None: one process)",
+    )
     report_to: str = documented(
         "none", "also log metrics to: 'tensorboard' (<run>/tensorboard), 'wandb', 'trackio' or 'all'", REPORT_TO
     )
@@ -78,7 +84,11 @@ class RunConfig:
         if self.save_every < 0:
             raise ValueError(f"save_every must be >= 0, got {self.save_every}")
         check_choices(self)
-        check_trackers(self.report_to)  # a missing tracker package fails now, not after the model has loaded
+        check_trackers(self.report_to)
+        if self.accelerate_config:
+            layout_file(
+                self.accelerate_config
+            )  # a clear error for an unknown name or a missing file  # a missing tracker package fails now, not after the model has loaded
         if self.reward_function is not None and ":" not in self.reward_function:
             raise ValueError(f"reward_function must look like 'package.module:function', got {self.reward_function!r}")
 

@@ -28,7 +28,14 @@ from data.tables import load_table
 from policy.config import DPOConfig
 from policy.logprobs import sequence_logprobs
 from policy.lora import LoraSettings, load_policy, reference_mode, save_checkpoint
-from policy.runner import from_main_process, make_accelerator, make_optimizer, mean_over_processes
+from policy.runner import (
+    from_main_process,
+    full_parameters,
+    make_accelerator,
+    make_optimizer,
+    mean_over_processes,
+    whole_model_loading,
+)
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 # What the Jobs page plots for a DPO run (names as written to metrics.jsonl).
@@ -358,7 +365,8 @@ def train_dpo(config: DPOConfig, store=None, pairs=None) -> Path:
     run_dir = Path(config.output_dir)
     torch.manual_seed(config.seed + accelerator.process_index)
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
-    policy, reference, tokenizer = load_policy(config.model, lora, accelerator.device, training_dtype(choice))
+    with whole_model_loading(accelerator):
+        policy, reference, tokenizer = load_policy(config.model, lora, accelerator.device, training_dtype(choice))
 
     train, held_out = (
         prepare_pairs(policy, reference, tokenizer, datasets.Dataset.from_list(rows), config, accelerator.device)
@@ -378,8 +386,10 @@ def train_dpo(config: DPOConfig, store=None, pairs=None) -> Path:
         held_out_metrics = evaluate_pairs(policy, held_out.reference, held_out.examples, config.beta)
         writer.write(last["steps"], held_out_metrics)
         metrics |= held_out_metrics
+    with full_parameters(accelerator, policy):  # ZeRO-3: every process gathers, rank 0 writes
+        if accelerator.is_main_process:
+            save_checkpoint(policy, tokenizer, run_dir, {"algo": "dpo", "config": config.to_dict(), "metrics": metrics})
     if accelerator.is_main_process:
-        save_checkpoint(policy, tokenizer, run_dir, {"algo": "dpo", "config": config.to_dict(), "metrics": metrics})
         if store is not None:
             record_run(store, "policy", run_dir, {"algo": config.algo, **config.to_dict()}, metrics)
     writer.close()

@@ -15,8 +15,8 @@ from policy.logprobs import token_logprobs
 from policy.rollout import collect_rollout
 from policy.runner import (
     RunContext,
-    make_optimizer,
     mean_over_processes,
+    prepare,
     progress_bar,
     prompt_batch,
     record_run,
@@ -111,7 +111,8 @@ def train_grpo(
     """Train a policy with GRPO and return the run folder (checkpoint in merged/ and adapter/)."""
     ctx = start_run(config, reward, prompts, store, resume, load_reward_model)
     accelerator = ctx.accelerator
-    model, optimizer = accelerator.prepare(ctx.policy, make_optimizer(ctx.policy, config.learning_rate, eps=1e-8))
+    rows = config.batch_prompts * config.num_generations
+    model, optimizer = prepare(accelerator, ctx.policy, config.learning_rate, 1e-8, rows)
     if ctx.resumed_state:
         optimizer.load_state_dict(ctx.resumed_state["optimizer"])
     record = {}

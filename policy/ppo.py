@@ -19,8 +19,8 @@ from policy.lora import LoraSettings, load_policy
 from policy.rollout import Rollout, collect_rollout
 from policy.runner import (
     RunContext,
-    make_optimizer,
     mean_over_processes,
+    prepare,
     progress_bar,
     prompt_batch,
     record_run,
@@ -181,7 +181,8 @@ def train_ppo(
         _, unexpected = combined.load_state_dict(state["value_model"], strict=False)  # policy weights come separately
         if unexpected:
             raise RuntimeError(f"resuming {ctx.run_dir}: saved value weights do not fit: {unexpected[:3]}")
-    model, optimizer = accelerator.prepare(combined, make_optimizer(combined, config.learning_rate, eps=1e-5))
+    rows = config.batch_prompts // config.num_minibatches
+    model, optimizer = prepare(accelerator, combined, config.learning_rate, 1e-5, rows)
     if state:
         optimizer.load_state_dict(state["optimizer"])
     controller_class = AdaptiveKLController if config.adaptive_kl else FixedKLController

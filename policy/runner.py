@@ -4,6 +4,7 @@ Built on `accelerate`, so `torchrun --nproc_per_node N` (or `accelerate launch`)
 data-parallel: each process samples its own prompts, gradients are averaged by DDP, rank 0 writes files.
 """
 
+import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
@@ -88,7 +89,8 @@ def start_run(
     torch.manual_seed(config.seed + accelerator.process_index + state.get("step", 0))
     random.seed(config.seed + accelerator.process_index)
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
-    policy, reference, tokenizer = load_policy(config.model, lora, accelerator.device, training_dtype(choice))
+    with whole_model_loading(accelerator):
+        policy, reference, tokenizer = load_policy(config.model, lora, accelerator.device, training_dtype(choice))
     if state:
         _restore_weights(policy, run_dir)
     disable_dropout(policy)
@@ -115,7 +117,70 @@ def make_accelerator(device: str) -> tuple[Accelerator, DeviceChoice]:
     """Return the run's Accelerator and device: bf16 autocast on a bf16 GPU, float32 elsewhere (`training_dtype`)."""
     choice = pick_device(None if device == "auto" else device)
     mixed_precision = "bf16" if training_dtype(choice) == torch.bfloat16 and choice.device.type == "cuda" else None
-    return Accelerator(cpu=choice.device.type == "cpu", mixed_precision=mixed_precision), choice
+    on_cpu = choice.device.type == "cpu"
+    # On CPU, processes talk over gloo; said explicitly, or accelerate counts one process where DeepSpeed counts all.
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu else []
+    # cpu=True only to keep a GPU machine off its GPU: it also switches DeepSpeed off, which runs on CPU too.
+    force_cpu = on_cpu and torch.cuda.is_available()
+    return Accelerator(cpu=force_cpu, mixed_precision=mixed_precision, kwargs_handlers=handlers), choice
+
+
+def prepare(accelerator: Accelerator, model: torch.nn.Module, learning_rate: float, eps: float, rows_per_step: int):
+    """Return (model, optimizer) wrapped for the run's layout: DDP, DeepSpeed ZeRO or FSDP, as accelerate says.
+
+    The optimizer goes through `prepare` with the model, so accelerate builds it over the wrapped (possibly
+    sharded) parameters. DeepSpeed wants a micro-batch size, which runs without a DataLoader do not give it.
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = rows_per_step
+    return accelerator.prepare(model, make_optimizer(model, learning_rate, eps))
+
+
+@contextlib.contextmanager
+def without_hf_zero3():
+    """Lift transformers' ZeRO-3 flag for the block (it is back after), so transformers and peft do not partition
+    weights at load time or gather them again (collectively, deadlocking) inside a block that already has them."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
+def whole_model_loading(accelerator: Accelerator):
+    """Return a context in which `from_pretrained` loads whole weights, even under ZeRO-3.
+
+    Under ZeRO-3 transformers would load every weight already partitioned (deepspeed.zero.Init) and nothing
+    could run the model before `prepare` (DPO's reference pass, a shared-prompt prefill). Loading whole and
+    letting `prepare` partition costs one full copy per process while loading; shards stay shards after.
+    (accelerate's `zero3_init_context_manager` leaves transformers' flag set under zero3_init_flag: false.)
+    """
+    return without_hf_zero3() if _zero_stage(accelerator) == 3 else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def full_parameters(accelerator: Accelerator, model: torch.nn.Module):
+    """Gather ZeRO-3's sharded weights in every process for the block (to save them); elsewhere do nothing.
+
+    Every process must enter: gathering is collective. The gathered weights replace the shards in place for the
+    block, so no second full copy of the model is kept.
+    """
+    if _zero_stage(accelerator) != 3:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None), without_hf_zero3():
+        yield
+
+
+def _zero_stage(accelerator: Accelerator) -> int | None:
+    plugin = accelerator.state.deepspeed_plugin
+    return None if plugin is None else plugin.zero_stage
 
 
 def from_main_process(accelerator: Accelerator, read: Callable[[], object], output_dir: str | None):
@@ -228,20 +293,20 @@ def _restore_weights(policy, run_dir: Path) -> None:
 
 
 def save_run(ctx: RunContext, step: int, optimizer, extra_state: dict | None = None) -> None:
-    """Write the checkpoint (adapter/, merged/) and the trainer state (optimizer, step) for resume; rank 0 only."""
+    """Write the checkpoint (adapter/, merged/) and the trainer state (optimizer, step) for resume; rank 0 writes."""
     ctx.accelerator.wait_for_everyone()
-    if ctx.accelerator.is_main_process:
-        policy = ctx.accelerator.unwrap_model(ctx.policy)
-        metadata = {
-            "algo": ctx.config.algo,
-            "step": step,
-            "base_model": ctx.config.model,
-            "reward": ctx.reward_source,
-            "prompts": ctx.prompts_source,
-        }
-        save_checkpoint(policy, ctx.tokenizer, ctx.run_dir, metadata)
-        state = {"step": step, "optimizer": optimizer.state_dict(), **(extra_state or {})}
-        torch.save(state, ctx.run_dir / STATE_FILE)
+    with full_parameters(ctx.accelerator, ctx.policy):  # ZeRO-3: every process gathers, rank 0 writes
+        if ctx.accelerator.is_main_process:
+            metadata = {
+                "algo": ctx.config.algo,
+                "step": step,
+                "base_model": ctx.config.model,
+                "reward": ctx.reward_source,
+                "prompts": ctx.prompts_source,
+            }
+            save_checkpoint(ctx.accelerator.unwrap_model(ctx.policy), ctx.tokenizer, ctx.run_dir, metadata)
+            state = {"step": step, "optimizer": optimizer.state_dict(), **(extra_state or {})}
+            torch.save(state, ctx.run_dir / STATE_FILE)
     ctx.accelerator.wait_for_everyone()
 
 

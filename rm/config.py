@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from core.fields import DEVICES, check_choices, documented
+from core.layouts import layout_file
 from core.runs import REPORT_TO, check_trackers
 
 
@@ -40,6 +41,11 @@ class RewardConfig:
     log_every: int = documented(10, "write a training record to metrics.jsonl every N steps")
     seed: int = documented(0, "random seed (head init, prompt split, shuffling)")
     device: str = documented("auto", "'auto' (CUDA with bf16 when present, else CPU fp32), 'cpu' or 'cuda'", DEVICES)
+    accelerate_config: str | None = documented(
+        None,
+        "run under `accelerate launch` with this layout: a shipped one (one-gpu, ddp-8gpu, zero2-8gpu, zero3-8gpu, "
+        "fsdp2-8gpu, two-machines-zero3) or an accelerate config file (None: one process)",
+    )
     report_to: str = documented(
         "none", "also log metrics to: 'tensorboard' (<run>/tensorboard), 'wandb', 'trackio' or 'all'", REPORT_TO
     )
@@ -79,6 +85,8 @@ class RewardConfig:
             raise ValueError("weight_decay must be >= 0 and max_grad_norm > 0")
         check_choices(self)
         check_trackers(self.report_to)
+        if self.accelerate_config:
+            layout_file(self.accelerate_config)  # a clear error for an unknown name or a missing file
 
     def to_dict(self) -> dict:
         return asdict(self)
