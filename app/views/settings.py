@@ -9,7 +9,7 @@ from app import auth, resources
 from data.annotation import ORDERS, overlap_every
 from data.registry import list_models, path_of
 from data.settings import load_settings, save_settings
-from rlhf_studio.models import DEFAULT_MODEL, resolve_model
+from rlhf_studio.models import DEFAULT_MODEL, generator_problem, resolve_model
 from rlhf_studio.sampler import sampling_params
 
 auth.require_admin()
@@ -28,6 +28,8 @@ def check(settings: dict) -> None:
         raise ValueError("generator model is empty: use 'default', a hub id or a model folder")
     if model not in ("default", DEFAULT_MODEL):  # the default converts on first use; do not start that here
         resolve_model(model)
+        if problem := generator_problem(model):
+            raise ValueError(problem)
     check_annotation(settings)
 
 
