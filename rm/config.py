@@ -11,8 +11,10 @@ from pathlib import Path
 from rlhf_studio.fields import documented
 
 DEVICES = ("auto", "cpu", "cuda")
-# Measured on SmolLM2-135M (LoRA r=16) with 32 synthetic rankings: see tests/rm/test_train.py and the report of
-# issue 12. 1e-4 barely moved in 100 steps; 1e-3 learned fastest without diverging.
+# LoRA (r=16) on SmolLM2-135M, 40 synthetic rankings (K=4, 8 held out = 48 pairs), the first 4 optimizer steps:
+#   lr 1e-4: held-out loss 0.571, accuracy 0.79;  1e-3: 0.078, 1.00;  3e-3: 0.083, 1.00.
+# 1e-4 (the old default) has barely started after a pass over few rankings; 3e-3 gains nothing over 1e-3.
+# Full fine-tuning moves every weight and keeps the usual 2e-5.
 LORA_LEARNING_RATE = 1e-3
 FULL_LEARNING_RATE = 2e-5
 
