@@ -144,6 +144,7 @@ def test_reward_model_check_scores_the_held_out_rankings(studio, tiny_model_dir,
     assert any(f"Left out {24 - len(validation_ids)} rankings" in c.value for c in at.caption)
     chart = json.loads(at.get("vega_lite_chart")[0].proto.spec)
     assert [layer["mark"]["type"] for layer in chart["layer"]] == ["circle", "line"]  # reward vs length, trend
+    assert "color" not in chart["layer"][1].get("encoding", {})  # the trend adds no "undefined" legend entry
 
 
 def test_a_signed_in_annotator_votes_as_themselves_but_cannot_open_the_results(studio):
