@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from rlhf_studio.fields import documented
+from rlhf_studio.models import FAST_ENCODER
 
 DEVICES = ("auto", "cpu", "cuda")
 # LoRA (r=16) on SmolLM2-135M, 40 synthetic rankings (K=4, 8 held out = 48 pairs), the first 4 optimizer steps:
@@ -45,8 +46,10 @@ class RewardConfig:
         f"AdamW learning rate (default: {LORA_LEARNING_RATE:g} with LoRA, {FULL_LEARNING_RATE:g} full fine-tuning)",
     )
     batch_size: int = documented(8, "rankings per optimizer step (each ranking's K responses are encoded once)")
-    lora_rank: int = documented(
-        16, "LoRA rank r (Hu et al. 2021); 0 = full fine-tuning. The score head is always trained"
+    lora_rank: int | None = documented(
+        None,
+        "LoRA rank r (Hu et al. 2021); 0 = full fine-tuning. Default: 16, or 0 for the small all-MiniLM-L6-v2"
+        " encoder, which is fine-tuned in full. The score head is always trained",
     )
     lora_alpha: int = documented(32, "LoRA scaling alpha (update is alpha/r * B A)")
     max_length: int = documented(512, "longest prompt+response in tokens; prompts lose their start first")
@@ -81,6 +84,8 @@ class RewardConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_length < 8:
             raise ValueError(f"max_length must be >= 8 tokens, got {self.max_length}")
+        if self.lora_rank is None:  # the form, the command and the memory check all see the rank that trains
+            self.lora_rank = 0 if self.backbone in (FAST_ENCODER, f"sentence-transformers/{FAST_ENCODER}") else 16
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0 (0 = full fine-tuning), got {self.lora_rank}")
         if self.learning_rate is None:

@@ -169,6 +169,10 @@ def test_bad_input_writes_nothing(store, tiny_model_dir, tmp_path):
         train_reward_model(tiny_config(tiny_model_dir, tmp_path), store)
     with pytest.raises(ValueError, match="does not exist"):
         train_reward_model(tiny_config(tmp_path / "no-such-model", tmp_path), rankings=synthetic_rankings(4))
+    # LoRA by default, except for the small encoder, which trains in full (as bench/reward_model.py does)
+    assert RewardConfig().lora_rank == 16 and RewardConfig(backbone="all-MiniLM-L6-v2").lora_rank == 0
+    assert RewardConfig(backbone="all-MiniLM-L6-v2").learning_rate == 2e-5
+    assert RewardConfig(backbone="all-MiniLM-L6-v2", lora_rank=8).lora_rank == 8
     with pytest.raises(ValueError, match="lora_rank must be >= 0"):
         tiny_config(tiny_model_dir, tmp_path, lora_rank=-1)
     with pytest.raises(ValueError, match="validation_fraction"):
