@@ -4,11 +4,21 @@ Pages live in app/views/ (see app/__init__.py for why not app/pages/). Annotator
 pages; admins see everything.
 """
 
+from pathlib import Path
+
 import streamlit as st
 
 from app import auth, resources
 
-st.set_page_config(page_title="RLHF Studio", page_icon=":material/thumbs_up_down:", layout="wide")
+# A local image: a ":material/...:" or emoji page icon makes every browser fetch the favicon from the internet.
+ICON = Path(__file__).parent / "icon.png"
+st.set_page_config(page_title="RLHF Studio", page_icon=str(ICON), layout="wide")
+
+# Long code lines in answers wrap inside their card (half the page wide) instead of running out of sight.
+# Static CSS of our own; model and user text never goes through HTML.
+st.html(
+    "<style>[data-testid='stMarkdownContainer'] pre code { white-space: pre-wrap !important; overflow-wrap: anywhere; }</style>"
+)
 
 store = resources.store()
 resources.sampler()  # starts sampling ahead of the annotators as soon as the app runs

@@ -6,7 +6,7 @@ Loaded once per process with `st.cache_resource`, keyed by the resolved folder, 
 import streamlit as st
 
 from core.generation import sample
-from core.models import load_causal_lm
+from core.models import generator_problem, load_causal_lm
 from data.registry import list_models, path_of
 from data.store import Store
 from rm.score import RewardScorer
@@ -37,11 +37,17 @@ def answer(model, tokenizer, prompt: str, temperature: float, max_new_tokens: in
 def model_picker(store: Store, label: str, kinds: tuple[str, ...], key: str, optional: bool = False) -> str:
     """Draw a choice of recorded models of these kinds (plus 'default' for generators) or a typed path; return it.
 
+    Base and policy models are offered only if they are causal language models (see `generator_problem`).
     The returned name is what gets stored and shown (a registry name, 'default', or the typed text);
     `path_of` turns it into a folder when loading. With `optional`, a first choice NONE returns "".
     """
-    names = ["default"] if "base" in kinds or "policy" in kinds else []
-    names += [m["name"] for kind in kinds for m in list_models(store, kind) if m["name"] not in names]
+    generators = "base" in kinds or "policy" in kinds
+    names = ["default"] if generators else []
+    for model in (m for kind in kinds for m in list_models(store, kind)):
+        if generators and generator_problem(model["path"] or model["name"]):
+            continue  # e.g. an encoder recorded as a reward model's backbone: it cannot write answers
+        if model["name"] not in names:
+            names.append(model["name"])
     options = [NONE] * optional + [*names, OTHER]
     choice = st.selectbox(label, options, key=key)
     if choice == NONE:

@@ -1,4 +1,5 @@
-"""Show model and user text as markdown that cannot reach out of the page, or as plain text inside a message."""
+"""Show model and user text as markdown that cannot reach out of the page (code fences that hold together),
+or as plain text inside a message."""
 
 import re
 
@@ -7,6 +8,7 @@ import streamlit as st
 # st.markdown already escapes HTML, but markdown's own image syntax `![alt](url)` still becomes an <img> that
 # the browser fetches: any prompt or response could make every annotator's browser contact an outside host.
 _IMAGE = re.compile(r"!\[")
+_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})(.*)$")
 
 
 def safe_markdown(text: str) -> str:
@@ -14,9 +16,35 @@ def safe_markdown(text: str) -> str:
     return _IMAGE.sub(r"!\\[", text)
 
 
+def mended_fences(text: str) -> str:
+    """Return the text with its code fences as the model meant them.
+
+    Models write fences markdown does not close: "```python" again at the end of a block (a fence with an info
+    string cannot close one, so the prose after it becomes code), a fence indented inside a list item (its code
+    then loses that much indentation), or no closing fence when the token limit cut the response. Inside a block,
+    any fence line of the same kind closes it; every fence moves to column 0; an open block is closed at the end.
+    """
+    lines, open_fence = [], None
+    for line in text.split("\n"):
+        match = _FENCE.match(line)
+        if match is None:
+            lines.append(line)
+        elif open_fence is None:
+            open_fence = match.group(1)
+            lines.append(open_fence + match.group(2).strip())
+        elif match.group(1)[0] == open_fence[0] and len(match.group(1)) >= len(open_fence):
+            lines.append(open_fence)
+            open_fence = None
+        else:
+            lines.append(line)  # a shorter or other fence inside a block is code
+    if open_fence is not None:
+        lines.append(open_fence)
+    return "\n".join(lines)
+
+
 def show_text(text: str, empty: str = "*(empty)*") -> None:
     """Draw model or user text as safe markdown."""
-    st.markdown(safe_markdown(text) if text.strip() else empty)
+    st.markdown(safe_markdown(mended_fences(text)) if text.strip() else empty)
 
 
 # CommonMark lets a backslash escape any ASCII punctuation. These are the ones that can start markup in running

@@ -197,11 +197,33 @@ def pick_device(prefer: str | None = None) -> DeviceChoice:
     return DeviceChoice(torch.device("cuda"), dtype)
 
 
+GENERATOR_HEADS = ("ForCausalLM", "LMHeadModel")  # LlamaForCausalLM, GPT2LMHeadModel, ...
+
+
+def generator_problem(name_or_path: str | Path) -> str | None:
+    """Return why a model cannot generate text (an encoder or a reward model), or None for a causal LM.
+
+    Read from the architectures in its config.json. An encoder such as all-MiniLM-L6-v2 would load into
+    AutoModelForCausalLM with a fresh LM head and write word salad. A model whose config cannot be read here
+    (a hub id not downloaded yet) passes: loading it will tell.
+    """
+    try:
+        config_file = Path(resolve_model(name_or_path)) / "config.json"
+        architectures = json.loads(config_file.read_text()).get("architectures") or []
+    except (ModelNotFound, OSError, ValueError):
+        return None
+    if not architectures or any(name.endswith(GENERATOR_HEADS) for name in architectures):
+        return None
+    return f"{name_or_path} is a {', '.join(architectures)}, not a causal language model: it cannot generate text"
+
+
 def load_causal_lm(name_or_path: str | Path, device: str | None = None):
     """Return (model, tokenizer) for generation, in eval mode on the chosen device."""
     choice = pick_device(device)
     path = resolve_model(name_or_path)
     load_config(path)  # a clear error for an unknown model, before anything else loads
+    if problem := generator_problem(path):
+        raise ValueError(problem)
     tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=choice.dtype).to(choice.device)
     ensure_pad_token(tokenizer, model)

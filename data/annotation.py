@@ -2,7 +2,7 @@
 
 import json
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from data.store import Store
 
@@ -24,6 +24,7 @@ class Item:
     response_ids: list[int]
     responses: list[str]
     model: str
+    finish_reasons: list[str] = field(default_factory=list)  # per response: 'eos', or 'length' when cut off
 
 
 def ensure_annotator(store: Store, name: str) -> int:
@@ -113,8 +114,10 @@ def _load_item(cursor, batch_id: int) -> Item:
         "SELECT b.prompt_id, p.text, b.model FROM batches b JOIN prompts p ON p.id = b.prompt_id WHERE b.id = ?",
         [batch_id],
     ).fetchone()
-    rows = cursor.execute("SELECT id, text FROM responses WHERE batch_id = ? ORDER BY position", [batch_id]).fetchall()
-    return Item(batch_id, prompt_id, prompt, [r[0] for r in rows], [r[1] for r in rows], model)
+    rows = cursor.execute(
+        "SELECT id, text, finish_reason FROM responses WHERE batch_id = ? ORDER BY position", [batch_id]
+    ).fetchall()
+    return Item(batch_id, prompt_id, prompt, [r[0] for r in rows], [r[1] for r in rows], model, [r[2] for r in rows])
 
 
 _CLAIMABLE = f"""

@@ -3,6 +3,8 @@
 import math
 from dataclasses import dataclass
 
+from core.stats import wilson_interval
+
 VOTES = ("a", "b", "tie", "both_bad")
 
 
@@ -14,16 +16,6 @@ class WinRate:
     rate: float
     low: float
     high: float
-
-
-def wilson_interval(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
-    """Return the Wilson score interval of a proportion (sound near 0 and 1, unlike the normal approximation)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    center = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 def win_rate(votes: list[str], z: float = 1.96) -> WinRate:

@@ -13,10 +13,14 @@ def total_steps(job_kind: str, config: dict, run_dir: str | Path) -> int | None:
     """Return how many optimizer steps the run will take, from its config (and data.json for a reward model)."""
     if job_kind == "train-rm":
         try:
-            train_count = len(json.loads((Path(run_dir) / "data.json").read_text())["train_ranking_ids"])
-        except (OSError, ValueError, KeyError):
+            record = json.loads((Path(run_dir) / "data.json").read_text())
+        except (OSError, ValueError):
             return None
-        return config.get("epochs", 1) * math.ceil(train_count / config.get("batch_size", 1))
+        if "planned_steps" in record:  # epochs chosen from the data size; early stopping may end sooner
+            return record["planned_steps"]
+        if "train_ranking_ids" not in record:
+            return None
+        return (config.get("epochs") or 1) * math.ceil(len(record["train_ranking_ids"]) / config.get("batch_size", 1))
     if config.get("algo") in ("ppo", "grpo"):
         return config.get("steps")
     return None

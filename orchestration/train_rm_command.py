@@ -32,6 +32,7 @@ def register(subparsers) -> None:
 
 
 def cmd_train_rm(args) -> int:
+    from rm.accuracy import held_out_accuracy
     from rm.train import train_reward_model
 
     config = RewardConfig(**{field.name: getattr(args, field.name) for field in fields(RewardConfig)})
@@ -44,5 +45,9 @@ def cmd_train_rm(args) -> int:
         store = Store(args.db)
     result = train_reward_model(config, store)
     print(f"reward model run: {result.run_dir}")
+    accuracy = held_out_accuracy(result.metrics)
+    print(f"held-out accuracy (epoch {result.metrics['epoch']} of {result.metrics['epochs_run']}): {accuracy}")
+    if accuracy.warning():
+        print(f"warning: {accuracy.warning()}")
     print(json.dumps({key: value for key, value in result.metrics.items() if "/" in key}, indent=2))
     return 0

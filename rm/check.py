@@ -79,6 +79,21 @@ def trained_ranking_ids(run_dir: str | Path, store_path: str | Path | None = Non
     return set(record.get("train_ranking_ids", []))
 
 
+def data_summary(run_dir: str | Path) -> str:
+    """Return what a reward-model run learned from, as its data.json says (e.g. 'store: 24 train / 8 held-out
+    rankings'), or "" without one."""
+    record_file = Path(run_dir) / "data.json"
+    try:
+        record = json.loads(record_file.read_text())
+    except (OSError, ValueError):
+        return ""
+    source = record.get("source", "")
+    kind, _, where = source.partition(":")
+    origin = {"duckdb": "store", "rankings": "store rankings", "pairs": f"pairs file {where}"}.get(kind, kind)
+    train, held = len(record.get("train_ranking_ids", [])), len(record.get("validation_ranking_ids", []))
+    return f"{origin}: {train} train / {held} held-out rankings"
+
+
 def held_out(rankings: list[Ranking], trained_ids: set[int]) -> list[Ranking]:
     """Return the rankings the reward model did not train on that have at least one untied pair."""
     return [r for r in rankings if r.ranking_id not in trained_ids and r.num_comparisons > 0]

@@ -79,7 +79,7 @@ def batches_of(items: list, batch_size: int, generator: torch.Generator | None =
 
 @torch.no_grad()
 def evaluate(model, encoded: list[EncodedRanking], config: RewardConfig, pad_id: int, device, autocast) -> dict:
-    """Return validation loss (mean per ranking), pairwise accuracy (over all comparisons) and reward mean/std."""
+    """Return validation loss (mean per ranking), pairwise accuracy with its counts, and reward mean/std."""
     model.eval()
     losses, rewards, correct, total = [], [], 0, 0
     for batch in batches_of(encoded, config.batch_size):
@@ -95,6 +95,8 @@ def evaluate(model, encoded: list[EncodedRanking], config: RewardConfig, pad_id:
     return {
         "loss": sum(losses) / len(encoded),
         "accuracy": correct / total,
+        "pairs": total,  # an accuracy is shown with its count and interval, never alone
+        "rankings": len(encoded),
         "reward_mean": all_rewards.mean().item(),
         "reward_std": all_rewards.std().item() if len(all_rewards) > 1 else 0.0,
     }
@@ -106,7 +108,7 @@ def train_epoch(model, optimizer, scheduler, encoded, config, pad_id, device, au
     batches = batches_of(encoded, config.batch_size, state["generator"])
     epoch_loss, correct, total, window = 0.0, 0, 0, []
     trainable = [p for p in model.parameters() if p.requires_grad]
-    bar = tqdm(batches, desc=f"epoch {state['epoch'] + 1}/{config.epochs}", unit="step")
+    bar = tqdm(batches, desc=f"epoch {state['epoch'] + 1}/{state['epochs']}", unit="step")
     for batch in bar:
         rewards = score_rankings(model, batch, pad_id, device, autocast)
         groups = [ranking.tie_groups.to(device) for ranking in batch]
@@ -135,7 +137,7 @@ def train_epoch(model, optimizer, scheduler, encoded, config, pad_id, device, au
                 },
             )
             window = []
-    return {"loss": epoch_loss / len(encoded), "accuracy": correct / total}
+    return {"loss": epoch_loss / len(encoded), "accuracy": correct / total, "pairs": total}
 
 
 def load_rankings(config: RewardConfig, store=None, rankings=None) -> tuple[list[Ranking], str]:
@@ -165,7 +167,7 @@ def run_folder(config: RewardConfig) -> Path:
 
 
 def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking] | None = None) -> TrainResult:
-    """Train, keep the epoch with the best validation accuracy, save the run folder and record it in the store.
+    """Train, keep the epoch with the lowest held-out loss, save the run folder and record it in the store.
 
     Rankings come from `rankings` (in memory), else `config.pairs`, else the store; only the store's are recorded.
     """
@@ -186,7 +188,7 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
 
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "config.json")
-    _save_data_record(run_dir, source, train_set, validation_set)
+    _save_data_record(run_dir, source, train_set, validation_set, config)
     last_token = reads_last_token(model)
     train_encoded = encode_rankings(train_set, tokenizer, config.max_length, last_token)
     validation_encoded = encode_rankings(validation_set, tokenizer, config.max_length, last_token)
@@ -205,40 +207,57 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
 
 
 def _fit(model, train_encoded, validation_encoded, config, pad_id, device, autocast, run_dir) -> dict:
-    """Run the epochs, log each to metrics.jsonl, leave the best epoch's weights in the model; return its record."""
+    """Run the epochs, log each to metrics.jsonl, leave the lowest held-out loss's weights in the model; return its record.
+
+    Stops early after `config.patience` epochs without a lower held-out loss (never without a validation set).
+    """
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    total_steps = config.epochs * math.ceil(len(train_encoded) / config.batch_size)
+    epochs = config.planned_epochs(len(train_encoded))
+    total_steps = epochs * math.ceil(len(train_encoded) / config.batch_size)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     metrics = MetricsWriter(run_dir, report_to=config.report_to, config=config.to_dict())
-    state = {"epoch": 0, "step": 0, "generator": torch.Generator().manual_seed(config.seed)}
-    best, best_weights = None, None
-    for epoch in range(config.epochs):
+    state = {"epoch": 0, "epochs": epochs, "step": 0, "generator": torch.Generator().manual_seed(config.seed)}
+    best, best_weights, stale = None, None, 0
+    for epoch in range(epochs):
         state["epoch"] = epoch
-        started, started_cpu = time.perf_counter(), time.process_time()
-        train = train_epoch(
-            model, optimizer, scheduler, train_encoded, config, pad_id, device, autocast, state, metrics
-        )
-        train_seconds, train_cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
-        held_out = validation_encoded or train_encoded  # without validation, report on the training rankings
-        evaluation = evaluate(model, held_out, config, pad_id, device, autocast)
-        record = {"event": "epoch", "epoch": epoch + 1}
-        record |= {f"train/{key}": value for key, value in train.items()}
-        record |= {f"val/{key}": value for key, value in evaluation.items()}
-        record |= {"val/on_training_data": not validation_encoded}
-        record |= {"time/train_s": train_seconds, "time/train_cpu_s": train_cpu_seconds}  # CPU: all threads
-        record["time/epoch_s"] = time.perf_counter() - started
+        record = _train_and_evaluate(
+            model, optimizer, scheduler, train_encoded, validation_encoded, config, pad_id, device, autocast, state,
+            metrics,
+        )  # fmt: skip
         record = metrics.write(state["step"], record)
         log.info("epoch %d: %s", epoch + 1, record)
-        if best is None or (record["val/accuracy"], -record["val/loss"]) > (best["val/accuracy"], -best["val/loss"]):
-            best = record
+        if best is None or record["val/loss"] < best["val/loss"] or not validation_encoded:
+            best, stale = record, 0
             best_weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        else:
+            stale += 1
+        if config.patience and stale >= config.patience:
+            log.info("held-out loss has not improved for %d epochs: stopping at epoch %d", stale, epoch + 1)
+            break
     metrics.close()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name in best_weights:
                 parameter.copy_(best_weights[name])
-    return best
+    return best | {"epochs_run": state["epoch"] + 1, "steps_run": state["step"]}
+
+
+def _train_and_evaluate(model, optimizer, scheduler, train_encoded, validation_encoded, config, pad_id, device,
+                        autocast, state, metrics) -> dict:  # fmt: skip
+    """Return the epoch record: one pass of optimizer steps, then the held-out evaluation."""
+    started, started_cpu = time.perf_counter(), time.process_time()
+    train = train_epoch(model, optimizer, scheduler, train_encoded, config, pad_id, device, autocast, state, metrics)
+    train_seconds, train_cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
+    held_out = validation_encoded or train_encoded  # without validation, report on the training rankings
+    evaluation = evaluate(model, held_out, config, pad_id, device, autocast)
+    record = {"event": "epoch", "epoch": state["epoch"] + 1}
+    record |= {f"train/{key}": value for key, value in train.items()}
+    record |= {f"val/{key}": value for key, value in evaluation.items()}
+    record |= {"val/on_training_data": not validation_encoded}
+    record |= {"time/train_s": train_seconds, "time/train_cpu_s": train_cpu_seconds}  # CPU: all threads
+    record["time/epoch_s"] = time.perf_counter() - started
+    return record
 
 
 def _save_model(model, tokenizer, run_dir: Path):
@@ -266,12 +285,15 @@ def _reward_normalization(model, encoded, config, pad_id, device, autocast) -> d
     return {"mean": rewards.mean().item(), "std": std if std > 1e-6 else 1.0, "count": len(rewards)}
 
 
-def _save_data_record(run_dir: Path, source: str, train_set: list[Ranking], validation_set: list[Ranking]) -> None:
+def _save_data_record(run_dir: Path, source: str, train_set, validation_set, config: RewardConfig) -> None:
+    epochs = config.planned_epochs(len(train_set))
     record = {
         "source": source,  # 'duckdb:<file>' (ids are ranking ids) or 'pairs:<file>' (ids are row numbers)
         "train_ranking_ids": [r.ranking_id for r in train_set],
         "validation_ranking_ids": [r.ranking_id for r in validation_set],
         "train_comparisons": sum(r.num_comparisons for r in train_set),
         "validation_comparisons": sum(r.num_comparisons for r in validation_set),
+        "planned_epochs": epochs,  # early stopping may end sooner
+        "planned_steps": epochs * math.ceil(len(train_set) / config.batch_size),
     }
     (run_dir / "data.json").write_text(json.dumps(record))

@@ -3,8 +3,10 @@
 import string
 import time
 import uuid
+from pathlib import Path
 
 import streamlit as st
+import streamlit.components.v1 as components
 
 from app import auth, resources
 from app.text import as_text, show_text
@@ -14,6 +16,11 @@ from data.settings import load_settings
 
 store = resources.store()
 sampler = resources.sampler()
+SHORTCUTS_SCRIPT = (Path(__file__).parents[1] / "shortcuts.js").read_text()  # static: no user or model text
+SHORTCUTS_HELP = (
+    "Keyboard: type the ranks of A, B, C… in order with the number keys (a letter key first picks a response to "
+    "re-rank); Enter submits."
+)
 
 
 def current_annotator() -> int | None:
@@ -85,8 +92,9 @@ def shown_item(item: annotation.Item) -> dict:
 
 
 def response_card(
-    label: str, text: str, k: int, key: str, score: float | None = None, prefill: int | None = None
-) -> int | None:
+    label: str, text: str, k: int, key: str, score: float | None = None, prefill: int | None = None,
+    cut_off: bool = False,
+) -> int | None:  # fmt: skip
     """Draw one response with its rank picker (pre-set to `prefill`) and any suggested score; return the rank."""
     with st.container(border=True):
         index = None if prefill is None else prefill - 1
@@ -94,6 +102,11 @@ def response_card(
         if score is not None:
             st.caption(f"Reward-model score: {score:+.2f}")
         show_text(text, empty="*(empty response)*")  # escaped HTML, no remote images
+        if cut_off:
+            st.caption(
+                "✂ Cut off: the response reached the token limit (max new tokens) before it ended.",
+                help="Judge what is there; a response does not lose for being cut off unless that hurts it.",
+            )
     return rank
 
 
@@ -114,9 +127,10 @@ def ranking_form(item: annotation.Item, settings: dict) -> None:
                 with column:
                     response_id = item.response_ids[index]
                     key = f"annotate_rank_{item.batch_id}_{response_id}"
+                    cut_off = index < len(item.finish_reasons) and item.finish_reasons[index] == "length"
                     ranks[response_id] = response_card(
                         string.ascii_uppercase[index], item.responses[index], k, key,
-                        shown_scores.get(response_id), prefill.get(response_id),
+                        shown_scores.get(response_id), prefill.get(response_id), cut_off,
                     )  # fmt: skip
         st.text_input("Comment (optional)", key=f"annotate_comment_{item.batch_id}")
         bid = item.batch_id
@@ -126,6 +140,11 @@ def ranking_form(item: annotation.Item, settings: dict) -> None:
             )
             st.form_submit_button("Skip", icon=":material/skip_next:", key=f"annotate_skipped_{bid}")
             st.form_submit_button("Flag as bad", icon=":material/flag:", key=f"annotate_flagged_{bid}")
+            missing = st.session_state.get("annotate_missing")
+            if missing and missing[0] == bid:  # beside the button that was pressed, not at the top of the page
+                st.error(f"Give every response a rank; missing: {', '.join(missing[1])}.", icon=":material/error:")
+        st.caption(SHORTCUTS_HELP)
+    components.html(f"<script>{SHORTCUTS_SCRIPT}</script>", height=0)
 
 
 def handle_press(annotator_id: int) -> None:
@@ -148,9 +167,10 @@ def handle_press(annotator_id: int) -> None:
     if status == "ranked":
         unranked = [string.ascii_uppercase[i] for i, rid in enumerate(shown["response_ids"]) if ranks[rid] is None]
         if unranked:
-            st.error(f"Give every response a rank; missing: {', '.join(unranked)}.")
+            st.session_state["annotate_missing"] = (batch_id, unranked)  # shown beside Submit by ranking_form
             return
         ranking = annotation.ranks_to_groups(ranks)
+    st.session_state.pop("annotate_missing", None)
     try:
         annotation.submit_ranking(
             store,

@@ -45,7 +45,16 @@ if st.session_state.pop("compare_saved", False):
 counts = compare.comparison_counts(store, voter)
 shown = compare.next_comparison(store, voter)
 if shown is None:
-    st.info("No comparisons wait for your vote." if counts["comparisons"] else "No comparisons yet.")
+    if counts["comparisons"]:
+        st.info("No comparisons wait for your vote: you have voted on all of them.")
+    else:
+        st.info(
+            "No comparisons yet. An admin creates them: a comparison set of two models' answers on the "
+            "Comparisons page, or single pairs with *Add to blind comparison* on the Playground page."
+        )
+    if auth.current_user().is_admin:
+        st.page_link("views/compare_results.py", label="Comparisons", icon=":material/leaderboard:")
+        st.page_link("views/playground.py", label="Playground", icon=":material/science:")
     st.stop()
 st.progress(
     1 - counts["left"] / counts["comparisons"], text=f"{counts['left']} of {counts['comparisons']} comparisons left"

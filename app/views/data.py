@@ -37,7 +37,7 @@ chart = (
     alt.Chart(coverage)
     .mark_bar()
     .encode(
-        x=alt.X("rankings:O", title="rankings of a prompt"),
+        x=alt.X("rankings:O", title="rankings of a prompt", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("prompts:Q", title="prompts"),
         tooltip=["rankings", "prompts"],
     )

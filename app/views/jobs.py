@@ -11,8 +11,9 @@ import streamlit as st
 from app import auth, resources
 from core.runs import read_metrics
 from data import jobs
-from orchestration.follow import metric_rows, plotted_metrics, progress, run_config
+from orchestration.follow import headline_metrics, metric_rows, plotted_metrics, progress, run_config
 from orchestration.jobs import command_line, log_tail
+from rm.accuracy import held_out_accuracy
 
 auth.require_admin()
 store = resources.store()
@@ -54,6 +55,24 @@ def metrics_chart(rows: list[dict]) -> alt.FacetChart:
     )
 
 
+def reward_model_accuracy(job: dict, records: list[dict]) -> None:
+    """Show the held-out accuracy with its interval and count: the kept epoch's when done, else the latest epoch's."""
+    epochs = [record for record in records if record.get("event") == "epoch"]
+    if job["status"] == "done":
+        metrics, which = headline_metrics(job["kind"], job["run_dir"]), "kept epoch"
+    elif epochs:
+        metrics, which = epochs[-1], "latest epoch"
+    else:
+        return
+    accuracy = held_out_accuracy(metrics)
+    if accuracy is None:
+        return
+    on = "training rankings (no held-out set)" if metrics.get("val/on_training_data") else "held-out rankings"
+    st.markdown(f"**Accuracy on {on}** ({which}, {metrics.get('epoch')}): {accuracy}")
+    if warning := accuracy.warning():
+        st.warning(warning, icon=":material/warning:")
+
+
 def job_details(job_id: int) -> None:
     """The live part of the page: redrawn every 2 s while the job is queued or running."""
     auth.recheck(store)
@@ -69,6 +88,8 @@ def job_details(job_id: int) -> None:
         st.altair_chart(metrics_chart(rows))
     elif job["status"] in ACTIVE:
         st.caption("No metrics yet: the model is loading or the first steps are running.")
+    if job["kind"] == "train-rm":
+        reward_model_accuracy(job, records)
     st.caption("Log (last lines)")
     st.code(log_tail(job) or "(empty)", language=None)
     if job["status"] in ACTIVE and st.button("Cancel job", key=f"jobs_cancel_{job_id}", icon=":material/stop:"):

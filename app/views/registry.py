@@ -9,12 +9,15 @@ import streamlit as st
 
 from app import auth, resources
 from app.text import as_text
+from core.models import generator_problem
 from data import registry
 from data.settings import load_settings, save_settings
+from rm.accuracy import held_out_accuracy
+from rm.check import data_summary
 
 auth.require_admin()
 store = resources.store()
-HEADLINES = ("val/accuracy", "val/loss", "objective/reward_mean", "objective/kl", "eval/accuracy", "train/loss")
+HEADLINES = ("val/loss", "objective/reward_mean", "objective/kl", "eval/accuracy", "train/loss")
 
 
 def base_rows(models: list[dict], generator: str) -> list[dict]:
@@ -28,11 +31,22 @@ def base_rows(models: list[dict], generator: str) -> list[dict]:
 def data_source(model: dict) -> str:
     """Return what a run learned from: its rankings, pairs or prompts file (lineage of the data)."""
     config = model["config"]
+    if model["kind"] == "reward" and model["path"] and (summary := data_summary(model["path"])):
+        return summary
     for key in ("pairs_file", "prompts_file", "pairs"):
         if config.get(key):
             return f"{key.replace('_', ' ')}: {config[key]}"
     lineage = config.get("lineage") or {}
     return lineage.get("prompts", "")
+
+
+def accuracy_cell(metrics: dict) -> str | None:
+    """Return a reward model's held-out accuracy with its interval and count (runs from before counts: the rate)."""
+    accuracy = held_out_accuracy(metrics)
+    if accuracy is not None:
+        return str(accuracy) + (" ⚠ too few" if accuracy.too_few else "")
+    rate = metrics.get("val/accuracy")
+    return f"{rate:.0%} (count not recorded)" if isinstance(rate, int | float) else None
 
 
 def model_table(models: list[dict], names: dict) -> pd.DataFrame:
@@ -46,6 +60,8 @@ def model_table(models: list[dict], names: dict) -> pd.DataFrame:
             "data": data_source(model),
             "algorithm": model["config"].get("algo", "reward model" if model["kind"] == "reward" else ""),
         }
+        if model["kind"] == "reward":
+            row["held-out accuracy"] = accuracy_cell(metrics)
         row |= {key: metrics.get(key) for key in HEADLINES if isinstance(metrics.get(key), int | float)}
         rows.append(row | {"path": model["path"]})
     return pd.DataFrame(rows)
@@ -71,6 +87,8 @@ if picked["kind"] == "reward":
         st.success(
             f"New responses will be scored by {as_text(picked['name'])}; turn suggestions on in Settings to show them."
         )
+elif problem := generator_problem(picked["path"] or picked["name"]):
+    st.caption(f"Not offered as a generator: {problem}. It can serve as a reward-model backbone.")
 else:
     if st.button("Use as generator", type="primary", key="registry_generate"):
         save_settings(store, {"generator_model": picked["path"] or picked["name"]})

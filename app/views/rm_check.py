@@ -6,6 +6,7 @@ import streamlit as st
 
 from app import auth, models, resources
 from app.text import as_text
+from rm.accuracy import Accuracy
 from rm.check import check_reward_model, trained_ranking_ids
 from rm.data import rankings_from_store
 
@@ -35,7 +36,13 @@ def length_chart(points: pd.DataFrame) -> alt.LayerChart:
             tooltip=["ranking_id", "length", "reward", "group"],
         )
     )
-    trend = dots.transform_regression("length", "reward").mark_line(color="firebrick")
+    # The trend is its own chart: one inheriting the dots' colour would add an "undefined" group to the legend.
+    trend = (
+        alt.Chart(points)
+        .transform_regression("length", "reward")
+        .mark_line(color="firebrick")
+        .encode(x="length:Q", y="reward:Q")
+    )
     return dots + trend
 
 
@@ -43,10 +50,16 @@ def show(result) -> None:
     if not result.rankings:
         st.info(f"No held-out rankings: the reward model trained on all {result.skipped_trained} of them.")
         return
+    agreement = Accuracy(result.agreed, result.pairs, len(result.rankings))
+    low, high = agreement.interval
     first, second, third = st.columns(3)
-    first.metric("Agreement with people", f"{result.accuracy:.1%}", help="pairwise accuracy over untied pairs")
-    second.metric("Held-out rankings", len(result.rankings), help=f"{result.pairs} untied pairs")
+    first.metric("Agreement with people", f"{agreement.rate:.0%}", help="pairwise accuracy over untied pairs")
+    first.caption(f"95% interval {low:.0%}–{high:.0%}")
+    second.metric("Held-out rankings", len(result.rankings), help="rankings it did not train on")
+    second.caption(f"{result.pairs} untied pairs")
     third.metric("Reward ~ length correlation", f"{result.length_correlation:.2f}")
+    if warning := agreement.warning():
+        st.warning(warning, icon=":material/warning:")
     st.caption(f"Left out {result.skipped_trained} rankings the reward model trained on. Chance agreement is 50%.")
     st.subheader("Rankings it gets most wrong")
     wrong = [r for r in result.rankings if r.agreed < r.pairs][:20]

@@ -7,7 +7,7 @@ import streamlit as st
 
 from app import auth, resources
 from app.text import as_text
-from core.models import DEFAULT_MODEL, resolve_model
+from core.models import DEFAULT_MODEL, generator_problem, resolve_model
 from data.annotation import ORDERS, overlap_every
 from data.registry import list_models, path_of
 from data.settings import load_settings, save_settings
@@ -29,6 +29,8 @@ def check(settings: dict) -> None:
         raise ValueError("generator model is empty: use 'default', a hub id or a model folder")
     if model not in ("default", DEFAULT_MODEL):  # the default converts on first use; do not start that here
         resolve_model(model)
+        if problem := generator_problem(model):
+            raise ValueError(problem)
     check_annotation(settings)
 
 

@@ -11,15 +11,18 @@ import streamlit as st
 from app import auth, resources
 from core.fields import flag_type
 from data import registry
+from data.export import ranked_items
 from data.settings import load_settings
 from orchestration.launch import Launch, launch_policy, launch_reward_model
+from orchestration.preflight import MIN_PROMPTS, MIN_RANKED_ITEMS, check_rankings
 from policy.config import CONFIGS
+from rm.accuracy import MIN_RANKINGS
 from rm.config import RewardConfig
 
 auth.require_admin()
 store = resources.store()
 
-REWARD_FIELDS = ("epochs", "batch_size", "learning_rate", "lora_rank", "max_length", "validation_fraction", "margin",
+REWARD_FIELDS = ("epochs", "min_steps", "patience", "batch_size", "learning_rate", "lora_rank", "max_length", "validation_fraction", "margin",
                  "seed", "device")  # fmt: skip
 POLICY_FIELDS = ("steps", "batch_prompts", "learning_rate", "lora_rank", "max_new_tokens", "temperature", "seed",
                  "device")  # fmt: skip
@@ -42,7 +45,7 @@ def field_input(container, spec, key: str):
     if kind is bool:
         return container.checkbox(label, value=default, help=help_text, key=key)
     if kind is int:
-        return container.number_input(label, value=default, step=1, help=help_text, key=key)
+        return container.number_input(label, value=default, step=1, help=help_text, key=key, placeholder="automatic")
     if kind is float:
         return container.number_input(label, value=default, format="%g", step=None, help=help_text, key=key,
                                       placeholder="automatic")  # fmt: skip
@@ -91,7 +94,23 @@ def show(result: Launch) -> None:
         st.code(result.command, language="bash", wrap_lines=True)
 
 
+def rankings_needed() -> None:
+    """Say before launch how many rankings a reward model needs, and how many the store has."""
+    items = ranked_items(store)
+    usable = sum(len(item["ranked_responses"]) >= 2 for item in items)
+    held_out = RewardConfig.__dataclass_fields__["validation_fraction"].default
+    st.caption(
+        f"Needs at least {MIN_RANKED_ITEMS} ranked items that order two responses, over {MIN_PROMPTS} prompts; "
+        f"for a held-out accuracy worth reading, rank {MIN_RANKINGS / held_out:.0f} or more ({held_out:.0%} are "
+        "held out). "
+        f"The store has {usable} ({len(items) - usable} all-tied rankings do not count)."
+    )
+    for problem in check_rankings(items):
+        st.info(problem, icon=":material/info:")
+
+
 def reward_model_form() -> None:
+    rankings_needed()
     with st.form("train_rm_form"):
         backbone = model_choice(
             "Backbone",

@@ -136,10 +136,15 @@ def test_reward_model_check_scores_the_held_out_rankings(studio, tiny_model_dir,
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Held-out rankings"] == str(len(validation_ids))
     # training evaluated the same held-out rankings with its own code: the page must agree with it
-    assert metrics["Agreement with people"] == f"{result.metrics['val/accuracy']:.1%}"
+    assert metrics["Agreement with people"] == f"{result.metrics['val/accuracy']:.0%}"
+    assert any(c.value.startswith("95% interval ") for c in at.caption)
+    pairs = 3 * len(validation_ids)  # K=3, no ties
+    assert any(c.value == f"{pairs} untied pairs" for c in at.caption)
+    assert at.warning[0].value.startswith(f"Only {pairs} pairs from {len(validation_ids)} rankings: too few")
     assert any(f"Left out {24 - len(validation_ids)} rankings" in c.value for c in at.caption)
     chart = json.loads(at.get("vega_lite_chart")[0].proto.spec)
     assert [layer["mark"]["type"] for layer in chart["layer"]] == ["circle", "line"]  # reward vs length, trend
+    assert "color" not in chart["layer"][1].get("encoding", {})  # the trend adds no "undefined" legend entry
 
 
 def test_a_signed_in_annotator_votes_as_themselves_but_cannot_open_the_results(studio):
@@ -159,7 +164,7 @@ def test_a_signed_in_annotator_votes_as_themselves_but_cannot_open_the_results(s
 
 
 def test_the_pages_open_on_an_empty_database_and_say_what_is_missing(studio):
-    assert any("No comparisons yet" in i.value for i in studio.open("compare").info)
+    assert any("No comparisons yet. An admin creates them" in i.value for i in studio.open("compare").info)
     results = studio.open("compare_results")
     assert any("No prompts yet" in i.value for i in results.info) and any(
         "No votes yet" in i.value for i in results.info

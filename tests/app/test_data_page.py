@@ -1,5 +1,7 @@
 """Data page: counts, rankings per annotator, coverage chart and the four export buttons."""
 
+import json
+
 from data import annotation
 
 
@@ -16,6 +18,8 @@ def test_data_page_summarises_rankings(studio):
     per_annotator = at.dataframe[0].value
     assert per_annotator[["annotator", "ranked", "skipped", "flagged"]].values.tolist() == [["bob", 1, 0, 0]]
     assert len(at.get("vega_lite_chart")) == 1
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert spec["encoding"]["x"]["axis"]["labelAngle"] == 0  # counts read level, not rotated 90 degrees
     labels = sorted(button.label for button in at.get("download_button"))
     assert labels == ["pairs as jsonl", "pairs as parquet", "rankings as jsonl", "rankings as parquet"]
 

@@ -27,6 +27,7 @@ def finished_reward_job(store, tmp_path) -> int:
         {"event": "epoch", "epoch": 2, "step": 4, "train/loss": 0.4, "val/loss": 0.5, "val/accuracy": 1.0},
     ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    (run / "summary.json").write_text(json.dumps(records[-1] | {"val/pairs": 6, "val/rankings": 2}))
     log = tmp_path / "runs" / "rm-1.log"
     log.write_text("$ rlhf-studio train-rm\nepoch 1/2: 100%\rreward model run: rm-1\n")
     job_id = jobs.add_job(store, "train-rm", ["train-rm", "--epochs", "2"], str(run), str(log))
@@ -46,6 +47,12 @@ def test_job_page_shows_progress_plots_and_log(jobs_studio, tmp_path):
     spec = json.loads(chart.proto.spec)
     assert spec["facet"]["field"] == "metric"
     assert "reward model run: rm-1" in at.code[1].value and "\r" not in at.code[1].value
+    # The kept epoch's accuracy with its count and Wilson interval (6/6: 0.61 to 1), and a warning: 6 pairs is few.
+    assert any(
+        m.value == "**Accuracy on held-out rankings** (kept epoch, 2): 100% (95% CI 61%–100%, 6 pairs from 2 rankings)"
+        for m in at.markdown
+    )
+    assert at.warning[0].value.startswith("Only 6 pairs from 2 rankings: too few to tell this accuracy from chance")
     assert not [b for b in at.button if b.label == "Cancel job"]  # a finished job has nothing to cancel
 
 

@@ -61,3 +61,11 @@ def test_a_missing_model_folder_is_refused(studio, tmp_path):
 def test_a_hub_id_is_accepted_without_network(studio):
     fill(studio.open("settings"), model="HuggingFaceTB/SmolLM2-360M-Instruct")
     assert load_settings(studio.store)["generator_model"] == "HuggingFaceTB/SmolLM2-360M-Instruct"
+
+
+def test_an_encoder_is_refused_as_the_generator(studio):
+    at = studio.open("settings")
+    before = load_settings(studio.store)
+    fill(at, model="all-MiniLM-L6-v2")
+    assert "is a BertModel, not a causal language model" in at.error[0].value
+    assert load_settings(studio.store) == before

@@ -34,7 +34,12 @@ def launch_reward_model(studio, at, backbone: str, **numbers):
 
 def test_blocked_launch_shows_every_problem_and_queues_nothing(train_studio, tmp_path):
     rank(train_studio, 3, prompts=1)
-    at = launch_reward_model(train_studio, train_studio.open("train"), str(tmp_path / "no-such-model"))
+    at = train_studio.open("train")
+    needs = next(c.value for c in at.caption if c.value.startswith("Needs at least 4 ranked items"))
+    assert needs.endswith("The store has 3 (0 all-tied rankings do not count).")
+    assert "rank 25 or more" in needs  # 5 held-out rankings at the default 20% held out
+    assert [i.value for i in at.info][0].startswith("only 3 ranked item(s)")  # said before any launch
+    at = launch_reward_model(train_studio, at, str(tmp_path / "no-such-model"))
     problems = [e.value for e in at.error]
     assert problems[0].startswith("only 3 ranked item(s) with at least one comparison")
     assert "cover 1 prompt(s)" in problems[1]

@@ -56,6 +56,7 @@ def test_launch_watch_and_pick_a_reward_model(server, tiny_model_dir):
             form.get_by_role("textbox", name="…or another model (folder or hub id)").fill(str(tiny_model_dir))
             form.get_by_role("spinbutton", name="Batch size").fill("2")
             form.get_by_role("spinbutton", name="Max length").fill("32")
+            form.get_by_role("spinbutton", name="Epochs").fill("1")  # not the step-based default: one pass
             form.get_by_role("button", name="Check and launch").click()
             expect(page.get_by_text("Queued as job 1.")).to_be_visible(timeout=60_000)
             expect(page.get_by_text("rlhf-studio train-rm --backbone")).to_be_visible()

@@ -1,5 +1,6 @@
 """Model resolution (aliases, folders, run folders, hub ids) and a pad token that is never EOS."""
 
+import json
 import shutil
 
 import pytest
@@ -80,3 +81,19 @@ def test_tokenizer_without_pad_or_unk_gets_a_new_pad_and_the_model_grows(default
     assert model.get_input_embeddings().num_embeddings == len(tokenizer) == rows_before + 1
     assert model.config.pad_token_id == tokenizer.pad_token_id
     assert model.generation_config.pad_token_id == tokenizer.pad_token_id
+
+
+def test_only_causal_language_models_are_generators(tiny_model_dir, tmp_path):
+    from core.models import generator_problem, load_causal_lm
+
+    assert generator_problem(tiny_model_dir) is None
+    assert generator_problem("HuggingFaceTB/SmolLM2-360M-Instruct") is None  # not here to read: loading will tell
+    problem = generator_problem("all-MiniLM-L6-v2")
+    assert problem == "all-MiniLM-L6-v2 is a BertModel, not a causal language model: it cannot generate text"
+    reward_run = tmp_path / "rm-run" / "model"  # a reward model: a sequence classifier
+    shutil.copytree(tiny_model_dir, reward_run)
+    config = json.loads((reward_run / "config.json").read_text())
+    (reward_run / "config.json").write_text(json.dumps(config | {"architectures": ["LlamaForSequenceClassification"]}))
+    assert "LlamaForSequenceClassification, not a causal language model" in generator_problem(tmp_path / "rm-run")
+    with pytest.raises(ValueError, match="BertModel, not a causal language model"):
+        load_causal_lm("all-MiniLM-L6-v2", device="cpu")  # the sampler and the playground load through this
