@@ -5,6 +5,7 @@ data-parallel: each process samples its own prompts, gradients are averaged by D
 """
 
 import contextlib
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,10 +119,11 @@ def make_accelerator(device: str) -> tuple[Accelerator, DeviceChoice]:
     choice = pick_device(None if device == "auto" else device)
     mixed_precision = "bf16" if training_dtype(choice) == torch.bfloat16 and choice.device.type == "cuda" else None
     on_cpu = choice.device.type == "cpu"
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # On CPU, processes talk over gloo; said explicitly, or accelerate counts one process where DeepSpeed counts all.
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu else []
-    # cpu=True only to keep a GPU machine off its GPU: it also switches DeepSpeed off, which runs on CPU too.
-    force_cpu = on_cpu and torch.cuda.is_available()
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu and distributed else []
+    # cpu=True keeps accelerate off any GPU, but also switches DeepSpeed off, which runs on CPU too.
+    force_cpu = on_cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true"
     return Accelerator(cpu=force_cpu, mixed_precision=mixed_precision, kwargs_handlers=handlers), choice
 
 
