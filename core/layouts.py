@@ -43,7 +43,7 @@ class Layout:
     training_state_shards: int  # ZeRO-2/3 and FSDP shard gradients and optimizer state
 
     def describe(self) -> str:
-        return f"{self.name} over {self.processes} process(es)"
+        return self.name if self.processes == 1 else f"{self.name} over {self.processes} processes"
 
 
 def read_layout(name_or_path: str | None) -> Layout:

@@ -10,6 +10,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.layouts import Layout, read_layout
 from core.models import ModelNotFound, pick_device, resolve_model
 
 MIN_RANKED_ITEMS = 4  # ranked items with at least one comparison (a ranking of ties teaches nothing)
@@ -223,20 +224,47 @@ def available_memory(device: str) -> int:
     raise OSError("/proc/meminfo has no MemAvailable line")
 
 
-def check_memory(estimate: MemoryEstimate, available: int, device: str) -> tuple[list[str], list[str]]:
-    """Return (problems, warnings): blocked when the estimate exceeds the free memory, warned when close."""
+def per_device(estimate: MemoryEstimate, layout: Layout) -> MemoryEstimate:
+    """Return what one device holds under a layout: ZeRO-3 and FSDP split weights (and a reference copy) over the
+    processes, ZeRO-2/3 and FSDP split gradients and optimizer state; activations are each process's own batch."""
+    return MemoryEstimate(
+        weights=estimate.weights // layout.weights_shards,
+        training_state=estimate.training_state // layout.training_state_shards,
+        reference=estimate.reference // layout.weights_shards,
+        activations=estimate.activations,
+    )
+
+
+def fitting_layout(estimate: MemoryEstimate, available: int) -> str | None:
+    """Return the first shipped multi-GPU layout under which a device of this size would hold the run, if any."""
+    for name in ("zero2-8gpu", "zero3-8gpu"):
+        if per_device(estimate, read_layout(name)).total <= available:
+            return name
+    return None
+
+
+def check_memory(
+    estimate: MemoryEstimate, available: int, device: str, layout: Layout | None = None
+) -> tuple[list[str], list[str]]:
+    """Return (problems, warnings) for one device under the layout: blocked when over the free memory, warned when
+    close. A blocked run names a shipped layout that would fit, when one does."""
+    whole, layout = estimate, layout or read_layout(None)
+    estimate = per_device(estimate, layout)
     need, free = _gib(estimate.total), _gib(available)
     parts = (
         f"weights {_gib(estimate.weights)}, gradients + Adam {_gib(estimate.training_state)}, "
         f"reference {_gib(estimate.reference)}, activations {_gib(estimate.activations)}"
     )
     if estimate.total > available:
+        fits = fitting_layout(whole, available)
+        hint = f", or shard it: --accelerate-config {fits} fits devices like this one" if fits else ""
         return [
-            f"not enough memory on {device}: a step needs about {need} GiB ({parts}) but {free} GiB are free; "
-            "lower the batch size or the maximum length, or use LoRA (rank > 0)"
+            f"not enough memory on {device} ({layout.describe()}): a step needs about {need} GiB per device "
+            f"({parts}) but {free} GiB are free; lower the batch size or the maximum length, or use LoRA "
+            f"(rank > 0){hint}"
         ], []
     if estimate.total > MEMORY_WARN_SHARE * available:
-        return [], [f"memory is tight on {device}: about {need} GiB of {free} GiB free ({parts})"]
+        return [], [f"memory is tight on {device} ({layout.describe()}): about {need} GiB of {free} GiB free ({parts})"]
     return [], []
 
 
@@ -251,7 +279,14 @@ def _device_of(config_device: str) -> tuple[str, int]:
 
 
 def memory_check(
-    model: str, device: str, sequences: int, length: int, lora_rank: int, causal: bool, reference: bool
+    model: str,
+    device: str,
+    sequences: int,
+    length: int,
+    lora_rank: int,
+    causal: bool,
+    reference: bool,
+    accelerate_config: str | None = None,
 ) -> tuple[list[str], list[str]]:
     """Return (problems, warnings) of the memory a run would need on this machine."""
     try:
@@ -264,7 +299,7 @@ def memory_check(
         count_parameters(config, causal), config.hidden_size, config.num_hidden_layers, config.vocab_size,
         sequences, length, lora_rank, bytes_per_value, causal, reference,
     )  # fmt: skip
-    return check_memory(estimate, available_memory(device_type), device_type)
+    return check_memory(estimate, available_memory(device_type), device_type, read_layout(accelerate_config))
 
 
 def longest_tokens(tokenizer, texts: list[str], limit: int, sample: int = 2000) -> int:
@@ -292,7 +327,9 @@ def reward_model_checks(config, items: list[dict], online: bool | None) -> tuple
     responses_per_item = max(sum(len(group) for group in item["ranked_responses"]) for item in items)
     length = longest_tokens(tokenizer, texts, config.max_length)
     sequences = config.batch_size * responses_per_item
-    return memory_check(config.backbone, config.device, sequences, length, config.lora_rank, False, False)
+    return memory_check(
+        config.backbone, config.device, sequences, length, config.lora_rank, False, False, config.accelerate_config
+    )
 
 
 def policy_checks(config, prompts: list[str], pair_count: int, online: bool | None) -> tuple[list[str], list[str]]:
@@ -324,8 +361,9 @@ def policy_checks(config, prompts: list[str], pair_count: int, online: bool | No
     sequences, length = _policy_batch(config, prompts, policy_tokenizer)
     keeps_reference = config.algo != "dpo"  # DPO caches the reference log-probs, then drops the copy
     memory_problems, memory_warnings = memory_check(
-        config.model, config.device, sequences, length, config.lora_rank, True, keeps_reference
-    )
+        config.model, config.device, sequences, length, config.lora_rank, True, keeps_reference,
+        config.accelerate_config,
+    )  # fmt: skip
     return memory_problems, warnings + memory_warnings
 
 

@@ -4,7 +4,7 @@ import json
 from dataclasses import MISSING, fields
 
 from core.fields import flag_type
-from core.layouts import launched, layout_file
+from core.layouts import launched, layout_file, read_layout
 from orchestration.processes import relaunch_under_accelerate
 from rm.config import RewardConfig
 
@@ -37,6 +37,8 @@ def cmd_train_rm(args) -> int:
 
     config = RewardConfig(**{field.name: getattr(args, field.name) for field in fields(RewardConfig)})
     if config.accelerate_config and not launched():
+        if read_layout(config.accelerate_config).processes > 1:  # DeepSpeed/FSDP for the reward model: not yet
+            raise ValueError("the reward model trains in one process for now: use --accelerate-config one-gpu or none")
         return relaunch_under_accelerate(layout_file(config.accelerate_config), args.argv)
     store = None
     if not config.pairs and not config.rankings:

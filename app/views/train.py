@@ -10,6 +10,7 @@ import streamlit as st
 
 from app import auth, resources
 from core.fields import flag_type
+from core.layouts import shipped_layouts
 from data import registry
 from data.export import ranked_items
 from data.settings import load_settings
@@ -23,9 +24,9 @@ auth.require_admin()
 store = resources.store()
 
 REWARD_FIELDS = ("epochs", "min_steps", "patience", "batch_size", "learning_rate", "lora_rank", "max_length", "validation_fraction", "margin",
-                 "seed", "device")  # fmt: skip
+                 "seed", "device", "report_to")  # fmt: skip
 POLICY_FIELDS = ("steps", "batch_prompts", "learning_rate", "lora_rank", "max_new_tokens", "temperature", "seed",
-                 "device")  # fmt: skip
+                 "device", "report_to", "accelerate_config")  # fmt: skip
 ALGO_FIELDS = {
     "ppo": ("kl_coef", "clip_eps", "ppo_epochs", "vf_coef", "adaptive_kl"),
     "grpo": ("num_generations", "beta", "loss_type", "scale_rewards", "epsilon_high"),
@@ -40,6 +41,9 @@ def field_input(container, spec, key: str):
     help_text = spec.metadata.get("help")
     kind = flag_type(spec)
     choices = spec.metadata.get("choices")
+    if spec.name == "accelerate_config":  # a shipped layout; a config file of one's own goes on the command line
+        return container.selectbox(label, [None, *shipped_layouts()], format_func=lambda name: name or "one process",
+                                   help=help_text, key=key)  # fmt: skip
     if choices:
         return container.selectbox(label, choices, index=choices.index(default), help=help_text, key=key)
     if kind is bool:

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from core.generation import Sample
+from core.layouts import read_layout
 from core.models import fast_encoder_dir
 from core.runs import read_metrics
 from data import annotation, jobs, registry
@@ -113,11 +114,36 @@ def test_memory_blocks_over_the_free_amount_and_warns_near_it():
     estimate = preflight.MemoryEstimate(weights=2**30, training_state=2**30, reference=0, activations=2**30)
     [problem], _ = preflight.check_memory(estimate, 2 * 2**30, "cpu")
     assert (
-        problem.startswith("not enough memory on cpu: a step needs about 3.00 GiB") and "2.00 GiB are free" in problem
+        problem.startswith("not enough memory on cpu (one process): a step needs about 3.00 GiB per device")
+        and "2.00 GiB are free" in problem
     )
+    assert "--accelerate-config zero3-8gpu fits" in problem  # ZeRO-2 still needs 2.12 GiB; ZeRO-3 0.38 GiB
     assert preflight.check_memory(estimate, int(3.5 * 2**30), "cpu")[1][0].startswith("memory is tight on cpu")
     assert preflight.check_memory(estimate, 100 * 2**30, "cpu") == ([], [])
     assert preflight.available_memory("cpu") > 0
+
+
+def test_memory_per_device_follows_the_layout():
+    """ZeRO-2 splits gradients and optimizer state, ZeRO-3 and FSDP the weights too; activations stay per process."""
+    estimate = preflight.MemoryEstimate(weights=8 * 2**30, training_state=16 * 2**30, reference=8 * 2**30,
+                                        activations=2**30)  # fmt: skip
+    one = preflight.per_device(estimate, read_layout(None))
+    zero2 = preflight.per_device(estimate, read_layout("zero2-8gpu"))
+    zero3 = preflight.per_device(estimate, read_layout("zero3-8gpu"))
+    fsdp = preflight.per_device(estimate, read_layout("fsdp2-8gpu"))
+    assert one == estimate
+    assert (zero2.weights, zero2.training_state, zero2.activations) == (8 * 2**30, 2 * 2**30, 2**30)
+    assert (zero3.weights, zero3.training_state, zero3.reference) == (2**30, 2 * 2**30, 2**30)
+    assert fsdp == zero3
+    assert read_layout("two-machines-zero3").processes == 16
+    [problem], _ = preflight.check_memory(estimate, 6 * 2**30, "cuda", read_layout("zero2-8gpu"))
+    assert "DeepSpeed ZeRO-2 over 8 processes" in problem and "zero3-8gpu fits" in problem
+    assert preflight.check_memory(estimate, 6 * 2**30, "cuda", read_layout("zero3-8gpu")) == (
+        [], ["memory is tight on cuda (DeepSpeed ZeRO-3 over 8 processes): about 5.00 GiB of 6.00 GiB free "
+             "(weights 1.00, gradients + Adam 2.00, reference 1.00, activations 1.00)"],
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="neither a shipped layout"):
+        read_layout("zero9")
 
 
 def test_blocked_reward_model_launch_queues_nothing(store, tiny_model_dir, tmp_path):
@@ -153,10 +179,16 @@ def test_policy_launch_checks_the_reward_run_and_exports_prompts(store, tiny_mod
     values = {"model": str(tiny_model_dir), "steps": 3, "batch_prompts": 2}
     blocked = launch.launch_policy(store, "ppo", values, online=False)
     assert blocked.job_id is None and "reward-model run" in blocked.problems[0]
-    result = launch.launch_policy(store, "ppo", values | {"reward_model": str(reward_run), "adaptive_kl": True}, False)
+    chosen = {"reward_model": str(reward_run), "adaptive_kl": True, "accelerate_config": "zero3-8gpu"}
+    result = launch.launch_policy(store, "ppo", values | chosen, False)
     assert result.problems == [], result.problems
     argv = jobs.get_job(store, result.job_id)["argv"]
     assert argv[:3] == ["train-policy", "--algo", "ppo"] and "--adaptive-kl" in argv
+    # The job runs `rlhf-studio train-policy ... --accelerate-config zero3-8gpu`, which relaunches itself under
+    # `accelerate launch` (tests/policy/test_sharded.py runs that path for real).
+    assert argv[argv.index("--accelerate-config") + 1] == "zero3-8gpu"
+    unknown = launch.launch_policy(store, "ppo", values | chosen | {"accelerate_config": "zero9"}, False)
+    assert "neither a shipped layout" in unknown.problems[0] and unknown.job_id is None
     assert argv[argv.index("--reward-model") + 1] == str(reward_run)
     prompts_file = argv[argv.index("--prompts-file") + 1]
     assert [json.loads(line)["prompt"] for line in open(prompts_file)] == [
