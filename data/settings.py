@@ -9,7 +9,7 @@ DEFAULTS = {
     "k": 4,
     "temperature": 0.8,
     "top_p": 0.95,
-    "max_new_tokens": 256,
+    "max_new_tokens": None,  # None: chosen for the device (core.generation.default_max_new_tokens)
     "seed": None,
     "ready_per_annotator": 5,
     "batch_rows": 16,  # sequences per generate call: several prompts' K responses are sampled together

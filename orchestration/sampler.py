@@ -2,8 +2,10 @@
 
 import logging
 import threading
+import time
+from dataclasses import dataclass
 
-from core.generation import Engine, SamplingParams, sample_prompts
+from core.generation import Engine, SamplingParams, default_max_new_tokens, sample_prompts
 from core.models import load_causal_lm
 from data import annotation
 from data.registry import path_of
@@ -18,23 +20,76 @@ def sampling_params(settings: dict) -> SamplingParams:
         k=int(settings["k"]),
         temperature=float(settings["temperature"]),
         top_p=float(settings["top_p"]),
-        max_new_tokens=int(settings["max_new_tokens"]),
+        max_new_tokens=int(settings["max_new_tokens"] or default_max_new_tokens()),
         seed=settings["seed"],
     )
+
+
+@dataclass
+class SamplerStatus:
+    """What the sampler is doing and how fast it goes, for the waiting box and the Settings page.
+
+    Written by the sampling thread, read by page threads: each field is replaced whole, never mutated.
+    """
+
+    phase: str = "idle"  # 'idle', 'loading' (the generator model) or 'sampling'
+    model: str | None = None
+    prompts: int = 0  # prompts in the call being sampled
+    rows: int = 0  # sequences in that call
+    started: float = 0.0  # time.monotonic() when the phase began
+    tokens_per_s: float | None = None  # measured over recent calls (exponential average)
+    tokens_per_response: float | None = None
+
+    def begin(self, phase: str, model: str | None = None, prompts: int = 0, rows: int = 0) -> None:
+        self.phase, self.model, self.prompts, self.rows, self.started = phase, model, prompts, rows, time.monotonic()
+
+    def record_call(self, tokens: int, responses: int, seconds: float) -> None:
+        """Fold one finished call into the measured speed (recent calls weigh most)."""
+        speed, length = tokens / max(seconds, 1e-6), tokens / max(responses, 1)
+        self.tokens_per_s = speed if self.tokens_per_s is None else 0.7 * self.tokens_per_s + 0.3 * speed
+        previous = self.tokens_per_response
+        self.tokens_per_response = length if previous is None else 0.7 * previous + 0.3 * length
+        self.phase = "idle"
+
+    def seconds_left(self) -> float | None:
+        """Return the estimated seconds until the call being sampled ends (None before any call was measured)."""
+        if self.phase != "sampling" or not self.tokens_per_s or not self.tokens_per_response:
+            return None
+        expected = self.rows * self.tokens_per_response / self.tokens_per_s
+        return max(0.0, expected - (time.monotonic() - self.started))
+
+    def annotators_kept_busy(self, k: int, seconds_per_item: float = 30.0) -> float | None:
+        """Return how many annotators taking `seconds_per_item` each the measured speed keeps supplied."""
+        if not self.tokens_per_s or not self.tokens_per_response:
+            return None
+        return self.tokens_per_s / (k * self.tokens_per_response) * seconds_per_item
+
+    def describe(self) -> str:
+        """Return one sentence on what is happening, for someone waiting."""
+        if self.phase == "loading":
+            return f"Loading the generator model ({self.model}); the first responses follow."
+        if self.phase == "sampling":
+            left = self.seconds_left()
+            eta = f", about {left:.0f} s left" if left is not None else " (the first call: no estimate yet)"
+            return f"Sampling {self.rows} responses for {self.prompts} prompt(s){eta}."
+        return "Waiting for the next prompt to sample."
 
 
 class Generator:
     """The generator model named in the settings, loaded once and reloaded when the setting changes."""
 
-    def __init__(self, device: str | None = None):
+    def __init__(self, device: str | None = None, status: SamplerStatus | None = None):
         self.device = device
+        self.status = status or SamplerStatus()
         self.name: str | None = None
         self.model = self.tokenizer = None
 
     def get(self, name: str):
         if name != self.name:
+            self.status.begin("loading", name)
             self.model, self.tokenizer = load_causal_lm(name, self.device)
             self.name = name
+            self.status.phase = "idle"
         return self.model, self.tokenizer
 
 
@@ -56,9 +111,12 @@ def sample_batches(store: Store, generator: Generator, prompts: list[tuple[int, 
     for start in range(0, len(prompts), per_call):
         chunk = prompts[start : start + per_call]
         texts = [text for _, text in chunk]
+        generator.status.begin("sampling", generator.name, len(chunk), len(chunk) * params.k)
         found = sample_prompts(
             engine, texts, params.k, params.temperature, params.top_p, params.max_new_tokens, params.seed
         )
+        tokens = sum(sample.num_tokens for samples in found for sample in samples)
+        generator.status.record_call(tokens, len(chunk) * params.k, time.monotonic() - generator.status.started)
         for (prompt_id, _), samples in zip(chunk, found, strict=True):
             annotation.add_batch(store, prompt_id, settings["generator_model"], params.to_dict(), samples)
             made += 1
@@ -109,6 +167,7 @@ class BackgroundSampler(threading.Thread):
         super().__init__(daemon=True, name="rlhf-studio-sampler")
         self.store = store
         self.generator = Generator(device)
+        self.status = self.generator.status  # what the waiting box and Settings show
         self.scorers = SuggestionScorer(device)
         self.idle_seconds = idle_seconds
         self.stop_event = threading.Event()

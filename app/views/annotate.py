@@ -72,7 +72,7 @@ def wait_for_item(annotator_id: int, options: dict) -> None:
     auth.recheck(store)
     if annotation.claim_next_item(store, annotator_id, **options) is not None:
         st.rerun()
-    st.info("Responses are being sampled for you; this page refreshes by itself.", icon=":material/hourglass_top:")
+    st.info(f"{sampler.status.describe()} This page refreshes by itself.", icon=":material/hourglass_top:")
     if sampler.last_error:
         st.warning(f"The sampler reported an error (it retries): {as_text(sampler.last_error)}")
 

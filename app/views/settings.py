@@ -7,6 +7,12 @@ import streamlit as st
 
 from app import auth, resources
 from app.text import as_text
+from core.generation import (
+    CPU_MAX_NEW_TOKENS,
+    CPU_MAX_NEW_TOKENS_REASON,
+    GPU_MAX_NEW_TOKENS,
+    default_max_new_tokens,
+)
 from core.models import DEFAULT_MODEL, generator_problem, resolve_model
 from data.annotation import ORDERS, overlap_every
 from data.registry import list_models, path_of
@@ -53,6 +59,14 @@ def check_annotation(settings: dict) -> None:
 
 st.title("Settings")
 current = load_settings(store)
+speed = resources.sampler().status
+if busy := speed.annotators_kept_busy(int(current["k"])):
+    st.caption(
+        f"Measured sampling speed: {speed.tokens_per_s:.0f} tokens/s, {speed.tokens_per_response:.0f} tokens per "
+        f"response; at K={current['k']} that keeps about {busy:.1f} annotator(s) busy at 30 s per item."
+    )
+else:
+    st.caption("Sampling speed: not measured yet (it is once the sampler has filled its first items).")
 with st.form("settings_form"):
     model = st.text_input(
         "Generator model",
@@ -61,7 +75,14 @@ with st.form("settings_form"):
     )
     left, right = st.columns(2)
     k = left.number_input("Responses per prompt (K)", value=int(current["k"]), step=1, help="2 to 8")
-    max_new_tokens = left.number_input("Max new tokens", value=int(current["max_new_tokens"]), step=16)
+    automatic = default_max_new_tokens()
+    max_new_tokens = left.number_input(
+        "Max new tokens", value=int(current["max_new_tokens"] or automatic), step=16,
+        help=f"left at {automatic} it follows the device: {CPU_MAX_NEW_TOKENS} on a CPU ({CPU_MAX_NEW_TOKENS_REASON}), "
+        f"{GPU_MAX_NEW_TOKENS} on a GPU",
+    )  # fmt: skip
+    if automatic == CPU_MAX_NEW_TOKENS:
+        left.caption(f"{CPU_MAX_NEW_TOKENS} on this CPU: {CPU_MAX_NEW_TOKENS_REASON}.")
     seed = left.number_input("Seed", value=current["seed"], step=1, help="empty: a fresh random draw each time")
     temperature = right.number_input("Temperature", value=float(current["temperature"]), step=0.1, format="%.2f")
     top_p = right.number_input("Top-p", value=float(current["top_p"]), step=0.05, format="%.2f")
@@ -101,7 +122,7 @@ with st.form("settings_form"):
             "k": int(k),
             "temperature": float(temperature),
             "top_p": float(top_p),
-            "max_new_tokens": int(max_new_tokens),
+            "max_new_tokens": None if int(max_new_tokens) == automatic else int(max_new_tokens),
             "seed": None if seed is None else int(seed),
             "ready_per_annotator": int(ready),
             "next_order": next_order,

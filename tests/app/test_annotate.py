@@ -93,7 +93,8 @@ def test_without_items_it_says_sampling_is_under_way(studio):
 
     add_prompts(studio.store, ["Waiting for a sample"], source="test")
     at = studio.open()
-    assert any("being sampled" in info.value for info in at.info)
+    [box] = [info.value for info in at.info if "refreshes by itself" in info.value]
+    assert box.startswith(("Loading the generator model", "Sampling ", "Waiting for the next prompt")), box
     assert not at.radio
 
 

@@ -43,16 +43,16 @@ def test_eos_ends_a_sample_and_is_cut_from_its_text(tiny_model_dir, tokenizer):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     steps = []
 
-    def force_eos_on_third_token(module, inputs, logits):  # called once per generated token
+    def force_eos_on_third_token(module, inputs, logits):  # the shared prompt prefill, then once per token
         steps.append(1)
-        if len(steps) == 3:
+        if len(steps) == 1 + 3:
             logits[..., tokenizer.eos_token_id] += 1e4
         return logits
 
     model.lm_head.register_forward_hook(force_eos_on_third_token)
     samples = sample_responses(model, tokenizer, "Hi", SamplingParams(k=2, max_new_tokens=8, seed=0))
     assert [(s.finish_reason, s.num_tokens) for s in samples] == [("eos", 2), ("eos", 2)]
-    assert len(steps) == 3  # generation stopped once every row had ended
+    assert len(steps) == 1 + 3  # generation stopped once every row had ended
     assert all(s.text and tokenizer.eos_token not in s.text for s in samples)
 
 
