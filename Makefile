@@ -42,3 +42,5 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test prepare
 	$(PY) bench/reward_model.py
 	$(PY) bench/policy_optimization.py
+	$(PY) bench/generation.py --batches 4 16 --new-tokens 64
+	$(PY) bench/annotation.py

@@ -89,9 +89,13 @@ def encode(tokenizer, prompt: str, response: str, max_length: int, last_token: b
     return prompt_ids + response_ids
 
 
-def pad_right(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (input_ids, attention_mask), both (B, T), right-padded."""
-    width = max(len(ids) for ids in sequences)
+def pad_right(sequences: list[list[int]], pad_id: int, device, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (input_ids, attention_mask), both (B, T), right-padded to the longest rounded up to `multiple`.
+
+    A multiple above 1 keeps a GPU's shapes to a few buckets (fewer allocations and kernel choices); the rewards
+    are the same, read at each row's last real token.
+    """
+    width = -(-max(len(ids) for ids in sequences) // multiple) * multiple
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, ids in enumerate(sequences):
