@@ -72,7 +72,9 @@ def main() -> int:
         import_prompts(store, str(seed_prompts_path()))
         save_settings(store, {"generator_model": args.model})
         settings = load_settings(store)
-        print(f"settings: {json.dumps(sampling_params(settings).to_dict())}, batch_rows {settings['batch_rows']}")
+        print(
+            f"settings: {json.dumps(sampling_params(settings).to_dict())}, batch_rows {settings['batch_rows']} (None: by device)"
+        )
         started = time.monotonic()
         until = started + 60 * args.minutes
         sampler = BackgroundSampler(store, device=args.device)
@@ -87,8 +89,13 @@ def main() -> int:
         ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        while any(thread.is_alive() for thread in threads):
+            threads[0].join(timeout=30)
+            print(
+                f"{time.monotonic() - started:5.0f} s: {sampler.batches_made} items sampled, {len(claims)} claimed; "
+                f"{sampler.status.describe()}" + (f" error: {sampler.last_error}" if sampler.last_error else ""),
+                flush=True,
+            )
         sampler.stop()
         sampler.join(timeout=120)
         status = sampler.status

@@ -31,6 +31,15 @@ ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # compiled path: a batch is pa
 PROMPT_MULTIPLE = 64  # compiled path: prompt width padded up to a multiple of this
 
 
+def default_batch_rows() -> int:
+    """Return how many sequences the annotation sampler puts in one call when the settings leave it open.
+
+    On a CPU a call's time grows almost with its rows, and a prompt's item is stored only when its call ends:
+    8 rows (2 prompts at K=4) keep the wait for a fresh item short. A GPU runs 64 rows nearly as fast as 8.
+    """
+    return 64 if torch.cuda.is_available() else 8
+
+
 def default_max_new_tokens() -> int:
     """Return the annotation sampler's response length when the settings leave it open: shorter on a CPU."""
     return GPU_MAX_NEW_TOKENS if torch.cuda.is_available() else CPU_MAX_NEW_TOKENS

@@ -12,7 +12,7 @@ DEFAULTS = {
     "max_new_tokens": None,  # None: chosen for the device (core.generation.default_max_new_tokens)
     "seed": None,
     "ready_per_annotator": 5,
-    "batch_rows": 16,  # sequences per generate call: several prompts' K responses are sampled together
+    "batch_rows": None,  # sequences per generate call (several prompts' K responses); None: by device
     "next_order": "fewest",  # 'fewest' rankings first, or 'uncertain' first (needs suggestion_model)
     "overlap_share": 0.0,  # share of items also shown to a second annotator, to measure agreement
     "suggestion_model": None,  # reward-model run whose scores the sampler stores beside new responses

@@ -5,7 +5,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from core.generation import Engine, SamplingParams, default_max_new_tokens, sample_prompts
+from core.generation import Engine, SamplingParams, default_batch_rows, default_max_new_tokens, sample_prompts
 from core.models import load_causal_lm
 from data import annotation
 from data.registry import path_of
@@ -95,7 +95,7 @@ class Generator:
 
 def prompts_per_call(settings: dict) -> int:
     """Return how many prompts share one generate call: `batch_rows` sequences of K responses each."""
-    return max(1, int(settings["batch_rows"]) // int(settings["k"]))
+    return max(1, int(settings["batch_rows"] or default_batch_rows()) // int(settings["k"]))
 
 
 def sample_batches(store: Store, generator: Generator, prompts: list[tuple[int, str]], settings: dict, progress=None):
@@ -184,8 +184,9 @@ class BackgroundSampler(threading.Thread):
         """
         active = annotation.active_annotators(self.store)
         if not active:
-            short = ready - annotation.open_batch_count(self.store)
-            return annotation.prompts_to_sample(self.store, min(short, per_call)) if short > 0 else []
+            waiting = annotation.open_batch_count(self.store)
+            limit = 1 if waiting == 0 else min(ready - waiting, per_call)  # the first item as soon as it can be
+            return annotation.prompts_to_sample(self.store, limit) if ready > waiting else []
         for annotator_id in active:
             have = annotation.claimable_count(self.store, annotator_id)
             if have < ready:
