@@ -12,6 +12,7 @@ reads a value back from the device; metrics stay there until the loop reads them
 
 import gc
 import math
+import random
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -252,23 +253,27 @@ class LengthGroupedBatches(Sampler):
 
     Each epoch shuffles the pairs, sorts each window of `window` batches' worth by length, cuts it into batches,
     and shuffles the batches (as transformers' LengthGroupedSampler does), so batches still mix across the data.
+    The order is a function of the seed and the epoch alone: every process draws the same one.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, generator: torch.Generator, window: int = 16):
-        self.lengths, self.batch_size, self.generator, self.window = lengths, batch_size, generator, window
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 16):
+        self.lengths, self.batch_size, self.seed, self.window = lengths, batch_size, seed, window
+        self.epoch = 0
 
     def __len__(self) -> int:
         return math.ceil(len(self.lengths) / self.batch_size)
 
     def __iter__(self):
-        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        rng = random.Random(self.seed + self.epoch)
+        self.epoch += 1
+        order = rng.sample(range(len(self.lengths)), len(self.lengths))
         span = self.batch_size * self.window
         batches = []
         for start in range(0, len(order), span):
             window = sorted(order[start : start + span], key=lambda index: -self.lengths[index])
             batches += [window[first : first + self.batch_size] for first in range(0, len(window), self.batch_size)]
-        for position in torch.randperm(len(batches), generator=self.generator).tolist():
-            yield batches[position]
+        rng.shuffle(batches)
+        yield from batches
 
 
 def pair_length(example: dict) -> int:
@@ -281,6 +286,7 @@ def pair_length(example: dict) -> int:
 
 REFERENCE_MEMORY_SHARE = 0.5  # of the GPU memory free when the pass starts: room for the batch's logits
 LOGIT_BYTES = 12  # per vocabulary entry of a kept position: bf16 logits, their float32 copy, logsumexp's temporary
+ACTIVATION_BYTES = 16  # per hidden unit of a token: one layer's bf16 states and MLP intermediates (no backward)
 
 
 @dataclass
@@ -301,27 +307,33 @@ class ReferenceCache:
         return PairLogps(self.chosen[index].to(device), self.rejected[index].to(device), chosen_tokens, rejected_tokens)
 
 
-def reference_batches(examples: list[dict], pairs_per_batch: int | None, memory_budget: int | None, vocab_size: int):
+def reference_batches(examples: list[dict], pairs_per_batch: int, memory_budget: int | None, model_config):
     """Return the pairs longest first, cut into batches: similar lengths together, so little padding.
 
-    The pass has no backward, so on a GPU a batch grows until its kept logits (2 rows per pair, longest completion
-    + 1 positions each) fill `memory_budget` bytes; without a budget (CPU) it holds `pairs_per_batch` pairs.
+    The pass has no backward, so on a GPU a batch grows while its estimated peak (the kept logits: 2 rows per
+    pair, longest completion + 1 positions each; and one layer's activations) fits `memory_budget` bytes;
+    without a budget (CPU) it holds `pairs_per_batch` pairs.
     """
-    ordered = sorted(examples, key=pair_length, reverse=True)
     batches: list[list[dict]] = []
-    for example in ordered:
-        if batches and len(batches[-1]) < _batch_room(batches[-1][0], pairs_per_batch, memory_budget, vocab_size):
-            batches[-1].append(example)
+    completion = 0
+    for example in sorted(examples, key=pair_length, reverse=True):
+        completion = max(completion, len(example["chosen_ids"]), len(example["rejected_ids"]))
+        batch = batches[-1] if batches else []
+        if batch and _fits(batch + [example], completion, pairs_per_batch, memory_budget, model_config):
+            batch.append(example)
         else:
             batches.append([example])
+            completion = max(len(example["chosen_ids"]), len(example["rejected_ids"]))
     return batches
 
 
-def _batch_room(longest: dict, pairs_per_batch: int | None, memory_budget: int | None, vocab_size: int) -> int:
+def _fits(batch: list[dict], completion: int, pairs_per_batch: int, memory_budget: int | None, model_config) -> bool:
     if memory_budget is None:
-        return pairs_per_batch
-    completion = max(len(longest["chosen_ids"]), len(longest["rejected_ids"])) + 1
-    return max(1, memory_budget // (2 * completion * vocab_size * LOGIT_BYTES))
+        return len(batch) <= pairs_per_batch
+    width = pair_length(batch[0])  # the longest row: pairs come longest first
+    logits = (completion + 1) * model_config.vocab_size * LOGIT_BYTES
+    activations = width * model_config.hidden_size * ACTIVATION_BYTES
+    return 2 * len(batch) * (logits + activations) <= memory_budget
 
 
 def reference_memory_budget(device: torch.device) -> int | None:
@@ -344,7 +356,7 @@ def cache_reference_logps(
     chosen = torch.zeros(len(examples), device=device)
     rejected = torch.zeros(len(examples), device=device)
     with reference_mode(policy, reference) as model:
-        batches = reference_batches(examples, batch_size, reference_memory_budget(device), model.config.vocab_size)
+        batches = reference_batches(examples, batch_size, reference_memory_budget(device), model.config)
         was_training = model.training
         model.eval()
         for chunk in tqdm(batches, desc="reference log-probs", unit="batch", leave=False):
@@ -459,12 +471,12 @@ def prepare_pairs(policy, reference, tokenizer, table: datasets.Dataset, config:
 
 def pairs_loader(examples: list[dict], layout: str, config: DPOConfig, pad_token_id: int) -> DataLoader:
     """Return the shuffled batches of an epoch; the padded layout groups pairs of similar length."""
-    generator = torch.Generator().manual_seed(config.seed)
     collate = partial(COLLATORS[layout], pad_token_id=pad_token_id)
     if layout == "padded":
         lengths = [pair_length(example) for example in examples]
-        batches = LengthGroupedBatches(lengths, config.batch_prompts, generator)
+        batches = LengthGroupedBatches(lengths, config.batch_prompts, config.seed)
         return DataLoader(examples, batch_sampler=batches, collate_fn=collate)
+    generator = torch.Generator().manual_seed(config.seed)
     return DataLoader(examples, batch_size=config.batch_prompts, shuffle=True, generator=generator, collate_fn=collate)
 
 
