@@ -506,7 +506,9 @@ def fit_dpo(
             grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
             optimizer.step()
             step += 1
-            step_metrics |= {"losses/grad_norm": grad_norm.detach(), "charts/tokens": batch["attention_mask"].sum()}
+            step_metrics["charts/tokens"] = batch["attention_mask"].sum()
+            if grad_norm is not None:  # None where the engine clips on its own and reports no norm
+                step_metrics["losses/grad_norm"] = torch.as_tensor(grad_norm).detach()
             window.add(step_metrics)
             progress.update(1)
             if is_log_step(step, total_steps, config.log_every):
