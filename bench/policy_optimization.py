@@ -10,7 +10,10 @@ both with its default (a reference forward every step) and with precompute_ref_l
 
 Both sides run LoRA on all linear layers, no gradient checkpointing (TRL turns it on by default; it trades
 speed for memory and would flatter us), fp32 on CPU or bf16 on CUDA. The first step of each run is dropped as
-warm-up; the median of the rest is compared. Prints ratios ours / TRL (targets: GRPO <= 0.5x, DPO <= 0.7x).
+warm-up; the median of the rest is compared (for our DPO, which reads its metrics off the device once per
+`log_every` steps as a real run does, their mean). Our DPO runs the device's forward layout, or the one
+--dpo-layout forces (to compare both on one machine). Prints ratios ours / TRL (targets: GRPO <= 0.5x,
+DPO <= 0.7x).
 
     python bench/policy_optimization.py --model tiny                       # seconds: a 2-layer model with SmolLM2's vocabulary
     python bench/policy_optimization.py                                    # SmolLM2-135M-Instruct, a few minutes on a CPU
@@ -40,8 +43,8 @@ import policy.grpo
 import policy.ppo
 from core.models import load_tokenizer, pick_device, resolve_model, training_dtype
 from core.runs import MetricsWriter, read_metrics
-from policy.config import DPOConfig, GRPOConfig, PPOConfig
-from policy.dpo import fit_dpo, prepare_pairs
+from policy.config import DPO_LAYOUTS, DPOConfig, GRPOConfig, PPOConfig
+from policy.dpo import fit_dpo, forward_layout, prepare_pairs
 from policy.grpo import train_grpo
 from policy.lora import LoraSettings, load_policy
 from policy.ppo import train_ppo
@@ -66,6 +69,9 @@ def parse_args():
     parser.add_argument("--batch", type=int, default=4, help="DPO: pairs per step")
     parser.add_argument("--prompt-words", type=int, default=24, help="words in each prompt (about a token each)")
     parser.add_argument("--response-words", type=int, default=48, help="DPO: words in the longer response of a pair")
+    parser.add_argument(
+        "--dpo-layout", choices=DPO_LAYOUTS, default="auto", help="DPO forward layout ('auto': by device)"
+    )
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadier on a busy machine)")
@@ -236,25 +242,30 @@ def dpo_pairs(args) -> list[dict]:
 
 
 def run_our_dpo(args, model: str, pairs: list[dict], workdir: Path):
-    """Return ((wall, CPU) per step, (wall, CPU) of the reference pass, token lengths) of our DPO, one epoch.
+    """Return ((wall, CPU) per step, (wall, CPU) of the reference pass, token lengths, layout) of our DPO, one epoch.
 
-    Wall seconds are the loop's own per-step timings; CPU seconds are the loop's total spread evenly over its steps.
+    The loop reads metrics off the device at its first step and then once for the rest (`log_every`), as a real
+    run does every `log_every` steps: the first record is the warm-up step, the second the timed steps' mean.
+    CPU seconds are the loop's total spread evenly over its steps.
     """
     config = DPOConfig(
         model=model, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank, learning_rate=args.lr,
         batch_prompts=args.batch, epochs=1, max_length=1024, seed=args.seed, output_dir=str(workdir / "ours-dpo"),
-        device=args.device,
+        device=args.device, forward_layout=args.dpo_layout, log_every=args.steps + 1,
     )  # fmt: skip
     accelerator, choice = make_accelerator(args.device)
     torch.manual_seed(args.seed)
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
     policy, reference, tokenizer = load_policy(model, lora, accelerator.device, training_dtype(choice))
+    # CUDA start-up is no part of our reference pass (TRL's lands in its first step, which is dropped).
+    warm_up(policy, accelerator.device)
     started = (time.perf_counter(), time.process_time())
     train = prepare_pairs(policy, reference, tokenizer, datasets.Dataset.from_list(pairs), config, accelerator.device)
+    synchronize(accelerator.device)
     cache_seconds = (time.perf_counter() - started[0], time.process_time() - started[1])
     writer = MetricsWriter(workdir / "ours-dpo")
     cpu_started = time.process_time()
-    fit_dpo(policy, tokenizer, train, config, accelerator, writer)
+    _, last = fit_dpo(policy, tokenizer, train, config, accelerator, writer)
     cpu_seconds = time.process_time() - cpu_started
     lengths = {
         "prompt": statistics.mean(len(e["prompt_ids"]) for e in train.examples),
@@ -262,7 +273,22 @@ def run_our_dpo(args, model: str, pairs: list[dict], workdir: Path):
         "rejected": statistics.mean(len(e["rejected_ids"]) for e in train.examples),
     }
     walls = [record["charts/step_time_s"] for record in read_metrics(workdir / "ours-dpo")]
-    return [(wall, cpu_seconds / len(walls)) for wall in walls], cache_seconds, lengths
+    layout = forward_layout(config.forward_layout, accelerator.device)
+    return [(wall, cpu_seconds / last["steps"]) for wall in walls], cache_seconds, lengths, layout
+
+
+def warm_up(model, device: torch.device) -> None:
+    """Run one small forward so a GPU's context and kernel libraries are loaded before anything is timed."""
+    if device.type == "cuda":
+        with torch.no_grad():
+            model(input_ids=torch.ones(2, 16, dtype=torch.long, device=device))
+        synchronize(device)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a wall-clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def run_trl_dpo(args, model: str, pairs: list[dict], workdir: Path, precompute: bool):
@@ -313,6 +339,18 @@ def report(name: str, ours: tuple[float, float], theirs: tuple[float, float], ta
     return {"ours_s": ours[0], "trl_s": theirs[0], "ratio": wall_ratio, "cpu_ratio": cpu_ratio, "target": target}
 
 
+def dpo_table_row(args, device, lengths: dict, results: dict, layout: str) -> str:
+    """Return the DPO line of ../shared/GPU.md's baseline table (ours | TRL (precompute) | ratios | amortised)."""
+    tokens = lengths["prompt"] + (lengths["chosen"] + lengths["rejected"]) / 2
+    default, precompute, amortised = results["dpo"], results["dpo_precompute"], results["dpo_amortised"]
+    return (
+        f"| DPO step, {Path(args.model).name} on {device.device.type} {str(device.dtype).removeprefix('torch.')}, "
+        f"{args.batch} pairs (~{tokens:.0f} tokens), {layout} | {default['ours_s']:.2f} s | "
+        f"{default['trl_s']:.2f} s (precompute {precompute['trl_s']:.2f}) | "
+        f"{default['ratio']:.2f}x ({precompute['ratio']:.2f}x); with our reference pass {amortised['ratio']:.2f}x |"
+    )
+
+
 def main() -> int:
     args = parse_args()
     logging.disable(logging.WARNING)
@@ -339,24 +377,26 @@ def main() -> int:
                                         median_step(ours), target=2.0, peer="our GRPO")  # fmt: skip
         if args.only in (None, "dpo"):
             pairs = dpo_pairs(args)
-            ours, cache_seconds, lengths = run_our_dpo(args, model, pairs, workdir)
+            ours, cache_seconds, lengths, layout = run_our_dpo(args, model, pairs, workdir)
             trl_default = run_trl_dpo(args, model, pairs, workdir, precompute=False)
             trl_precompute = run_trl_dpo(args, model, pairs, workdir, precompute=True)
             lengths_text = ", ".join(f"{key} {value:.0f}" for key, value in lengths.items())
-            print(f"DPO: {args.batch} pairs per step, mean tokens: {lengths_text}")
+            print(f"DPO: {args.batch} pairs per step, layout {layout}, mean tokens: {lengths_text}")
             per_step = median_step(ours)
             results["dpo"] = report("DPO step vs TRL default", per_step, median_step(trl_default), target=0.7)
             results["dpo_precompute"] = report(
                 "DPO step vs TRL precompute_ref_log_probs", per_step, median_step(trl_precompute), target=0.7
             )
             # Our reference pass is a one-off cost; spread it over this (short) run's steps.
-            amortised = (per_step[0] + cache_seconds[0] / len(ours), per_step[1] + cache_seconds[1] / len(ours))
+            run_steps = args.steps + 1
+            amortised = (per_step[0] + cache_seconds[0] / run_steps, per_step[1] + cache_seconds[1] / run_steps)
             results["dpo_amortised"] = report(
-                f"DPO step + our reference pass ({cache_seconds[0]:.2f}s over {len(ours)} steps) vs TRL default",
+                f"DPO step + our reference pass ({cache_seconds[0]:.2f}s over {run_steps} steps) vs TRL default",
                 amortised,
                 median_step(trl_default),
                 target=0.7,
             )
+            print(dpo_table_row(args, device, lengths, results, layout))
     print(json.dumps(results))
     return 0
 

@@ -17,6 +17,7 @@ REWARD_KINDS = ("model", "function")
 GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo")  # each one a function in policy/grpo.py LOSS_AVERAGING
 REWARD_SCALINGS = ("group", "batch", "none")
 DPO_LOSS_TYPES = ("sigmoid", "ipo")
+DPO_LAYOUTS = ("auto", "shared_prompt", "padded")  # how policy/dpo.py lays chosen and rejected out for a forward
 VALUE_MODELS = ("shared", "separate")
 
 
@@ -207,6 +208,15 @@ class DPOConfig(RunConfig):
         None, "chosen/rejected pairs (.jsonl/.parquet with prompt, chosen, rejected); default: DuckDB rankings"
     )
     max_length: int = documented(512, "prompt + response tokens kept per example (longer ones are truncated)")
+    forward_layout: str = documented(
+        "auto",
+        "'shared_prompt': each prompt runs once for both responses (fastest on CPU); 'padded': one padded pass over"
+        " chosen and rejected, pairs bucketed by length (fastest on CUDA); 'auto': by device",
+        DPO_LAYOUTS,
+    )
+    log_every: int = documented(
+        10, "read metrics off the device and write a record every N steps (and at the first and last step)"
+    )
 
     algo = "dpo"
 
@@ -225,6 +235,8 @@ class DPOConfig(RunConfig):
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
 
 
 CONFIGS = {"ppo": PPOConfig, "grpo": GRPOConfig, "dpo": DPOConfig}

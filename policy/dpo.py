@@ -1,20 +1,28 @@
 """Direct Preference Optimization: the policy learns from chosen/rejected pairs, with no reward model and no sampling.
 
-Rafailov et al. 2023. The reference log-probs are computed once over the pairs and cached before training, so
-each step runs the policy only, and a full-fine-tuning reference copy is freed once the cache is built. In a
-step each prompt runs once and its key/value cache serves both the chosen and the rejected completion.
+Rafailov et al. 2023. The reference log-probs are computed once over the pairs (no backward: large,
+length-sorted batches) and cached before training, so each step runs the policy only, and a full-fine-tuning
+reference copy is freed once the cache is built.
+
+Two forward layouts, picked by device (`forward_layout`), give the same log-probs: on a CPU each prompt runs
+once and its key/value cache serves both the chosen and the rejected completion (least compute); on a GPU
+chosen and rejected run in one padded pass over pairs of similar length (fewest kernel launches). A step never
+reads a value back from the device; metrics stay there until the loop reads them every `log_every` steps.
 """
 
 import gc
+import math
+import random
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import datasets
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from core.chat import chat_prompt_ids
@@ -26,7 +34,7 @@ from data.registry import check_run_name, record_run
 from data.store import Store
 from data.tables import load_table
 from policy.config import DPOConfig
-from policy.logprobs import sequence_logprobs
+from policy.logprobs import PromptLayout, sequence_logprobs
 from policy.lora import LoraSettings, load_policy, reference_mode, save_checkpoint
 from policy.runner import (
     from_main_process,
@@ -156,10 +164,11 @@ def tokenize_pairs(tokenizer, pairs: datasets.Dataset, max_length: int, max_prom
     return examples
 
 
-def collate_pairs(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Return one batch of 2B rows, the B chosen rows first, so chosen and rejected share one forward pass.
+def collate_pairs(examples: list[dict], pad_token_id: int) -> dict:
+    """Return one batch of 2B rows in the shared-prompt layout, the B chosen rows first.
 
-    Prompts are left-padded and completions right-padded, so every prompt ends in the same column.
+    Prompts are left-padded and completions right-padded, so every prompt ends in the same column and a pair's
+    prompt runs once for both its completions (`pair_logps`): a pair costs P + 2C tokens, not 2(P + C).
     """
     prompt_width = max(len(example["prompt_ids"]) for example in examples)
     completion_width = max(len(example[key]) for example in examples for key in ("chosen_ids", "rejected_ids"))
@@ -176,84 +185,215 @@ def collate_pairs(examples: list[dict], pad_token_id: int) -> dict[str, torch.Te
         "input_ids": torch.tensor(input_ids),  # (2B, T)
         "attention_mask": torch.tensor(attention_mask),  # (2B, T)
         "completion_mask": torch.tensor(completion_mask),  # (2B, T)
+        "prompt_width": prompt_width,  # P: a plain int, so the forward needs no host read to find it
+        "prompt_of_row": torch.arange(len(examples)).repeat(2),  # (2B,) row i and row B + i share prompt i
     }
 
 
-def pair_logps(model, batch: dict[str, torch.Tensor]) -> PairLogps:
-    """Return the summed completion log-probs of a collated batch: one forward pass over chosen and rejected."""
-    logps = completion_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])  # (2B,)
+def collate_padded_pairs(examples: list[dict], pad_token_id: int) -> dict:
+    """Return one batch of 2B rows in the padded layout, the B chosen rows first: one plain forward over all.
+
+    Each prompt + completion is left-padded to the longest, so all completions end in the last column and only
+    the last (longest completion + 1) positions need logits. More tokens than the shared-prompt layout, but two
+    fewer model calls and no cache to copy: fewer, larger kernels, which is what a GPU wants.
+    """
+    rows = [(example["prompt_ids"], example[key]) for key in ("chosen_ids", "rejected_ids") for example in examples]
+    width = max(len(prompt) + len(completion) for prompt, completion in rows)
+    completion_width = max(len(completion) for _, completion in rows)
+    input_ids, attention_mask, completion_mask = [], [], []
+    for prompt, completion in rows:
+        left = width - len(prompt) - len(completion)
+        input_ids.append([pad_token_id] * left + prompt + completion)
+        attention_mask.append([0] * left + [1] * (len(prompt) + len(completion)))
+        completion_mask.append([0] * (width - len(completion)) + [1] * len(completion))
+    return {
+        "index": torch.tensor([example["index"] for example in examples]),  # (B,)
+        "input_ids": torch.tensor(input_ids),  # (2B, T)
+        "attention_mask": torch.tensor(attention_mask),  # (2B, T)
+        "completion_mask": torch.tensor(completion_mask),  # (2B, T)
+        "prompt_width": width - completion_width,  # every completion token sits at this column or later
+    }
+
+
+COLLATORS = {"shared_prompt": collate_pairs, "padded": collate_padded_pairs}
+
+
+def forward_layout(choice: str, device: torch.device) -> str:
+    """Return the layout to run: `choice`, or for 'auto' the one that measured fastest on this kind of device.
+
+    On a CPU compute is the cost, and running each prompt once saves it. On a GPU the host is the cost at these
+    sizes (Python, kernel launches), and the shared-prompt path's extra model call and cache copy add launches.
+    """
+    if choice == "auto":
+        return "padded" if device.type == "cuda" else "shared_prompt"
+    if choice not in COLLATORS:
+        raise ValueError(f"unknown DPO forward_layout {choice!r}; expected 'auto' or one of {sorted(COLLATORS)}")
+    return choice
+
+
+def batch_to(batch: dict, device) -> dict:
+    """Return the batch with its tensors on `device` (its plain ints stay as they are)."""
+    return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+
+
+def batch_layout(batch: dict) -> PromptLayout:
+    """Return the prompt layout a collator wrote into the batch (shared prompts, or one plain pass)."""
+    if "prompt_of_row" not in batch:
+        return PromptLayout(batch["prompt_width"])
+    prompt_of_row = batch["prompt_of_row"]  # (2B,)
+    return PromptLayout(batch["prompt_width"], prompt_of_row[: len(batch["index"])], prompt_of_row)
+
+
+def pair_logps(model, batch: dict) -> PairLogps:
+    """Return the summed completion log-probs of a collated batch (either layout): one pass over chosen and rejected."""
+    logps = sequence_logprobs(
+        model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], layout=batch_layout(batch)
+    )  # (2B,)
     tokens = batch["completion_mask"].sum(-1).to(logps.dtype)  # (2B,)
     chosen, rejected = logps.chunk(2)
     chosen_tokens, rejected_tokens = tokens.chunk(2)
     return PairLogps(chosen, rejected, chosen_tokens, rejected_tokens)
 
 
-def completion_logps(model, input_ids, attention_mask, completion_mask) -> torch.Tensor:
-    """Return log p(completion | prompt) per row of a `collate_pairs` batch.
+class LengthGroupedBatches(Sampler):
+    """Batches of pairs of similar length, in random order: less padding for the padded layout.
 
-    A pair's chosen and rejected rows share their prompt, so `sequence_logprobs` runs it once and feeds its
-    key/value cache to both completions: a pair costs P + 2C tokens, not 2(P + C).
+    Each epoch shuffles the pairs, sorts each window of `window` batches' worth by length, cuts it into batches,
+    and shuffles the batches (as transformers' LengthGroupedSampler does), so batches still mix across the data.
+    The order is a function of the seed and the epoch alone: every process draws the same one.
     """
-    return sequence_logprobs(model, input_ids, attention_mask, completion_mask)
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 16):
+        self.lengths, self.batch_size, self.seed, self.window = lengths, batch_size, seed, window
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        rng = random.Random(self.seed + self.epoch)
+        self.epoch += 1
+        order = rng.sample(range(len(self.lengths)), len(self.lengths))
+        span = self.batch_size * self.window
+        batches = []
+        for start in range(0, len(order), span):
+            window = sorted(order[start : start + span], key=lambda index: -self.lengths[index])
+            batches += [window[first : first + self.batch_size] for first in range(0, len(window), self.batch_size)]
+        rng.shuffle(batches)
+        yield from batches
+
+
+def pair_length(example: dict) -> int:
+    """Return the longest row a pair adds to a padded batch."""
+    return len(example["prompt_ids"]) + max(len(example["chosen_ids"]), len(example["rejected_ids"]))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The reference: one pass over the data, cached.
 
+REFERENCE_MEMORY_SHARE = 0.5  # of the GPU memory free when the pass starts: room for the batch's logits
+LOGIT_BYTES = 12  # per vocabulary entry of a kept position: bf16 logits, their float32 copy, logsumexp's temporary
+ACTIVATION_BYTES = 16  # per hidden unit of a token: one layer's bf16 states and MLP intermediates (no backward)
+
 
 @dataclass
 class ReferenceCache:
-    """Reference log-probs of every pair, indexed by the pair's `index`; computed once, then read each step."""
+    """Reference log-probs of every pair, indexed by the pair's `index`; computed once, then read each step.
+
+    The values live on the training device, so a step looks them up with no copy to or from the host.
+    """
 
     chosen: torch.Tensor  # (N,)
     rejected: torch.Tensor  # (N,)
 
-    def lookup(self, batch: dict[str, torch.Tensor]) -> PairLogps:
-        index = batch["index"].cpu()
-        device = batch["input_ids"].device
+    def lookup(self, batch: dict) -> PairLogps:
+        index = batch["index"].to(self.chosen.device)
         tokens = batch["completion_mask"].sum(-1).float()  # (2B,)
         chosen_tokens, rejected_tokens = tokens.chunk(2)
+        device = tokens.device
         return PairLogps(self.chosen[index].to(device), self.rejected[index].to(device), chosen_tokens, rejected_tokens)
+
+
+def reference_batches(examples: list[dict], pairs_per_batch: int, memory_budget: int | None, model_config):
+    """Return the pairs longest first, cut into batches: similar lengths together, so little padding.
+
+    The pass has no backward, so on a GPU a batch grows while its estimated peak (the kept logits: 2 rows per
+    pair, longest completion + 1 positions each; and one layer's activations) fits `memory_budget` bytes;
+    without a budget (CPU) it holds `pairs_per_batch` pairs.
+    """
+    batches: list[list[dict]] = []
+    completion = 0
+    for example in sorted(examples, key=pair_length, reverse=True):
+        completion = max(completion, len(example["chosen_ids"]), len(example["rejected_ids"]))
+        batch = batches[-1] if batches else []
+        if batch and _fits(batch + [example], completion, pairs_per_batch, memory_budget, model_config):
+            batch.append(example)
+        else:
+            batches.append([example])
+            completion = max(len(example["chosen_ids"]), len(example["rejected_ids"]))
+    return batches
+
+
+def _fits(batch: list[dict], completion: int, pairs_per_batch: int, memory_budget: int | None, model_config) -> bool:
+    if memory_budget is None:
+        return len(batch) <= pairs_per_batch
+    width = pair_length(batch[0])  # the longest row: pairs come longest first
+    logits = (completion + 1) * model_config.vocab_size * LOGIT_BYTES
+    activations = width * model_config.hidden_size * ACTIVATION_BYTES
+    return 2 * len(batch) * (logits + activations) <= memory_budget
+
+
+def reference_memory_budget(device: torch.device) -> int | None:
+    """Return the bytes a reference batch may use on a CUDA device (a share of what is free now); None elsewhere."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free * REFERENCE_MEMORY_SHARE)
 
 
 @torch.no_grad()
 def cache_reference_logps(
-    policy, reference, examples: list[dict], pad_token_id: int, batch_size: int, device: torch.device
+    policy, reference, examples: list[dict], pad_token_id: int, batch_size: int, device: torch.device, collate=None
 ) -> ReferenceCache:
-    """Return the reference's log-probs of every pair: the explicit copy, or the LoRA policy with adapters off."""
-    chosen = torch.zeros(len(examples))
-    rejected = torch.zeros(len(examples))
-    batches = [examples[start : start + batch_size] for start in range(0, len(examples), batch_size)]
+    """Return the reference's log-probs of every pair: the explicit copy, or the LoRA policy with adapters off.
+
+    `collate`: the forward layout (default: the one `forward_layout` picks for the device).
+    """
+    collate = collate or COLLATORS[forward_layout("auto", device)]
+    chosen = torch.zeros(len(examples), device=device)
+    rejected = torch.zeros(len(examples), device=device)
     with reference_mode(policy, reference) as model:
+        batches = reference_batches(examples, batch_size, reference_memory_budget(device), model.config)
         was_training = model.training
         model.eval()
         for chunk in tqdm(batches, desc="reference log-probs", unit="batch", leave=False):
-            batch = {key: value.to(device) for key, value in collate_pairs(chunk, pad_token_id).items()}
+            batch = batch_to(collate(chunk, pad_token_id), device)
             logps = pair_logps(model, batch)
-            chosen[batch["index"].cpu()] = logps.chosen.float().cpu()
-            rejected[batch["index"].cpu()] = logps.rejected.float().cpu()
+            chosen[batch["index"]] = logps.chosen.float()
+            rejected[batch["index"]] = logps.rejected.float()
         model.train(was_training)
     return ReferenceCache(chosen, rejected)
 
 
 @torch.no_grad()
 def evaluate_pairs(
-    policy, ref_cache: ReferenceCache, pairs: list[dict], beta: float = 0.1, batch_size: int = 8
+    policy, ref_cache: ReferenceCache, pairs: list[dict], beta: float = 0.1, batch_size: int = 8, collate=None
 ) -> dict:
     """Return held-out preference accuracy (implicit reward of chosen > rejected) and mean reward margin β·h."""
     device = next(policy.parameters()).device
+    collate = collate or COLLATORS[forward_layout("auto", device)]
     pad_token_id = policy.config.pad_token_id  # set apart from EOS by `ensure_pad_token` when the policy loaded
     was_training = policy.training
     policy.eval()
-    correct, margin_sum = 0.0, 0.0
+    correct, margin_sum = torch.zeros((), device=device), torch.zeros((), device=device)
     for start in range(0, len(pairs), batch_size):
-        batch = collate_pairs(pairs[start : start + batch_size], pad_token_id)
-        batch = {key: value.to(device) for key, value in batch.items()}
+        batch = batch_to(collate(pairs[start : start + batch_size], pad_token_id), device)
         logps, reference = pair_logps(policy, batch), ref_cache.lookup(batch)
         margins = beta * ((logps.chosen - reference.chosen) - (logps.rejected - reference.rejected))
-        correct += (margins > 0).float().sum().item()
-        margin_sum += margins.sum().item()
+        correct += (margins > 0).float().sum()
+        margin_sum += margins.sum()
     policy.train(was_training)
+    correct, margin_sum = torch.stack([correct, margin_sum]).tolist()  # the one host read
     return {"eval/accuracy": correct / len(pairs), "eval/margin": margin_sum / len(pairs)}
 
 
@@ -261,24 +401,61 @@ def evaluate_pairs(
 # Training.
 
 
-def dpo_step(policy, batch: dict[str, torch.Tensor], ref_cache: ReferenceCache, config: DPOConfig):
-    """Return (loss, metrics) of one batch of pairs; the caller runs backward and the optimizer."""
+def dpo_step(policy, batch: dict, ref_cache: ReferenceCache, config: DPOConfig):
+    """Return (loss, metrics) of one batch of pairs; the caller runs backward and the optimizer.
+
+    The metrics are detached 0-dim tensors left on the device: reading one is a host synchronisation, which
+    `MetricWindow` does once per logging interval, not here.
+    """
     logps = pair_logps(policy, batch)
     reference = ref_cache.lookup(batch)
     loss = pair_losses(logps, reference, config.loss_type, config.beta, config.label_smoothing).mean()
     chosen_rewards = config.beta * (logps.chosen - reference.chosen).detach()  # implicit rewards β·log(π/ref)
     rejected_rewards = config.beta * (logps.rejected - reference.rejected).detach()
     metrics = {
-        "losses/policy_loss": loss.item(),
-        "rewards/chosen": chosen_rewards.mean().item(),
-        "rewards/rejected": rejected_rewards.mean().item(),
-        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
-        "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
+        "losses/policy_loss": loss.detach(),
+        "rewards/chosen": chosen_rewards.mean(),
+        "rewards/rejected": rejected_rewards.mean(),
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
+        "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
         # Chosen log-probs can fall while the margin grows (DPO repo #32): log both sides.
-        "logps/chosen": logps.chosen.detach().mean().item(),
-        "logps/rejected": logps.rejected.detach().mean().item(),
+        "logps/chosen": logps.chosen.detach().mean(),
+        "logps/rejected": logps.rejected.detach().mean(),
     }
     return loss, metrics
+
+
+class MetricWindow:
+    """Sums each step's metric tensors on the device; `read` averages them over the steps since the last read.
+
+    A read is the loop's one host synchronisation (one gather over processes, one copy to the host), so the
+    host can queue the next steps' kernels while the device still runs the last ones. Step time and tokens per
+    second are over the whole window, measured once its values are back.
+    """
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.started = time.perf_counter()
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.steps += 1
+
+    def read(self, accelerator: Accelerator) -> dict[str, float]:
+        means = mean_over_processes(accelerator, {key: total / self.steps for key, total in self.sums.items()})
+        elapsed = time.perf_counter() - self.started
+        tokens = means.pop("charts/tokens")
+        means |= {"charts/step_time_s": elapsed / self.steps, "charts/tokens_per_s": tokens * self.steps / elapsed}
+        self.__init__()
+        return means
+
+
+def is_log_step(step: int, total_steps: int, log_every: int) -> bool:
+    """Return whether metrics are read at this step: the first (it shows the run started, warm-up apart), every
+    `log_every`-th, and the last."""
+    return step == 1 or step % log_every == 0 or step == total_steps
 
 
 @dataclass
@@ -290,54 +467,66 @@ class PreparedPairs:
 
 
 def prepare_pairs(policy, reference, tokenizer, table: datasets.Dataset, config: DPOConfig, device) -> PreparedPairs:
-    """Tokenize the pairs and run the reference over them once."""
+    """Tokenize the pairs and run the reference over them once, in the forward layout training will use."""
     examples = tokenize_pairs(tokenizer, table, config.max_length, config.max_prompt_tokens)
-    cache = cache_reference_logps(policy, reference, examples, tokenizer.pad_token_id, config.batch_prompts, device)
+    collate = COLLATORS[forward_layout(config.forward_layout, device)]
+    cache = cache_reference_logps(
+        policy, reference, examples, tokenizer.pad_token_id, config.batch_prompts, device, collate
+    )
     return PreparedPairs(examples, cache)
+
+
+def pairs_loader(examples: list[dict], layout: str, config: DPOConfig, pad_token_id: int) -> DataLoader:
+    """Return the shuffled batches of an epoch; the padded layout groups pairs of similar length."""
+    collate = partial(COLLATORS[layout], pad_token_id=pad_token_id)
+    if layout == "padded":
+        lengths = [pair_length(example) for example in examples]
+        batches = LengthGroupedBatches(lengths, config.batch_prompts, config.seed)
+        return DataLoader(examples, batch_sampler=batches, collate_fn=collate)
+    generator = torch.Generator().manual_seed(config.seed)
+    return DataLoader(examples, batch_size=config.batch_prompts, shuffle=True, generator=generator, collate_fn=collate)
 
 
 def fit_dpo(
     policy, tokenizer, train: PreparedPairs, config: DPOConfig, accelerator: Accelerator, writer: MetricsWriter
 ) -> tuple[object, dict]:
-    """Run `config.epochs` passes of DPO over the prepared pairs; return (the unwrapped policy, last metrics)."""
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(
-        train.examples,
-        batch_size=config.batch_prompts,
-        shuffle=True,
-        generator=generator,
-        collate_fn=lambda examples: collate_pairs(examples, tokenizer.pad_token_id),
-    )
+    """Run `config.epochs` passes of DPO over the prepared pairs; return (the unwrapped policy, last metrics).
+
+    Nothing in a step reads a value back from the device: metrics are read and written every `config.log_every`
+    steps (and at the first and last).
+    """
+    layout = forward_layout(config.forward_layout, accelerator.device)
+    loader = pairs_loader(train.examples, layout, config, tokenizer.pad_token_id)
     optimizer = make_optimizer(policy, config.learning_rate, eps=1e-8)
     trainable = [parameter for group in optimizer.param_groups for parameter in group["params"]]
     policy, optimizer, loader = accelerator.prepare(policy, optimizer, loader)
     disable_dropout(policy)
     policy.train()
-    step, metrics = 0, {}
-    progress = tqdm(total=config.epochs * len(loader), desc="DPO", unit="step", disable=not accelerator.is_main_process)
+    total_steps = config.epochs * len(loader)
+    step, metrics, window = 0, {}, MetricWindow()
+    progress = tqdm(total=total_steps, desc="DPO", unit="step", disable=not accelerator.is_main_process)
     for epoch in range(config.epochs):
         for batch_number, batch in enumerate(loader, start=1):
-            started = time.perf_counter()
-            loss, metrics = dpo_step(policy, batch, train.reference, config)
+            loss, step_metrics = dpo_step(policy, batch, train.reference, config)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
             optimizer.step()
-            elapsed = time.perf_counter() - started
             step += 1
-            metrics = mean_over_processes(accelerator, metrics)
-            metrics |= {
-                "epoch": epoch + batch_number / len(loader),
-                "losses/grad_norm": float(grad_norm),
-                "charts/learning_rate": config.learning_rate,
-                "charts/step_time_s": elapsed,
-                "charts/tokens_per_s": batch["attention_mask"].sum().item() / elapsed,
-            }
-            writer.write(step, metrics)
+            step_metrics["charts/tokens"] = batch["attention_mask"].sum()
+            if grad_norm is not None:  # None where the engine clips on its own and reports no norm
+                step_metrics["losses/grad_norm"] = torch.as_tensor(grad_norm).detach()
+            window.add(step_metrics)
             progress.update(1)
-            progress.set_postfix(
-                loss=f"{metrics['losses/policy_loss']:.3f}", margin=f"{metrics['rewards/margins']:.3f}"
-            )
+            if is_log_step(step, total_steps, config.log_every):
+                metrics = window.read(accelerator) | {
+                    "epoch": epoch + batch_number / len(loader),
+                    "charts/learning_rate": config.learning_rate,
+                }
+                writer.write(step, metrics)
+                progress.set_postfix(
+                    loss=f"{metrics['losses/policy_loss']:.3f}", margin=f"{metrics['rewards/margins']:.3f}"
+                )
             if config.save_every and step % config.save_every == 0 and accelerator.is_main_process:
                 save_checkpoint(
                     accelerator.unwrap_model(policy),
@@ -383,7 +572,8 @@ def train_dpo(config: DPOConfig, store=None, pairs=None) -> Path:
     policy, last = fit_dpo(policy, tokenizer, train, config, accelerator, writer)
     metrics = dict(last)  # the last step's metrics, then the held-out ones
     if held_out is not None:
-        held_out_metrics = evaluate_pairs(policy, held_out.reference, held_out.examples, config.beta)
+        collate = COLLATORS[forward_layout(config.forward_layout, accelerator.device)]
+        held_out_metrics = evaluate_pairs(policy, held_out.reference, held_out.examples, config.beta, collate=collate)
         writer.write(last["steps"], held_out_metrics)
         metrics |= held_out_metrics
     with full_parameters(accelerator, policy):  # ZeRO-3: every process gathers, rank 0 writes

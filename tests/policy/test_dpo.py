@@ -47,6 +47,7 @@ def dpo_config(tiny_model_dir, tmp_path, **changes) -> DPOConfig:
         epochs=1,
         max_length=64,
         device="cpu",
+        log_every=1,  # a record per step, so tests can count steps in metrics.jsonl
         output_dir=str(tmp_path / "run"),
     )
     return DPOConfig(**(values | changes))
