@@ -178,8 +178,8 @@ class BackgroundSampler(threading.Thread):
         """Return the prompts to sample next (up to `per_call`), or [] while every active annotator has `ready` items.
 
         Counted per annotator, not in total: items waiting for prompts an annotator already ranked do not
-        keep that annotator from waiting. An annotator with nothing ready gets one prompt at once (the shortest
-        wait); one who is merely short gets several sampled in one call. With nobody active, a shared queue of
+        keep that annotator from waiting. Several prompts share a call (on a CPU 4 prompts cost 1.5x one), except
+        the very first, sampled alone so the first item comes soonest. With nobody active, a shared queue of
         `ready` items is kept.
         """
         active = annotation.active_annotators(self.store)
@@ -190,8 +190,9 @@ class BackgroundSampler(threading.Thread):
         for annotator_id in active:
             have = annotation.claimable_count(self.store, annotator_id)
             if have < ready:
-                limit = 1 if have == 0 else min(ready - have, per_call)
-                prompts = annotation.prompts_to_sample(self.store, limit, annotator_id=annotator_id)
+                prompts = annotation.prompts_to_sample(
+                    self.store, min(ready - have, per_call), annotator_id=annotator_id
+                )
                 if prompts:
                     return prompts
         return []
