@@ -185,7 +185,7 @@ class BackgroundSampler(threading.Thread):
         active = annotation.active_annotators(self.store)
         if not active:
             waiting = annotation.open_batch_count(self.store)
-            limit = 1 if waiting == 0 else min(ready - waiting, per_call)  # the first item as soon as it can be
+            limit = 1 if waiting == 0 else per_call  # the first item as soon as it can be
             return annotation.prompts_to_sample(self.store, limit) if ready > waiting else []
         for annotator_id in active:
             have = annotation.claimable_count(self.store, annotator_id)
