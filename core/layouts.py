@@ -12,6 +12,10 @@ from pathlib import Path
 import yaml
 
 SHIPPED = Path(__file__).parent / "accelerate_configs"
+ACCELERATE_CONFIG_HELP = (
+    "run under `accelerate launch` with this layout: a shipped one (one-gpu, ddp-8gpu, zero2-8gpu, zero3-8gpu, "
+    "fsdp2-8gpu, two-machines-zero3) or an accelerate config file (None: one process)"
+)
 LAUNCHED_ENV = "RLHF_STUDIO_LAUNCHED"  # set for the processes `accelerate launch` starts, so they do not relaunch
 
 

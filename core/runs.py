@@ -9,6 +9,7 @@ from pathlib import Path
 
 METRICS_FILE = "metrics.jsonl"  # one JSON object per line, flushed as written, so the app can plot a run live
 REPORT_TO = ("none", "tensorboard", "wandb", "trackio", "all")  # TRL's `report_to` names
+REPORT_TO_HELP = "also log metrics to: 'tensorboard' (<run>/tensorboard), 'wandb', 'trackio' or 'all'"
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
 TENSORBOARD_DIR = "tensorboard"  # inside the run folder: `tensorboard --logdir runs/`
 

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from core.fields import DEVICES, check_choices, documented
-from core.layouts import layout_file
+from core.layouts import ACCELERATE_CONFIG_HELP, layout_file
 from core.paths import runs_dir
-from core.runs import REPORT_TO, check_trackers
+from core.runs import REPORT_TO, REPORT_TO_HELP, check_trackers
 
 REWARD_KINDS = ("model", "function")
 GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo")  # each one a function in policy/grpo.py LOSS_AVERAGING
@@ -58,14 +58,8 @@ class RunConfig:
         None, "prompts from a .jsonl/.csv/.parquet file or datasets folder (default: DuckDB)"
     )
     device: str = documented("auto", "'auto' (CUDA bf16 when present, else CPU fp32), 'cpu' or 'cuda'", DEVICES)
-    accelerate_config: str | None = documented(
-        None,
-        "run under `accelerate launch` with this layout: a shipped one (one-gpu, ddp-8gpu, zero2-8gpu, zero3-8gpu, "
-        "fsdp2-8gpu, two-machines-zero3) or an accelerate config file (None: one process)",
-    )
-    report_to: str = documented(
-        "none", "also log metrics to: 'tensorboard' (<run>/tensorboard), 'wandb', 'trackio' or 'all'", REPORT_TO
-    )
+    accelerate_config: str | None = documented(None, ACCELERATE_CONFIG_HELP)
+    report_to: str = documented("none", REPORT_TO_HELP, REPORT_TO)
 
     def __post_init__(self):
         if self.output_dir is None:

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from core.fields import DEVICES, check_choices, documented
-from core.layouts import layout_file
+from core.layouts import ACCELERATE_CONFIG_HELP, layout_file
 from core.models import FAST_ENCODER
-from core.runs import REPORT_TO, check_trackers
+from core.runs import REPORT_TO, REPORT_TO_HELP, check_trackers
 
 # LoRA (r=16) on SmolLM2-135M, 40 synthetic rankings (K=4, 8 held out = 48 pairs), the first 4 optimizer steps:
 #   lr 1e-4: held-out loss 0.571, accuracy 0.79;  1e-3: 0.078, 1.00;  3e-3: 0.083, 1.00.
@@ -67,14 +67,8 @@ class RewardConfig:
     log_every: int = documented(10, "write a training record to metrics.jsonl every N steps")
     seed: int = documented(0, "random seed (head init, prompt split, shuffling)")
     device: str = documented("auto", "'auto' (CUDA with bf16 when present, else CPU fp32), 'cpu' or 'cuda'", DEVICES)
-    accelerate_config: str | None = documented(
-        None,
-        "run under `accelerate launch` with this layout: a shipped one (one-gpu, ddp-8gpu, zero2-8gpu, zero3-8gpu, "
-        "fsdp2-8gpu, two-machines-zero3) or an accelerate config file (None: one process)",
-    )
-    report_to: str = documented(
-        "none", "also log metrics to: 'tensorboard' (<run>/tensorboard), 'wandb', 'trackio' or 'all'", REPORT_TO
-    )
+    accelerate_config: str | None = documented(None, ACCELERATE_CONFIG_HELP)
+    report_to: str = documented("none", REPORT_TO_HELP, REPORT_TO)
     pairs: str | None = documented(
         None, "bootstrap from a prompt/chosen/rejected file (.jsonl, .parquet, datasets folder; Anthropic HH too)"
     )
