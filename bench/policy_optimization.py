@@ -41,6 +41,7 @@ from trl import GRPOConfig as TRLGRPOConfig
 
 import policy.grpo
 import policy.ppo
+from core.distributed import make_accelerator
 from core.models import load_tokenizer, pick_device, resolve_model, training_dtype
 from core.runs import MetricsWriter, read_metrics
 from policy.config import DPO_LAYOUTS, DPOConfig, GRPOConfig, PPOConfig
@@ -48,7 +49,6 @@ from policy.dpo import fit_dpo, forward_layout, prepare_pairs
 from policy.grpo import train_grpo
 from policy.lora import LoraSettings, load_policy
 from policy.ppo import train_ppo
-from policy.runner import make_accelerator
 
 WORDS = (
     "the cat sat on a warm mat while rain fell over quiet hills and old friends told long stories about ships "

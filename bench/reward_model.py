@@ -12,7 +12,6 @@ fastest run, and CPU seconds (all threads of this process) are printed beside wa
 """
 
 import argparse
-import contextlib
 import json
 import logging
 import tempfile
@@ -24,11 +23,12 @@ import torch
 from trl import RewardConfig as TRLRewardConfig
 from trl import RewardTrainer
 
+from core.distributed import make_accelerator
 from core.models import FAST_ENCODER, pick_device
 from data.export import expand_to_pairs
 from rm.config import RewardConfig
 from rm.data import split_rankings
-from rm.model import encode, load_backbone, reads_last_token
+from rm.model import RewardNetwork, encode, load_backbone, reads_last_token
 from rm.synthetic import synthetic_rankings
 from rm.train import encode_rankings, evaluate, train_reward_model
 
@@ -92,12 +92,10 @@ def run_trl(args, train, validation, output_dir: Path) -> dict:
     trainer.train()
     epoch_s = (time.perf_counter() - started) / args.epochs
     epoch_cpu_s = (time.process_time() - started_cpu) / args.epochs
-    autocast = (
-        (lambda: torch.autocast("cuda", dtype=choice.dtype)) if choice.device.type == "cuda" else contextlib.nullcontext
-    )
     config = RewardConfig(batch_size=args.batch_size, lora_rank=args.lora_rank)
     encoded = encode_rankings(validation, tokenizer, args.max_length, last_token)
-    evaluation = evaluate(trainer.model, encoded, config, tokenizer.pad_token_id, choice.device, autocast)
+    accelerator, _ = make_accelerator(choice.device.type)
+    evaluation = evaluate(RewardNetwork(trainer.model), encoded, config, tokenizer.pad_token_id, accelerator)
     return {"epoch_s": epoch_s, "epoch_cpu_s": epoch_cpu_s, "val_accuracy": evaluation["accuracy"], "pairs": len(pairs)}
 
 

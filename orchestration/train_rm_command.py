@@ -1,10 +1,11 @@
 """`rlhf-studio train-rm`: the RewardConfig fields as flags (`--batch-size`, `--lora-rank`, ...)."""
 
 import json
+import os
 from dataclasses import MISSING, fields
 
 from core.fields import flag_type
-from core.layouts import launched, layout_file, read_layout
+from core.layouts import launched, layout_file
 from orchestration.processes import relaunch_under_accelerate
 from rm.config import RewardConfig
 
@@ -37,8 +38,6 @@ def cmd_train_rm(args) -> int:
 
     config = RewardConfig(**{field.name: getattr(args, field.name) for field in fields(RewardConfig)})
     if config.accelerate_config and not launched():
-        if read_layout(config.accelerate_config).processes > 1:  # DeepSpeed/FSDP for the reward model: not yet
-            raise ValueError("the reward model trains in one process for now: use --accelerate-config one-gpu or none")
         return relaunch_under_accelerate(layout_file(config.accelerate_config), args.argv)
     store = None
     if not config.pairs and not config.rankings:
@@ -46,6 +45,8 @@ def cmd_train_rm(args) -> int:
 
         store = Store(args.db)
     result = train_reward_model(config, store)
+    if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch`, the main process reports
+        return 0
     print(f"reward model run: {result.run_dir}")
     accuracy = held_out_accuracy(result.metrics)
     print(f"held-out accuracy (epoch {result.metrics['epoch']} of {result.metrics['epochs_run']}): {accuracy}")

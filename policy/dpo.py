@@ -26,6 +26,14 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from core.chat import chat_prompt_ids
+from core.distributed import (
+    configure_deepspeed,
+    from_main_process,
+    full_parameters,
+    make_accelerator,
+    mean_over_processes,
+    whole_model_loading,
+)
 from core.models import disable_dropout, training_dtype
 from core.runs import METRICS_FILE, MetricsWriter
 from core.splits import split_by_prompt
@@ -36,14 +44,7 @@ from data.tables import load_table
 from policy.config import DPOConfig
 from policy.logprobs import PromptLayout, sequence_logprobs
 from policy.lora import LoraSettings, load_policy, reference_mode, save_checkpoint
-from policy.runner import (
-    from_main_process,
-    full_parameters,
-    make_accelerator,
-    make_optimizer,
-    mean_over_processes,
-    whole_model_loading,
-)
+from policy.runner import make_optimizer
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 # What the Jobs page plots for a DPO run (names as written to metrics.jsonl).
@@ -499,6 +500,7 @@ def fit_dpo(
     loader = pairs_loader(train.examples, layout, config, tokenizer.pad_token_id)
     optimizer = make_optimizer(policy, config.learning_rate, eps=1e-8)
     trainable = [parameter for group in optimizer.param_groups for parameter in group["params"]]
+    configure_deepspeed(accelerator, config.batch_prompts, config.max_grad_norm)
     policy, optimizer, loader = accelerator.prepare(policy, optimizer, loader)
     disable_dropout(policy)
     policy.train()
@@ -527,13 +529,11 @@ def fit_dpo(
                 progress.set_postfix(
                     loss=f"{metrics['losses/policy_loss']:.3f}", margin=f"{metrics['rewards/margins']:.3f}"
                 )
-            if config.save_every and step % config.save_every == 0 and accelerator.is_main_process:
-                save_checkpoint(
-                    accelerator.unwrap_model(policy),
-                    tokenizer,
-                    writer.path.parent / f"checkpoint-{step}",
-                    {"step": step},
-                )
+            if config.save_every and step % config.save_every == 0:
+                with full_parameters(accelerator, policy):  # ZeRO-3: every process gathers, rank 0 writes
+                    if accelerator.is_main_process:
+                        folder = writer.path.parent / f"checkpoint-{step}"
+                        save_checkpoint(accelerator.unwrap_model(policy), tokenizer, folder, {"step": step})
     progress.close()
     return accelerator.unwrap_model(policy), metrics | {"steps": step}
 

@@ -10,16 +10,17 @@ from pathlib import Path
 
 import torch
 
+from core.distributed import mean_over_processes, prepare
 from policy.config import GRPOConfig
 from policy.logprobs import token_logprobs
 from policy.rollout import collect_rollout
 from policy.runner import (
     RunContext,
-    mean_over_processes,
-    prepare,
+    make_optimizer,
     progress_bar,
     prompt_batch,
     record_run,
+    restore_optimizer,
     save_run,
     start_run,
 )
@@ -112,15 +113,15 @@ def train_grpo(
     ctx = start_run(config, reward, prompts, store, resume, load_reward_model)
     accelerator = ctx.accelerator
     rows = config.batch_prompts * config.num_generations
-    model, optimizer = prepare(accelerator, ctx.policy, config.learning_rate, 1e-8, rows)
-    if ctx.resumed_state:
-        optimizer.load_state_dict(ctx.resumed_state["optimizer"])
+    optimizer = make_optimizer(ctx.policy, config.learning_rate, eps=1e-8)
+    model, optimizer = prepare(accelerator, ctx.policy, optimizer, rows, config.max_grad_norm)
+    restore_optimizer(ctx, optimizer)
     record = {}
     for step in progress_bar(ctx, "grpo"):
         record = ctx.writer.write(step + 1, grpo_step(ctx, model, optimizer, step))
         if config.save_every and (step + 1) % config.save_every == 0:
-            save_run(ctx, step + 1, optimizer)
-    save_run(ctx, config.steps, optimizer)
+            save_run(ctx, step + 1, model, optimizer)
+    save_run(ctx, config.steps, model, optimizer)
     record_run(ctx, store, {key: value for key, value in record.items() if key.startswith("objective/")})
     ctx.writer.close()
     accelerator.end_training()

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.distributed import mean_over_processes, prepare
 from core.models import disable_dropout
 from policy.config import PPOConfig
 from policy.gae import gae, masked_mean, masked_whiten
@@ -19,11 +20,11 @@ from policy.lora import LoraSettings, load_policy
 from policy.rollout import Rollout, collect_rollout
 from policy.runner import (
     RunContext,
-    mean_over_processes,
-    prepare,
+    make_optimizer,
     progress_bar,
     prompt_batch,
     record_run,
+    restore_optimizer,
     save_run,
     start_run,
 )
@@ -182,18 +183,22 @@ def train_ppo(
         if unexpected:
             raise RuntimeError(f"resuming {ctx.run_dir}: saved value weights do not fit: {unexpected[:3]}")
     rows = config.batch_prompts // config.num_minibatches
-    model, optimizer = prepare(accelerator, combined, config.learning_rate, 1e-5, rows)
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
+    optimizer = make_optimizer(combined, config.learning_rate, eps=1e-5)
+    model, optimizer = prepare(accelerator, combined, optimizer, rows, config.max_grad_norm)
+    restore_optimizer(ctx, optimizer)
     controller_class = AdaptiveKLController if config.adaptive_kl else FixedKLController
     kl_controller = controller_class(state.get("kl_coef", config.kl_coef), config.target_kl, config.kl_horizon)
     ctx.policy = accelerator.unwrap_model(model).policy
+
+    def trainer_state() -> dict:
+        return {"value_model": value_state(combined), "kl_coef": kl_controller.value}
+
     record = {}
     for step in progress_bar(ctx, "ppo"):
         record = ctx.writer.write(step + 1, ppo_step(ctx, model, optimizer, kl_controller, step))
         if config.save_every and (step + 1) % config.save_every == 0:
-            save_run(ctx, step + 1, optimizer, {"value_model": value_state(combined), "kl_coef": kl_controller.value})
-    save_run(ctx, config.steps, optimizer, {"value_model": value_state(combined), "kl_coef": kl_controller.value})
+            save_run(ctx, step + 1, model, optimizer, trainer_state)
+    save_run(ctx, config.steps, model, optimizer, trainer_state)
     record_run(ctx, store, {key: value for key, value in record.items() if key.startswith("objective/")})
     ctx.writer.close()
     accelerator.end_training()

@@ -4,8 +4,6 @@ Built on `accelerate`, so `torchrun --nproc_per_node N` (or `accelerate launch`)
 data-parallel: each process samples its own prompts, gradients are averaged by DDP, rank 0 writes files.
 """
 
-import contextlib
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,13 +11,13 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
-from core.models import DeviceChoice, disable_dropout, pick_device, training_dtype
+from core.distributed import from_main_process, full_parameters, make_accelerator, whole_model_loading, zero_stage
+from core.models import DeviceChoice, disable_dropout, training_dtype
 from core.runs import METRICS_FILE, MetricsWriter
 from data.importers import read_prompts
 from data.prompts import browse_prompts
@@ -30,6 +28,7 @@ from policy.lora import LoraSettings, load_policy, save_checkpoint
 from policy.rollout import RewardFn, as_reward_fn, load_reward_function
 
 STATE_FILE = "trainer_state.pt"
+ENGINE_STATE = "engine_state"  # DeepSpeed's per-process optimizer and weight shards
 
 
 @dataclass
@@ -112,95 +111,6 @@ def start_run(
         reward_source=reward_source,
         prompts_source=prompts_source,
     )
-
-
-def make_accelerator(device: str) -> tuple[Accelerator, DeviceChoice]:
-    """Return the run's Accelerator and device: bf16 autocast on a bf16 GPU, float32 elsewhere (`training_dtype`)."""
-    choice = pick_device(None if device == "auto" else device)
-    mixed_precision = "bf16" if training_dtype(choice) == torch.bfloat16 and choice.device.type == "cuda" else None
-    on_cpu = choice.device.type == "cpu"
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    # On CPU, processes talk over gloo; said explicitly, or accelerate counts one process where DeepSpeed counts all.
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu and distributed else []
-    # cpu=True keeps accelerate off any GPU, but also switches DeepSpeed off, which runs on CPU too.
-    force_cpu = on_cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true"
-    return Accelerator(cpu=force_cpu, mixed_precision=mixed_precision, kwargs_handlers=handlers), choice
-
-
-def prepare(accelerator: Accelerator, model: torch.nn.Module, learning_rate: float, eps: float, rows_per_step: int):
-    """Return (model, optimizer) wrapped for the run's layout: DDP, DeepSpeed ZeRO or FSDP, as accelerate says.
-
-    The optimizer goes through `prepare` with the model, so accelerate builds it over the wrapped (possibly
-    sharded) parameters. DeepSpeed wants a micro-batch size, which runs without a DataLoader do not give it.
-    """
-    plugin = accelerator.state.deepspeed_plugin
-    if plugin is not None:
-        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = rows_per_step
-    return accelerator.prepare(model, make_optimizer(model, learning_rate, eps))
-
-
-@contextlib.contextmanager
-def without_hf_zero3():
-    """Lift transformers' ZeRO-3 flag for the block (it is back after), so transformers and peft do not partition
-    weights at load time or gather them again (collectively, deadlocking) inside a block that already has them."""
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
-    hf_deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
-
-
-def whole_model_loading(accelerator: Accelerator):
-    """Return a context in which `from_pretrained` loads whole weights, even under ZeRO-3.
-
-    Under ZeRO-3 transformers would load every weight already partitioned (deepspeed.zero.Init) and nothing
-    could run the model before `prepare` (DPO's reference pass, a shared-prompt prefill). Loading whole and
-    letting `prepare` partition costs one full copy per process while loading; shards stay shards after.
-    (accelerate's `zero3_init_context_manager` leaves transformers' flag set under zero3_init_flag: false.)
-    """
-    return without_hf_zero3() if _zero_stage(accelerator) == 3 else contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def full_parameters(accelerator: Accelerator, model: torch.nn.Module):
-    """Gather ZeRO-3's sharded weights in every process for the block (to save them); elsewhere do nothing.
-
-    Every process must enter: gathering is collective. The gathered weights replace the shards in place for the
-    block, so no second full copy of the model is kept.
-    """
-    if _zero_stage(accelerator) != 3:
-        yield
-        return
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None), without_hf_zero3():
-        yield
-
-
-def _zero_stage(accelerator: Accelerator) -> int | None:
-    plugin = accelerator.state.deepspeed_plugin
-    return None if plugin is None else plugin.zero_stage
-
-
-def from_main_process(accelerator: Accelerator, read: Callable[[], object], output_dir: str | None):
-    """Return (what `read()` gave on rank 0, rank 0's output_dir) on every process.
-
-    Rank 0 alone reads inputs: DuckDB allows one writing process. A ValueError or OSError there is passed on, so
-    every process stops with the same message instead of waiting for the others.
-    """
-    found = [None, output_dir, None]
-    if accelerator.is_main_process:
-        try:
-            found[0] = read()
-        except (ValueError, OSError) as error:
-            found[2] = str(error)
-    value, output_dir, problem = broadcast_object_list(found)
-    if problem:
-        raise ValueError(problem)
-    return value, output_dir
 
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -294,11 +204,21 @@ def _restore_weights(policy, run_dir: Path) -> None:
             raise RuntimeError(f"resuming {run_dir}: weights did not match: {(missing + unexpected)[:3]}")
 
 
-def save_run(ctx: RunContext, step: int, optimizer, extra_state: dict | None = None) -> None:
-    """Write the checkpoint (adapter/, merged/) and the trainer state (optimizer, step) for resume; rank 0 writes."""
-    ctx.accelerator.wait_for_everyone()
-    with full_parameters(ctx.accelerator, ctx.policy):  # ZeRO-3: every process gathers, rank 0 writes
-        if ctx.accelerator.is_main_process:
+def save_run(ctx: RunContext, step: int, model, optimizer, extra_state: Callable[[], dict] | None = None) -> None:
+    """Write the checkpoint (adapter/, merged/) and the trainer state (optimizer, step) for resume; rank 0 writes.
+
+    `model` is the prepared model (the policy, or the policy with its value head), `optimizer` the prepared one.
+
+    `extra_state()` is read with the weights gathered (the value head is sharded too under ZeRO-3). Under DeepSpeed
+    each process holds its part of the optimizer state, so DeepSpeed writes every part (accelerate's `save_state`).
+    """
+    accelerator = ctx.accelerator
+    accelerator.wait_for_everyone()
+    sharded_optimizer = bool(zero_stage(accelerator))
+    if sharded_optimizer:
+        accelerator.save_state(ctx.run_dir / ENGINE_STATE)
+    with full_parameters(accelerator, model):  # ZeRO-3: every process gathers, rank 0 writes
+        if accelerator.is_main_process:
             metadata = {
                 "algo": ctx.config.algo,
                 "step": step,
@@ -306,10 +226,29 @@ def save_run(ctx: RunContext, step: int, optimizer, extra_state: dict | None = N
                 "reward": ctx.reward_source,
                 "prompts": ctx.prompts_source,
             }
-            save_checkpoint(ctx.accelerator.unwrap_model(ctx.policy), ctx.tokenizer, ctx.run_dir, metadata)
-            state = {"step": step, "optimizer": optimizer.state_dict(), **(extra_state or {})}
+            save_checkpoint(accelerator.unwrap_model(ctx.policy), ctx.tokenizer, ctx.run_dir, metadata)
+            state = {"step": step, **(extra_state() if extra_state else {})}
+            if sharded_optimizer:
+                state["engine_state"] = ENGINE_STATE
+            else:
+                state["optimizer"] = optimizer.state_dict()
             torch.save(state, ctx.run_dir / STATE_FILE)
-    ctx.accelerator.wait_for_everyone()
+    accelerator.wait_for_everyone()
+
+
+def restore_optimizer(ctx: RunContext, optimizer) -> None:
+    """Load a resumed run's optimizer state (and, under DeepSpeed, its sharded weights) into the prepared optimizer."""
+    state = ctx.resumed_state
+    if not state:
+        return
+    saved_sharded, sharded_now = "engine_state" in state, bool(zero_stage(ctx.accelerator))
+    if saved_sharded != sharded_now:
+        saved = "under DeepSpeed ZeRO" if saved_sharded else "without DeepSpeed"
+        raise ValueError(f"{ctx.run_dir} was saved {saved}: resume it with the same --accelerate-config")
+    if saved_sharded:
+        ctx.accelerator.load_state(ctx.run_dir / state["engine_state"])
+    else:
+        optimizer.load_state_dict(state["optimizer"])
 
 
 def record_run(ctx: RunContext, store, metrics: dict) -> int | None:
@@ -341,11 +280,3 @@ def progress_bar(ctx: RunContext, algo: str):
         unit="step",
         disable=not ctx.accelerator.is_main_process,
     )
-
-
-def mean_over_processes(accelerator: Accelerator, values: dict) -> dict:
-    """Return each scalar averaged over the data-parallel processes (one gather for all of them)."""
-    keys = sorted(values)
-    stacked = torch.stack([torch.as_tensor(values[key]).detach().float().to(accelerator.device) for key in keys])
-    gathered = accelerator.gather(stacked.unsqueeze(0)).mean(0)
-    return dict(zip(keys, gathered.tolist(), strict=True))

@@ -46,7 +46,9 @@ class RewardConfig:
         None,
         f"AdamW learning rate (default: {LORA_LEARNING_RATE:g} with LoRA, {FULL_LEARNING_RATE:g} full fine-tuning)",
     )
-    batch_size: int = documented(8, "rankings per optimizer step (each ranking's K responses are encoded once)")
+    batch_size: int = documented(
+        8, "rankings per optimizer step over all processes (each ranking's K responses are encoded once)"
+    )
     lora_rank: int | None = documented(
         None,
         "LoRA rank r (Hu et al. 2021); 0 = full fine-tuning. Default: 16, or 0 for the small all-MiniLM-L6-v2"

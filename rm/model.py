@@ -124,3 +124,18 @@ def sequence_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     last = attention_mask.sum(dim=-1) - 1  # (B,)
     last_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
     return inner.score(last_hidden)[:, 0].float()
+
+
+class RewardNetwork(torch.nn.Module):
+    """The reward model as one module whose forward returns the sequence rewards (B,).
+
+    Training prepares this module with accelerate, so the engine that wraps it (DDP syncing gradients, DeepSpeed
+    gathering ZeRO-3 shards) sees every forward pass; `model` is the plain transformers (or peft) model inside.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return sequence_rewards(self.model, input_ids, attention_mask)

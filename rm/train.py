@@ -5,7 +5,6 @@ config.json (the RewardConfig), data.json (which rankings trained and validated)
 normalization.json (mean/std of training rewards) and summary.json (the best epoch's metrics).
 """
 
-import contextlib
 import json
 import logging
 import math
@@ -20,14 +19,24 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from core.models import pick_device
+from core.distributed import (
+    from_main_process,
+    full_parameters,
+    local_shard,
+    make_accelerator,
+    prepare,
+    sum_over_processes,
+    whole_model_loading,
+    without_hf_zero3,
+    zero_stage,
+)
 from core.paths import runs_dir
 from core.runs import MetricsWriter
 from data.registry import check_run_name, record_run
 from rm.config import RewardConfig
 from rm.data import Ranking, rankings_from_store, read_pairs, read_rankings, split_rankings
-from rm.loss import batch_loss, comparison_pairs, correct_comparisons
-from rm.model import encode, load_backbone, pad_right, reads_last_token, sequence_rewards
+from rm.loss import batch_loss, comparison_pairs
+from rm.model import RewardNetwork, encode, load_backbone, pad_right, reads_last_token
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +89,16 @@ def forward_layout(device) -> ForwardLayout:
     return ForwardLayout(pad_multiple=64 if cuda else 1, group_by_length=cuda)
 
 
-def score_rankings(model, batch: list[EncodedRanking], pad_id: int, device, autocast, pad_multiple: int = 1):
-    """Return the K rewards of each ranking in the batch, from one forward pass over all their responses."""
+def score_rankings(network, batch: list[EncodedRanking], pad_id: int, device, autocast, pad_multiple: int = 1):
+    """Return the K rewards of each ranking in the batch, from one forward pass over all their responses.
+
+    `network`: a `RewardNetwork` (or the engine accelerate wrapped it in).
+    """
     sequences = [ids for ranking in batch for ids in ranking.sequences]
     input_ids, attention_mask = pad_right(sequences, pad_id, device, pad_multiple)  # (sum K, T)
     with autocast():
-        rewards = sequence_rewards(model, input_ids, attention_mask)  # (sum K,)
-    return list(rewards.split([len(ranking.sequences) for ranking in batch]))
+        rewards = network(input_ids, attention_mask)  # (sum K,)
+    return list(rewards.float().split([len(ranking.sequences) for ranking in batch]))
 
 
 def batches_of(
@@ -111,75 +123,119 @@ def batches_of(
     return batches
 
 
+def own_share(batch: list, rank: int, world: int) -> tuple[list, float]:
+    """Return this process's rankings of a batch (every world-th) and the weight of its mean loss.
+
+    The weight, len(own) * world / len(batch), makes the engine's mean of the processes' gradients the gradient of
+    the whole batch's mean loss, so a sharded run takes the steps a single process would. A process left without
+    rankings (a batch smaller than the process count) scores the first one at weight 0: under ZeRO-3 every
+    process must run each forward and backward, as they gather the weights together.
+    """
+    own = batch[rank::world]
+    return (own, len(own) * world / len(batch)) if own else (batch[:1], 0.0)
+
+
 @torch.no_grad()
-def evaluate(model, encoded: list[EncodedRanking], config: RewardConfig, pad_id: int, device, autocast) -> dict:
-    """Return validation loss (mean per ranking), pairwise accuracy with its counts, and reward mean/std."""
-    model.eval()
-    losses, rewards, correct, total = [], [], 0, 0
+def evaluate(network, encoded: list[EncodedRanking], config: RewardConfig, pad_id: int, accelerator) -> dict:
+    """Return validation loss (mean per ranking), pairwise accuracy with its counts, and reward mean/std.
+
+    Each process scores its share of every batch; the sums are added up over processes once, at the end.
+    """
+    network.eval()
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    # loss x rankings, correct comparisons, comparisons, rewards, their sum and sum of squares
+    sums = torch.zeros(6, dtype=torch.float64, device=device)
     for batch in batches_of(encoded, config.batch_size):
-        batch_rewards = score_rankings(model, batch, pad_id, device, autocast, forward_layout(device).pad_multiple)
-        groups = [ranking.tie_groups.to(device) for ranking in batch]
+        own, weight = own_share(batch, rank, world)
+        batch_rewards = score_rankings(
+            network, own, pad_id, device, accelerator.autocast, forward_layout(device).pad_multiple
+        )
+        if weight == 0:
+            continue
+        groups = [ranking.tie_groups.to(device) for ranking in own]
         loss = batch_loss(batch_rewards, groups, config.margin, config.center_coefficient)
-        losses.append(loss.item() * len(batch))
-        for ranking_rewards, ranking_groups in zip(batch_rewards, groups, strict=True):
-            right, count = correct_comparisons(ranking_rewards, ranking_groups)
-            correct, total = correct + right, total + count
-        rewards.append(torch.cat(batch_rewards).float().cpu())
-    all_rewards = torch.cat(rewards)
+        right, count = _correct_and_count(batch_rewards, groups)
+        flat = torch.cat(batch_rewards).double()
+        sums += torch.stack(
+            [loss.double() * len(own), right, count, flat.new_tensor(len(flat)), flat.sum(), flat.square().sum()]
+        )
+    loss_total, correct, total, count, reward_sum, square_sum = sum_over_processes(accelerator, sums).tolist()
+    mean = reward_sum / count
+    variance = (square_sum - count * mean**2) / (count - 1) if count > 1 else 0.0
     return {
-        "loss": sum(losses) / len(encoded),
+        "loss": loss_total / len(encoded),
         "accuracy": correct / total,
-        "pairs": total,  # an accuracy is shown with its count and interval, never alone
+        "pairs": int(total),  # an accuracy is shown with its count and interval, never alone
         "rankings": len(encoded),
-        "reward_mean": all_rewards.mean().item(),
-        "reward_std": all_rewards.std().item() if len(all_rewards) > 1 else 0.0,
+        "reward_mean": mean,
+        "reward_std": math.sqrt(max(variance, 0.0)),
+        "rewards": int(count),
     }
 
 
-def train_epoch(model, optimizer, scheduler, encoded, config, pad_id, device, autocast, state, metrics) -> dict:
+def _correct_and_count(rewards: list[torch.Tensor], groups: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (comparisons the rewards order correctly, comparisons) of the rankings, on the device (no host read)."""
+    right, count = torch.zeros((), device=rewards[0].device), torch.zeros((), device=rewards[0].device)
+    for ranking_rewards, ranking_groups in zip(rewards, groups, strict=True):
+        better, worse = comparison_pairs(ranking_groups)
+        right = right + (ranking_rewards.detach()[better] > ranking_rewards.detach()[worse]).sum()
+        count = count + better.numel()
+    return right.double(), count.double()
+
+
+def train_epoch(network, optimizer, scheduler, encoded, config, pad_id, accelerator, state, metrics) -> dict:
     """Run one epoch of optimizer steps (one per batch of rankings); return its mean loss and train accuracy.
 
-    Losses and correct counts add up on the device and are read every `log_every` steps, so a GPU step never
-    waits for the host to read a number.
+    Losses and correct counts add up on the device and are read (and added up over processes) every `log_every`
+    steps, so a GPU step never waits for the host to read a number.
     """
-    model.train()
+    network.train()
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     layout = forward_layout(device)
     batches = batches_of(encoded, config.batch_size, state["generator"], layout.group_by_length)
-    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)  # summed over the epoch
-    window_sum, window_steps, total = torch.zeros((), device=device), 0, 0
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    bar = tqdm(batches, desc=f"epoch {state['epoch'] + 1}/{state['epochs']}", unit="step")
+    # summed over the epoch: loss x rankings, correct comparisons, comparisons; over the logging window: loss, steps
+    epoch_sums = torch.zeros(3, dtype=torch.float64, device=device)
+    window_sums = torch.zeros(2, dtype=torch.float64, device=device)
+    trainable = [p for p in network.parameters() if p.requires_grad]
+    bar = tqdm(
+        batches,
+        desc=f"epoch {state['epoch'] + 1}/{state['epochs']}",
+        unit="step",
+        disable=not accelerator.is_main_process,
+    )
     for batch in bar:
-        rewards = score_rankings(model, batch, pad_id, device, autocast, layout.pad_multiple)
-        groups = [ranking.tie_groups.to(device, non_blocking=True) for ranking in batch]
-        loss = batch_loss(rewards, groups, config.margin, config.center_coefficient)
+        own, weight = own_share(batch, rank, world)
+        rewards = score_rankings(network, own, pad_id, device, accelerator.autocast, layout.pad_multiple)
+        groups = [ranking.tie_groups.to(device, non_blocking=True) for ranking in own]
+        loss = batch_loss(rewards, groups, config.margin, config.center_coefficient) * weight
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(trainable, config.max_grad_norm)  # under DeepSpeed the engine clips
         optimizer.step()
         scheduler.step()
         state["step"] += 1
-        loss_sum += loss.detach() * len(batch)
-        window_sum, window_steps = window_sum + loss.detach(), window_steps + 1
-        for ranking_rewards, ranking_groups in zip(rewards, groups, strict=True):
-            better, worse = comparison_pairs(ranking_groups)
-            correct += (ranking_rewards.detach()[better] > ranking_rewards.detach()[worse]).sum()
-        total += sum(ranking.num_pairs for ranking in batch)
-        if state["step"] % config.log_every == 0:  # the only host reads of the step
-            window_loss, accuracy = window_sum.item() / window_steps, correct.item() / total
-            bar.set_postfix(loss=f"{window_loss:.4f}", acc=f"{accuracy:.3f}")
+        batch_mean = loss.detach().double() / world  # added up over processes: the whole batch's mean loss
+        right, count = _correct_and_count(rewards, groups)
+        epoch_sums += torch.stack([batch_mean * len(batch), right * (weight > 0), count * (weight > 0)])
+        window_sums += torch.stack([batch_mean, batch_mean.new_tensor(1.0 / world)])
+        if state["step"] % config.log_every == 0:  # the only host read of the step
+            window_loss, steps, correct, total = sum_over_processes(
+                accelerator, torch.cat([window_sums, epoch_sums[1:]])
+            ).tolist()
+            bar.set_postfix(loss=f"{window_loss / steps:.4f}", acc=f"{correct / total:.3f}")
             metrics.write(
                 state["step"],
                 {
                     "event": "train",
                     "epoch": state["epoch"] + 1,
-                    "train/loss": window_loss,
-                    "train/accuracy": accuracy,
+                    "train/loss": window_loss / steps,
+                    "train/accuracy": correct / total,
                     "train/learning_rate": scheduler.get_last_lr()[0],
                 },
             )
-            window_sum, window_steps = torch.zeros((), device=device), 0
-    return {"loss": loss_sum.item() / len(encoded), "accuracy": correct.item() / total, "pairs": total}
+            window_sums.zero_()
+    loss_total, correct, total = sum_over_processes(accelerator, epoch_sums).tolist()
+    return {"loss": loss_total / len(encoded), "accuracy": correct / total, "pairs": int(total)}
 
 
 def load_rankings(config: RewardConfig, store=None, rankings=None) -> tuple[list[Ranking], str]:
@@ -212,94 +268,131 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
     """Train, keep the epoch with the lowest held-out loss, save the run folder and record it in the store.
 
     Rankings come from `rankings` (in memory), else `config.pairs`, else the store; only the store's are recorded.
+    Under `accelerate launch` every process trains on its share of each batch (DDP or DeepSpeed ZeRO, as the
+    layout says); rank 0 reads the inputs and writes the run folder.
     """
-    rankings, source = load_rankings(config, store, rankings)
-    rankings = [r for r in rankings if r.num_comparisons > 0]  # all-tied rankings teach nothing
-    if not rankings:
-        raise ValueError(f"no ranking from {source} orders any two responses: nothing to learn")
-    train_set, validation_set = split_rankings(rankings, config.validation_fraction, config.seed)
-    run_dir = run_folder(config)
-    if source.startswith("duckdb:"):
-        check_run_name(store, run_dir)  # before hours of training, not after
-    choice = pick_device(None if config.device == "auto" else config.device)
-    bf16 = choice.device.type == "cuda" and choice.dtype == torch.bfloat16  # fp16 without a GradScaler loses updates
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    torch.manual_seed(config.seed)
-    model, tokenizer = load_backbone(config.backbone, config.lora_rank, config.lora_alpha)  # a bad name fails here
-    model.to(choice.device)
+    accelerator, _ = make_accelerator(config.device)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir / "config.json")
-    _save_data_record(run_dir, source, train_set, validation_set, config)
+    def read_inputs():
+        found, source = load_rankings(config, store, rankings)
+        found = [r for r in found if r.num_comparisons > 0]  # all-tied rankings teach nothing
+        if not found:
+            raise ValueError(f"no ranking from {source} orders any two responses: nothing to learn")
+        run_dir = run_folder(config)
+        if source.startswith("duckdb:"):
+            check_run_name(store, run_dir)  # before hours of training, not after
+        return found, source, str(run_dir)
+
+    (rankings, source, run_dir), _ = from_main_process(accelerator, read_inputs, None)
+    run_dir, main = Path(run_dir), accelerator.is_main_process
+    train_set, validation_set = split_rankings(rankings, config.validation_fraction, config.seed)
+    torch.manual_seed(config.seed)  # the same fresh head in every process
+    with whole_model_loading(accelerator):
+        model, tokenizer = load_backbone(config.backbone, config.lora_rank, config.lora_alpha)  # a bad name fails here
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "config.json")
+        _save_data_record(run_dir, source, train_set, validation_set, config)
     last_token = reads_last_token(model)
     train_encoded = encode_rankings(train_set, tokenizer, config.max_length, last_token)
     validation_encoded = encode_rankings(validation_set, tokenizer, config.max_length, last_token)
 
-    best = _fit(
-        model, train_encoded, validation_encoded, config, tokenizer.pad_token_id, choice.device, autocast, run_dir
+    network, best = _fit(
+        RewardNetwork(model), train_encoded, validation_encoded, config, tokenizer.pad_token_id, accelerator, run_dir
     )
-    model = _save_model(model, tokenizer, run_dir)
-    normalization = _reward_normalization(model, train_encoded, config, tokenizer.pad_token_id, choice.device, autocast)
-    (run_dir / "normalization.json").write_text(json.dumps(normalization, indent=2))
-    (run_dir / "summary.json").write_text(json.dumps(best, indent=2))
+    normalization = _reward_normalization(network, train_encoded, config, tokenizer.pad_token_id, accelerator)
+    trained = _trained_model(accelerator, network, config)
     model_id = None
-    if source.startswith("duckdb:"):
-        model_id = record_run(store, "reward", run_dir, config.to_dict(), best | {"normalization": normalization})
+    if main:
+        _save_model(trained, tokenizer, run_dir)
+        (run_dir / "normalization.json").write_text(json.dumps(normalization, indent=2))
+        (run_dir / "summary.json").write_text(json.dumps(best, indent=2))
+        if source.startswith("duckdb:"):
+            model_id = record_run(store, "reward", run_dir, config.to_dict(), best | {"normalization": normalization})
+    accelerator.wait_for_everyone()
     return TrainResult(run_dir, best, model_id)
 
 
-def _fit(model, train_encoded, validation_encoded, config, pad_id, device, autocast, run_dir) -> dict:
-    """Run the epochs, log each to metrics.jsonl, leave the lowest held-out loss's weights in the model; return its record.
+def _fit(network, train_encoded, validation_encoded, config, pad_id, accelerator, run_dir) -> tuple[object, dict]:
+    """Run the epochs, log each to metrics.jsonl, leave the lowest held-out loss's weights in the network.
 
-    Stops early after `config.patience` epochs without a lower held-out loss (never without a validation set).
+    Returns (the network as accelerate prepared it, the kept epoch's record). Stops early after
+    `config.patience` epochs without a lower held-out loss (never without a validation set).
     """
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     epochs = config.planned_epochs(len(train_encoded))
     total_steps = epochs * math.ceil(len(train_encoded) / config.batch_size)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    metrics = MetricsWriter(run_dir, report_to=config.report_to, config=config.to_dict())
+    rows_per_process = math.ceil(config.batch_size / accelerator.num_processes)
+    network, optimizer = prepare(accelerator, network, optimizer, rows_per_process, config.max_grad_norm)
+    main = accelerator.is_main_process
+    metrics = MetricsWriter(run_dir, main, config.report_to, config.to_dict())
     state = {"epoch": 0, "epochs": epochs, "step": 0, "generator": torch.Generator().manual_seed(config.seed)}
     best, best_weights, stale = None, None, 0
     for epoch in range(epochs):
         state["epoch"] = epoch
         record = _train_and_evaluate(
-            model, optimizer, scheduler, train_encoded, validation_encoded, config, pad_id, device, autocast, state,
+            network, optimizer, scheduler, train_encoded, validation_encoded, config, pad_id, accelerator, state,
             metrics,
         )  # fmt: skip
         record = metrics.write(state["step"], record)
-        log.info("epoch %d: %s", epoch + 1, record)
+        if main:
+            log.info("epoch %d: %s", epoch + 1, record)
         if best is None or record["val/loss"] < best["val/loss"] or not validation_encoded:
             best, stale = record, 0
-            best_weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+            # ZeRO-3: each process keeps its own shard of the best weights, nothing is gathered
+            best_weights = {
+                n: local_shard(p).detach().clone() for n, p in network.named_parameters() if p.requires_grad
+            }
         else:
             stale += 1
         if config.patience and stale >= config.patience:
-            log.info("held-out loss has not improved for %d epochs: stopping at epoch %d", stale, epoch + 1)
+            if main:
+                log.info("held-out loss has not improved for %d epochs: stopping at epoch %d", stale, epoch + 1)
             break
     metrics.close()
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
+        for name, parameter in network.named_parameters():
             if name in best_weights:
-                parameter.copy_(best_weights[name])
-    return best | {"epochs_run": state["epoch"] + 1, "steps_run": state["step"]}
+                local_shard(parameter).copy_(best_weights[name])
+    return network, best | {"epochs_run": state["epoch"] + 1, "steps_run": state["step"]}
 
 
-def _train_and_evaluate(model, optimizer, scheduler, train_encoded, validation_encoded, config, pad_id, device,
-                        autocast, state, metrics) -> dict:  # fmt: skip
+def _train_and_evaluate(network, optimizer, scheduler, train_encoded, validation_encoded, config, pad_id,
+                        accelerator, state, metrics) -> dict:  # fmt: skip
     """Return the epoch record: one pass of optimizer steps, then the held-out evaluation."""
     started, started_cpu = time.perf_counter(), time.process_time()
-    train = train_epoch(model, optimizer, scheduler, train_encoded, config, pad_id, device, autocast, state, metrics)
+    train = train_epoch(network, optimizer, scheduler, train_encoded, config, pad_id, accelerator, state, metrics)
     train_seconds, train_cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
     held_out = validation_encoded or train_encoded  # without validation, report on the training rankings
-    evaluation = evaluate(model, held_out, config, pad_id, device, autocast)
+    evaluation = evaluate(network, held_out, config, pad_id, accelerator)
     record = {"event": "epoch", "epoch": state["epoch"] + 1}
     record |= {f"train/{key}": value for key, value in train.items()}
-    record |= {f"val/{key}": value for key, value in evaluation.items()}
+    record |= {f"val/{key}": value for key, value in evaluation.items() if key != "rewards"}
     record |= {"val/on_training_data": not validation_encoded}
     record |= {"time/train_s": train_seconds, "time/train_cpu_s": train_cpu_seconds}  # CPU: all threads
     record["time/epoch_s"] = time.perf_counter() - started
     return record
+
+
+def _trained_model(accelerator, network, config: RewardConfig):
+    """Return the trained model (peft-wrapped under LoRA) on the main process, None elsewhere.
+
+    Under ZeRO-3 every process takes part in gathering the shards, which the main process copies into a fresh
+    backbone; elsewhere each process already holds the whole model.
+    """
+    inner = accelerator.unwrap_model(network).model
+    if zero_stage(accelerator) != 3:
+        return inner if accelerator.is_main_process else None
+    with full_parameters(accelerator, network):
+        weights = {name: t.detach().to("cpu", copy=True) for name, t in inner.state_dict().items()}
+    if not accelerator.is_main_process:
+        return None
+    with without_hf_zero3():
+        model, _ = load_backbone(config.backbone, config.lora_rank, config.lora_alpha)
+    model.load_state_dict(weights)
+    return model
 
 
 def _save_model(model, tokenizer, run_dir: Path):
@@ -315,16 +408,11 @@ def _save_model(model, tokenizer, run_dir: Path):
     return model
 
 
-def _reward_normalization(model, encoded, config, pad_id, device, autocast) -> dict:
+def _reward_normalization(network, encoded, config, pad_id, accelerator) -> dict:
     """Return mean/std of the final model's rewards on the training responses, so PPO/GRPO can see ~N(0, 1)."""
-    model.eval()
-    rewards = []
-    with torch.no_grad():
-        for batch in batches_of(encoded, config.batch_size):
-            rewards.extend(r.float().cpu() for r in score_rankings(model, batch, pad_id, device, autocast))
-    rewards = torch.cat(rewards)
-    std = rewards.std().item() if len(rewards) > 1 else 1.0
-    return {"mean": rewards.mean().item(), "std": std if std > 1e-6 else 1.0, "count": len(rewards)}
+    evaluation = evaluate(network, encoded, config, pad_id, accelerator)
+    std = evaluation["reward_std"]
+    return {"mean": evaluation["reward_mean"], "std": std if std > 1e-6 else 1.0, "count": evaluation["rewards"]}
 
 
 def _save_data_record(run_dir: Path, source: str, train_set, validation_set, config: RewardConfig) -> None:

@@ -54,3 +54,13 @@ def tiny_model_dir(tmp_path_factory, tokenizer):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def zero3_config(tmp_path_factory):
+    """An accelerate config: DeepSpeed ZeRO-3 over two CPU processes (gloo)."""
+    from tests.sharding import ZERO3_TWO_CPU_PROCESSES
+
+    path = tmp_path_factory.mktemp("layouts") / "zero3-2cpu.yaml"
+    path.write_text(ZERO3_TWO_CPU_PROCESSES)
+    return path

@@ -24,7 +24,7 @@ auth.require_admin()
 store = resources.store()
 
 REWARD_FIELDS = ("epochs", "min_steps", "patience", "batch_size", "learning_rate", "lora_rank", "max_length", "validation_fraction", "margin",
-                 "seed", "device", "report_to")  # fmt: skip
+                 "seed", "device", "report_to", "accelerate_config")  # fmt: skip
 POLICY_FIELDS = ("steps", "batch_prompts", "learning_rate", "lora_rank", "max_new_tokens", "temperature", "seed",
                  "device", "report_to", "accelerate_config")  # fmt: skip
 ALGO_FIELDS = {

@@ -197,6 +197,16 @@ def test_policy_launch_checks_the_reward_run_and_exports_prompts(store, tiny_mod
     ]
 
 
+def test_reward_model_launch_takes_a_layout(store, tiny_model_dir):
+    rank_items(store, 4, prompts=2)
+    values = {"backbone": str(tiny_model_dir), "accelerate_config": "zero3-8gpu"}
+    result = launch.launch_reward_model(store, values, online=False)
+    assert result.problems == [], result.problems
+    argv = jobs.get_job(store, result.job_id)["argv"]
+    # `train-rm --accelerate-config` relaunches under `accelerate launch` (tests/rm/test_sharded.py runs it).
+    assert argv[argv.index("--accelerate-config") + 1] == "zero3-8gpu"
+
+
 def test_dpo_needs_four_pairs(store, tiny_model_dir):
     rank_items(store, 1)  # one ranking of B over A and C: 2 pairs
     result = launch.launch_policy(store, "dpo", {"model": str(tiny_model_dir)}, online=False)

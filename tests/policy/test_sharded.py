@@ -3,13 +3,11 @@
 The same DPO run sharded over two processes (2 pairs each) and in one process (4 pairs) gives the same losses
 and the same saved weights; each rank holds about half of the parameters; the saved folders load in plain
 transformers and peft. GRPO runs sharded to the end too (its samples differ by rank, so its losses are not
-compared). Tolerance: 1e-4 on losses and weights (float32; the sharded gradient is an all-reduced mean).
+compared), and a run resumed from its sharded checkpoint takes the uninterrupted run's
+steps. Tolerance: 1e-4 on losses and weights (float32; the sharded gradient is an all-reduced mean).
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,36 +16,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from core.runs import read_metrics
-
-ROOT = Path(__file__).resolve().parents[2]
-ZERO3_TWO_CPU_PROCESSES = """\
-compute_environment: LOCAL_MACHINE
-distributed_type: DEEPSPEED
-deepspeed_config:
-  zero_stage: 3
-  zero3_init_flag: false
-  zero3_save_16bit_model: true
-  gradient_accumulation_steps: 1
-mixed_precision: 'no'
-num_machines: 1
-num_processes: 2
-use_cpu: false
-"""
-
-
-@pytest.fixture(scope="module")
-def zero3_config(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("layouts") / "zero3-2cpu.yaml"
-    path.write_text(ZERO3_TWO_CPU_PROCESSES)
-    return path
-
-
-def studio(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    for name in ("RLHF_STUDIO_LAUNCHED", "LOCAL_RANK", "WORLD_SIZE", "RANK"):
-        env.pop(name, None)
-    command = [sys.executable, "-m", "orchestration.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+from tests.sharding import parameters_held_per_rank, studio
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +31,7 @@ def pairs_file(tmp_path_factory) -> Path:
 
 
 def test_each_rank_holds_about_half_of_the_parameters(zero3_config, tiny_model_dir):
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(zero3_config),
-               str(Path(__file__).parent / "sharded_probe.py"), str(tiny_model_dir)]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT,
-                            env=os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    ranks = parameters_held_per_rank(zero3_config, "policy", tiny_model_dir)
     assert sorted(rank["rank"] for rank in ranks) == [0, 1]
     for rank in ranks:
         assert rank["type"] == "DistributedType.DEEPSPEED"
@@ -102,20 +66,41 @@ def test_dpo_sharded_over_two_processes_matches_one_process(zero3_config, tiny_m
         torch.testing.assert_close(adapter[name], weight, atol=1e-5, rtol=0)
 
 
-def test_grpo_trains_sharded_to_the_end_and_saves_a_loadable_model(zero3_config, stopping_model_dir, tmp_path):
+def test_grpo_trains_sharded_saves_a_loadable_model_and_resumes_exactly(zero3_config, stopping_model_dir, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["hi", "name a color", "say something"]))
-    result = studio(
-        "--db", str(tmp_path / "s.duckdb"), "train-policy", "--algo", "grpo", "--model", str(stopping_model_dir),
-        "--steps", "2", "--batch-prompts", "1", "--num-generations", "2", "--max-new-tokens", "6", "--lora-rank", "4",
-        "--device", "cpu", "--prompts-file", str(prompts), "--reward-kind", "function",
-        "--reward-function", "policy.rewards:prefer_short", "--output-dir", str(tmp_path / "grpo"),
-        "--accelerate-config", str(zero3_config),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+
+    def grpo(run: str, *args: str):
+        common = [
+            "--db", str(tmp_path / f"{run}.duckdb"), "train-policy", "--algo", "grpo", "--model",
+            str(stopping_model_dir), "--batch-prompts", "1", "--num-generations", "2", "--max-new-tokens", "6",
+            "--lora-rank", "4", "--device", "cpu", "--prompts-file", str(prompts), "--reward-kind", "function",
+            "--reward-function", "policy.rewards:prefer_short", "--accelerate-config", str(zero3_config),
+        ]  # fmt: skip
+        result = studio(*common, *args)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    grpo("grpo", "--steps", "2", "--output-dir", str(tmp_path / "grpo"))
     assert [record["step"] for record in read_metrics(tmp_path / "grpo")] == [1, 2]
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "grpo" / "merged")
     base = AutoModelForCausalLM.from_pretrained(stopping_model_dir).state_dict()
     assert any(not torch.equal(weight, base[name]) for name, weight in model.state_dict().items())  # full, trained
     output = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=3, min_new_tokens=3, do_sample=False)
     assert output.shape == (1, 6)
+
+    # Each process's optimizer part and random state were saved, so a resumed run takes the uninterrupted run's step.
+    assert sorted(path.name for path in (tmp_path / "grpo" / "engine_state").glob("random_states_*")) == [
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    ]
+    grpo("resumed", "--resume", str(tmp_path / "grpo"), "--steps", "3")
+    grpo("straight", "--steps", "3", "--output-dir", str(tmp_path / "straight"))
+    resumed, straight = read_metrics(tmp_path / "grpo"), read_metrics(tmp_path / "straight")
+    assert [record["step"] for record in resumed] == [1, 2, 3]
+    losses = [name for name in straight[-1] if name.startswith(("losses/", "objective/"))]
+    assert losses and {name: resumed[-1][name] for name in losses} == pytest.approx(
+        {name: straight[-1][name] for name in losses}, abs=1e-5
+    )
+    resumed_weights = AutoModelForCausalLM.from_pretrained(tmp_path / "grpo" / "merged").state_dict()
+    for name, weight in AutoModelForCausalLM.from_pretrained(tmp_path / "straight" / "merged").state_dict().items():
+        torch.testing.assert_close(resumed_weights[name], weight, atol=1e-5, rtol=0)

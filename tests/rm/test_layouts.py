@@ -9,9 +9,10 @@ import sys
 import pytest
 import torch
 
+from core.distributed import make_accelerator
 from rm.config import RewardConfig
 from rm.loss import batch_loss
-from rm.model import load_backbone, reads_last_token
+from rm.model import RewardNetwork, load_backbone, reads_last_token
 from rm.synthetic import synthetic_rankings
 from rm.train import batches_of, encode_rankings, forward_layout, score_rankings, train_epoch
 
@@ -24,7 +25,7 @@ def tiny(tiny_model_dir):
 
 def loss_and_grads(model, batch, pad_id, multiple):
     model.zero_grad()
-    rewards = score_rankings(model, batch, pad_id, "cpu", contextlib.nullcontext, multiple)
+    rewards = score_rankings(RewardNetwork(model), batch, pad_id, "cpu", contextlib.nullcontext, multiple)
     loss = batch_loss(rewards, [ranking.tie_groups for ranking in batch], margin=0.0, center_coefficient=0.01)
     loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
@@ -75,17 +76,20 @@ def test_a_training_epoch_reads_numbers_only_at_logging_points(tiny, tmp_path, m
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     state = {"epoch": 0, "epochs": 1, "step": 0, "generator": torch.Generator().manual_seed(0)}
-    reads = []  # `.item()` calls made by rm/train.py itself (transformers' own mask checks are not ours to count)
-    real_item = torch.Tensor.item
+    reads = []  # host reads made by rm/train.py itself (transformers' own mask checks are not ours to count)
+    for method in ("item", "tolist"):
+        real = getattr(torch.Tensor, method)
 
-    def counted_item(tensor):
-        if sys._getframe(1).f_code.co_filename.endswith(f"rm{os.sep}train.py"):
-            reads.append(1)
-        return real_item(tensor)
+        def counted(tensor, real=real):
+            if sys._getframe(1).f_code.co_filename.endswith(f"rm{os.sep}train.py"):
+                reads.append(1)
+            return real(tensor)
 
-    monkeypatch.setattr(torch.Tensor, "item", counted_item)
-    result = train_epoch(model, optimizer, scheduler, encoded, config, tokenizer.pad_token_id, "cpu",
-                         contextlib.nullcontext, state, MetricsWriter(tmp_path))  # fmt: skip
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    accelerator, _ = make_accelerator("cpu")
+    result = train_epoch(RewardNetwork(model), optimizer, scheduler, encoded, config, tokenizer.pad_token_id,
+                         accelerator, state, MetricsWriter(tmp_path))  # fmt: skip
     assert state["step"] == 12 and len(read_metrics(tmp_path)) == 3  # 24 rankings / 2, logged every 4 steps
-    assert len(reads) == 2 * 3 + 2  # loss and accuracy at each of 3 logging points, then the epoch's two
+    # one read (loss and counts together) at each of 3 logging points, one at the end, and the shuffle's order
+    assert len(reads) == 3 + 1 + 1
     assert 0 <= result["accuracy"] <= 1 and result["pairs"] == sum(ranking.num_pairs for ranking in encoded)
