@@ -5,6 +5,7 @@ import math
 import datasets
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 from transformers import AutoModelForCausalLM
 from trl import DPOConfig as TRLDPOConfig
 from trl import DPOTrainer
@@ -64,7 +65,8 @@ def trl_trainer(tokenizer, tmp_path_factory):
         processing_class=tokenizer,
     )
     trainer.model.eval()
-    return trainer
+    yield trainer
+    AcceleratorState._reset_state(reset_partial_state=True)  # as accelerate's own tests do: the next run starts anew
 
 
 def _trl_batch_and_logps(trainer, indices):
