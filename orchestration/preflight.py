@@ -5,6 +5,7 @@ nothing while any remain. Minutes into a job is the wrong time to learn that the
 missing or the model does not fit in memory.
 """
 
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -326,7 +327,8 @@ def reward_model_checks(config, items: list[dict], online: bool | None) -> tuple
     texts = [item["prompt"] + "\n" + text for item in items for group in item["ranked_responses"] for text in group]
     responses_per_item = max(sum(len(group) for group in item["ranked_responses"]) for item in items)
     length = longest_tokens(tokenizer, texts, config.max_length)
-    sequences = config.batch_size * responses_per_item
+    processes = read_layout(config.accelerate_config).processes  # the batch is split between the processes
+    sequences = math.ceil(config.batch_size / processes) * responses_per_item
     return memory_check(
         config.backbone, config.device, sequences, length, config.lora_rank, False, False, config.accelerate_config
     )

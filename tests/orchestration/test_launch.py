@@ -11,8 +11,10 @@ from core.layouts import read_layout
 from core.models import fast_encoder_dir
 from core.runs import read_metrics
 from data import annotation, jobs, registry
+from data.export import ranked_items
 from data.prompts import add_prompts
 from orchestration import follow, launch, preflight
+from rm.config import RewardConfig
 
 
 def rank_items(store, count: int, prompts: int | None = None) -> None:
@@ -195,6 +197,19 @@ def test_policy_launch_checks_the_reward_run_and_exports_prompts(store, tiny_mod
         "Question 0: what is 0 plus 0?",
         "Question 1: what is 1 plus 1?",
     ]
+
+
+def test_reward_model_memory_check_counts_one_process_share_of_the_batch(store, tiny_model_dir, monkeypatch):
+    """A reward-model batch is split between the processes, so each device holds 1/8 of its activations."""
+    rank_items(store, 4, prompts=2)
+    sequences = []
+    monkeypatch.setattr(
+        preflight, "memory_check", lambda _model, _device, count, *_: sequences.append(count) or ([], [])
+    )
+    for layout in (None, "zero3-8gpu"):
+        values = {"backbone": str(tiny_model_dir), "batch_size": 16, "accelerate_config": layout}
+        preflight.reward_model_checks(RewardConfig(**values), ranked_items(store), online=False)
+    assert sequences == [16 * 3, 2 * 3]  # K = 3 responses per ranking
 
 
 def test_reward_model_launch_takes_a_layout(store, tiny_model_dir):
