@@ -8,7 +8,7 @@ On a shared machine other processes inflate wall time: `--repeats` alternates th
 fastest run, and CPU seconds (all threads of this process) are printed beside wall seconds.
 
     python bench/reward_model.py                      # MiniLM, K=4, a few minutes on a laptop CPU
-    python bench/reward_model.py --backbone default   # SmolLM2-135M-Instruct with LoRA (use a GPU)
+    python bench/reward_model.py --backbone default --device cuda   # SmolLM2-135M-Instruct with LoRA
 """
 
 import argparse
@@ -45,6 +45,7 @@ def parse_args():
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--validation-fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where both sides run")
     parser.add_argument("--repeats", type=int, default=1, help="run each trainer this many times, keep the fastest")
     return parser.parse_args()
 
@@ -53,7 +54,7 @@ def run_ours(args, rankings, output_dir: Path) -> dict:
     config = RewardConfig(
         backbone=args.backbone, epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
         lora_rank=args.lora_rank, max_length=args.max_length, validation_fraction=args.validation_fraction,
-        seed=args.seed, output_dir=str(output_dir),
+        seed=args.seed, output_dir=str(output_dir), device=args.device,
     )  # fmt: skip
     result = train_reward_model(config, rankings=rankings)
     epochs = [r for r in _read_jsonl(result.run_dir / "metrics.jsonl") if r["event"] == "epoch"]
@@ -65,7 +66,7 @@ def run_ours(args, rankings, output_dir: Path) -> dict:
 
 
 def run_trl(args, train, validation, output_dir: Path) -> dict:
-    choice = pick_device()
+    choice = device_of(args)
     torch.manual_seed(args.seed)  # the same initial head as ours
     model, tokenizer = load_backbone(args.backbone, args.lora_rank, 32)
     last_token = reads_last_token(model)
@@ -97,6 +98,10 @@ def run_trl(args, train, validation, output_dir: Path) -> dict:
     accelerator, _ = make_accelerator(choice.device.type)
     evaluation = evaluate(RewardNetwork(trainer.model), encoded, config, tokenizer.pad_token_id, accelerator)
     return {"epoch_s": epoch_s, "epoch_cpu_s": epoch_cpu_s, "val_accuracy": evaluation["accuracy"], "pairs": len(pairs)}
+
+
+def device_of(args):
+    return pick_device(None if args.device == "auto" else args.device)
 
 
 def _pairs(ranking) -> list[dict]:
@@ -131,7 +136,7 @@ def main() -> None:
     print(
         f"\nbackbone={args.backbone} K={args.k} train rankings={len(train)} ({trl['pairs']} pairs) "
         f"validation rankings={len(validation)} epochs={args.epochs} lora_rank={args.lora_rank} lr={args.lr} "
-        f"device={pick_device().device.type} repeats={args.repeats} (fastest kept)"
+        f"device={device_of(args).device.type} repeats={args.repeats} (fastest kept)"
     )
     for name, run in (("ours", ours), ("TRL", trl)):
         print(
