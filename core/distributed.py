@@ -84,24 +84,22 @@ def whole_model_loading(accelerator: Accelerator):
 
 
 @contextlib.contextmanager
-def full_parameters(accelerator: Accelerator, model: torch.nn.Module):
-    """Gather ZeRO-3's sharded weights in every process for the block (to read or save them); elsewhere do nothing.
+def full_parameters(accelerator: Accelerator, model, writer_rank: int | None = None):
+    """Gather ZeRO-3's sharded weights (of a module, or a list of parameters) in every process for the block;
+    elsewhere do nothing.
 
     Every process must enter: gathering is collective. The gathered weights replace the shards in place for the
-    block, so no second full copy of the model is kept; what the block writes into them is dropped after.
+    block, so no second full copy of the model is kept. What the block writes into them is dropped after, unless
+    `writer_rank` names the process whose writes are sent to all and partitioned again.
     """
     if zero_stage(accelerator) != 3:
         yield
         return
     import deepspeed
 
-    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None), without_hf_zero3():
+    parameters = list(model.parameters()) if isinstance(model, torch.nn.Module) else list(model)
+    with deepspeed.zero.GatheredParameters(parameters, modifier_rank=writer_rank), without_hf_zero3():
         yield
-
-
-def local_shard(parameter: torch.Tensor) -> torch.Tensor:
-    """Return the part of a parameter this process stores: its ZeRO-3 partition, or the whole tensor."""
-    return getattr(parameter, "ds_tensor", parameter)
 
 
 def from_main_process(accelerator: Accelerator, read: Callable[[], object], output_dir: str | None):

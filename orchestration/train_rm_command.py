@@ -40,7 +40,8 @@ def cmd_train_rm(args) -> int:
     if config.accelerate_config and not launched():
         return relaunch_under_accelerate(layout_file(config.accelerate_config), args.argv)
     store = None
-    if not config.pairs and not config.rankings:
+    # Only rank 0 opens DuckDB (it allows one writer); it shares the rankings with the other processes.
+    if not config.pairs and not config.rankings and int(os.environ.get("RANK", "0")) == 0:
         from data.store import Store
 
         store = Store(args.db)

@@ -5,6 +5,7 @@ data-parallel: each process samples its own prompts, gradients are averaged by D
 """
 
 import random
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,13 +211,15 @@ def save_run(ctx: RunContext, step: int, model, optimizer, extra_state: Callable
     `model` is the prepared model (the policy, or the policy with its value head), `optimizer` the prepared one.
 
     `extra_state()` is read with the weights gathered (the value head is sharded too under ZeRO-3). Under DeepSpeed
-    each process holds its part of the optimizer state, so DeepSpeed writes every part (accelerate's `save_state`).
+    each process holds its part of the optimizer state, so DeepSpeed writes every part (accelerate's `save_state`)
+    to a folder of this step's, which the state file names once it is complete; the previous one is removed after.
     """
     accelerator = ctx.accelerator
     accelerator.wait_for_everyone()
     sharded_optimizer = bool(zero_stage(accelerator))
+    engine_folder = f"{ENGINE_STATE}-{step}"
     if sharded_optimizer:
-        accelerator.save_state(ctx.run_dir / ENGINE_STATE)
+        accelerator.save_state(ctx.run_dir / engine_folder)
     with full_parameters(accelerator, model):  # ZeRO-3: every process gathers, rank 0 writes
         if accelerator.is_main_process:
             metadata = {
@@ -227,13 +230,22 @@ def save_run(ctx: RunContext, step: int, model, optimizer, extra_state: Callable
                 "prompts": ctx.prompts_source,
             }
             save_checkpoint(accelerator.unwrap_model(ctx.policy), ctx.tokenizer, ctx.run_dir, metadata)
-            state = {"step": step, **(extra_state() if extra_state else {})}
+            state = {"step": step, "layout": _layout(accelerator), **(extra_state() if extra_state else {})}
             if sharded_optimizer:
-                state["engine_state"] = ENGINE_STATE
+                state["engine_state"] = engine_folder
             else:
                 state["optimizer"] = optimizer.state_dict()
-            torch.save(state, ctx.run_dir / STATE_FILE)
+            partial = ctx.run_dir / (STATE_FILE + ".partial")
+            torch.save(state, partial)
+            partial.replace(ctx.run_dir / STATE_FILE)  # whole or not at all
+            for older in ctx.run_dir.glob(f"{ENGINE_STATE}-*"):
+                if older.name != engine_folder:
+                    shutil.rmtree(older, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def _layout(accelerator: Accelerator) -> dict:
+    return {"zero_stage": zero_stage(accelerator), "processes": accelerator.num_processes}
 
 
 def restore_optimizer(ctx: RunContext, optimizer) -> None:
@@ -242,13 +254,21 @@ def restore_optimizer(ctx: RunContext, optimizer) -> None:
     if not state:
         return
     saved_sharded, sharded_now = "engine_state" in state, bool(zero_stage(ctx.accelerator))
-    if saved_sharded != sharded_now:
-        saved = "under DeepSpeed ZeRO" if saved_sharded else "without DeepSpeed"
-        raise ValueError(f"{ctx.run_dir} was saved {saved}: resume it with the same --accelerate-config")
+    saved, now = state.get("layout", {}), _layout(ctx.accelerator)
+    if saved_sharded != sharded_now or (saved_sharded and saved != now):
+        raise ValueError(
+            f"{ctx.run_dir} was saved with {_describe(saved)}, this run has {_describe(now)}: resume it with the same "
+            "--accelerate-config (DeepSpeed's optimizer state is split to fit the layout)"
+        )
     if saved_sharded:
         ctx.accelerator.load_state(ctx.run_dir / state["engine_state"])
     else:
         optimizer.load_state_dict(state["optimizer"])
+
+
+def _describe(layout: dict) -> str:
+    stage = f"DeepSpeed ZeRO-{layout.get('zero_stage')}" if layout.get("zero_stage") is not None else "no DeepSpeed"
+    return f"{stage} over {layout.get('processes', 1)} process(es)"
 
 
 def record_run(ctx: RunContext, store, metrics: dict) -> int | None:

@@ -22,7 +22,6 @@ from transformers import get_linear_schedule_with_warmup
 from core.distributed import (
     from_main_process,
     full_parameters,
-    local_shard,
     make_accelerator,
     prepare,
     sum_over_processes,
@@ -341,10 +340,7 @@ def _fit(network, train_encoded, validation_encoded, config, pad_id, accelerator
             log.info("epoch %d: %s", epoch + 1, record)
         if best is None or record["val/loss"] < best["val/loss"] or not validation_encoded:
             best, stale = record, 0
-            # ZeRO-3: each process keeps its own shard of the best weights, nothing is gathered
-            best_weights = {
-                n: local_shard(p).detach().clone() for n, p in network.named_parameters() if p.requires_grad
-            }
+            best_weights = _trainable_weights(network, accelerator)
         else:
             stale += 1
         if config.patience and stale >= config.patience:
@@ -352,11 +348,30 @@ def _fit(network, train_encoded, validation_encoded, config, pad_id, accelerator
                 log.info("held-out loss has not improved for %d epochs: stopping at epoch %d", stale, epoch + 1)
             break
     metrics.close()
-    with torch.no_grad():
-        for name, parameter in network.named_parameters():
-            if name in best_weights:
-                local_shard(parameter).copy_(best_weights[name])
+    _restore_weights(network, accelerator, best_weights)
     return network, best | {"epochs_run": state["epoch"] + 1, "steps_run": state["step"]}
+
+
+def _trainable_weights(network, accelerator) -> dict[str, torch.Tensor]:
+    """Return a copy of the trainable weights: whole in each process, or under ZeRO-3 gathered to the main
+    process's memory (small ZeRO-3 weights stay whole on every device, so a copy of the shards would miss them)."""
+    trainable = {name: p for name, p in network.named_parameters() if p.requires_grad}
+    if zero_stage(accelerator) != 3:
+        return {name: p.detach().clone() for name, p in trainable.items()}
+    with full_parameters(accelerator, trainable.values()):
+        return (
+            {name: p.detach().to("cpu", copy=True) for name, p in trainable.items()}
+            if accelerator.is_main_process
+            else {}
+        )
+
+
+def _restore_weights(network, accelerator, weights: dict[str, torch.Tensor]) -> None:
+    """Write back weights from `_trainable_weights`; under ZeRO-3 the main process writes and DeepSpeed shares."""
+    trainable = {name: p for name, p in network.named_parameters() if p.requires_grad}
+    with full_parameters(accelerator, trainable.values(), writer_rank=0), torch.no_grad():
+        for name, weight in weights.items():
+            trainable[name].copy_(weight)
 
 
 def _train_and_evaluate(network, optimizer, scheduler, train_encoded, validation_encoded, config, pad_id,
@@ -386,9 +401,9 @@ def _trained_model(accelerator, network, config: RewardConfig):
     if zero_stage(accelerator) != 3:
         return inner if accelerator.is_main_process else None
     with full_parameters(accelerator, network):
+        if not accelerator.is_main_process:
+            return None
         weights = {name: t.detach().to("cpu", copy=True) for name, t in inner.state_dict().items()}
-    if not accelerator.is_main_process:
-        return None
     with without_hf_zero3():
         model, _ = load_backbone(config.backbone, config.lora_rank, config.lora_alpha)
     model.load_state_dict(weights)

@@ -89,11 +89,12 @@ def test_grpo_trains_sharded_saves_a_loadable_model_and_resumes_exactly(zero3_co
     assert output.shape == (1, 6)
 
     # Each process's optimizer part and random state were saved, so a resumed run takes the uninterrupted run's step.
-    assert sorted(path.name for path in (tmp_path / "grpo" / "engine_state").glob("random_states_*")) == [
+    assert sorted(path.name for path in (tmp_path / "grpo" / "engine_state-2").glob("random_states_*")) == [
         "random_states_0.pkl",
         "random_states_1.pkl",
     ]
     grpo("resumed", "--resume", str(tmp_path / "grpo"), "--steps", "3")
+    assert sorted(path.name for path in (tmp_path / "grpo").glob("engine_state-*")) == ["engine_state-3"]
     grpo("straight", "--steps", "3", "--output-dir", str(tmp_path / "straight"))
     resumed, straight = read_metrics(tmp_path / "grpo"), read_metrics(tmp_path / "straight")
     assert [record["step"] for record in resumed] == [1, 2, 3]

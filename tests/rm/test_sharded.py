@@ -3,6 +3,7 @@
 
 Batches of 5 rankings over 2 processes split 3 + 2 (and a last batch of 1 leaves one process only a weight-0
 stand-in), so the test also checks the per-process weights that make the sharded step the single-process step.
+The last epoch overfits, so the kept epoch's weights must be restored in every process.
 Tolerance: 1e-4 on losses and rewards (float32; the sharded gradient is an all-reduced mean).
 """
 
@@ -45,7 +46,7 @@ def test_reward_model_sharded_over_two_processes_matches_one_process(
     zero3_config, tiny_model_dir, rankings_file, tmp_path
 ):
     common = ["train-rm", "--backbone", str(tiny_model_dir), "--rankings", str(rankings_file), "--lora-rank", "4",
-              "--epochs", "2", "--batch-size", "5", "--learning-rate", "1e-3", "--warmup-ratio", "0.25",
+              "--epochs", "3", "--batch-size", "5", "--learning-rate", "1e-2", "--warmup-ratio", "0.25",
               "--log-every", "1", "--device", "cpu", "--max-length", "96"]  # fmt: skip
     sharded = studio("--db", str(tmp_path / "a.duckdb"), *common, "--output-dir", str(tmp_path / "zero3"),
                      "--accelerate-config", str(zero3_config))  # fmt: skip
@@ -59,12 +60,16 @@ def test_reward_model_sharded_over_two_processes_matches_one_process(
         return [record for record in read_metrics(tmp_path / run) if record["event"] == event]
 
     steps = [record["train/loss"] for record in records("single", "train")]
-    assert len(steps) == 2 * 4  # 16 rankings in batches of 5, 5, 5, 1; two epochs
+    assert len(steps) == 3 * 4  # 16 rankings in batches of 5, 5, 5, 1; three epochs
     assert [record["train/loss"] for record in records("zero3", "train")] == pytest.approx(steps, abs=1e-4)
     for name in ("val/loss", "val/accuracy", "train/loss", "train/accuracy", "val/reward_mean", "val/reward_std"):
         sharded_values = [record[name] for record in records("zero3", "epoch")]
         assert sharded_values == pytest.approx([record[name] for record in records("single", "epoch")], abs=1e-4)
     assert steps[-1] < steps[0]  # it learned
+    # The held-out loss rose in the last epoch, so the second epoch's weights are the ones saved: restored from
+    # what each process kept (under ZeRO-3, small weights stay whole on every process, beside the shards).
+    summaries = [json.loads((tmp_path / run / "summary.json").read_text()) for run in ("zero3", "single")]
+    assert summaries[0]["epoch"] == summaries[1]["epoch"] == 2 and summaries[0]["epochs_run"] == 3
 
     zero3, one = RewardScorer.from_run(tmp_path / "zero3", "cpu"), RewardScorer.from_run(tmp_path / "single", "cpu")
     assert not any(".base_layer" in key or "base_model.model" in key for key in zero3.model.state_dict())
