@@ -52,8 +52,8 @@ def cmd_serve(args) -> int:
         "--server.address", args.host, "--server.port", str(args.port),
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
-    print(f"RLHF Studio on http://{args.host}:{args.port}  (database: {env['RLHF_STUDIO_DB']})", flush=True)
-    return run_forwarding_signals(command, env)
+    announce = f"RLHF Studio on http://{args.host}:{args.port}  (database: {env['RLHF_STUDIO_DB']})"
+    return run_forwarding_signals(command, env, announce)
 
 
 def cmd_import_prompts(args) -> int:

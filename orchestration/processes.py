@@ -4,25 +4,45 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from core.layouts import LAUNCHED_ENV
 
+STOP_GRACE_S = 30  # seconds a child may take to stop after a signal before it is killed
 
-def run_forwarding_signals(command: list[str], env: dict) -> int:
+
+def run_forwarding_signals(command: list[str], env: dict, announce: str | None = None) -> int:
     """Run a child (the app, a launcher), pass SIGTERM and SIGINT on to it, and return its status once it has stopped.
 
     Without this, `kill -TERM` ended only this process and left Streamlit serving and holding the database, and
-    Ctrl-C printed a KeyboardInterrupt traceback.
+    Ctrl-C printed a KeyboardInterrupt traceback. Either signal goes on as SIGTERM: Streamlit installs its handler
+    only after it opens its port, and a SIGINT in between (seen on a busy machine) cancelled asyncio's main task and
+    left the server running, while an early SIGTERM simply ends the process. A child still running STOP_GRACE_S
+    after the signal is killed. The handlers are in place before the child starts and before `announce` is printed,
+    so no signal falls between the two.
     """
-    child = subprocess.Popen(command, env=env)
+    child = None
+    stop_asked = threading.Event()
 
-    def forward(signum, _frame):
-        if child.poll() is None:
-            child.send_signal(signum)
+    def stop():
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            timer = threading.Timer(STOP_GRACE_S, lambda: child.poll() is None and child.kill())
+            timer.daemon = True
+            timer.start()
+
+    def forward(_signum, _frame):
+        stop_asked.set()
+        stop()
 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
+        child = subprocess.Popen(command, env=env)
+        if stop_asked.is_set():  # a signal came while the child was being started
+            stop()
+        if announce:
+            print(announce, flush=True)
         status = child.wait()
     finally:
         for signum, handler in previous.items():
