@@ -96,6 +96,19 @@ def rerun_and_settle(page, action, timeout_ms: int = 60_000):
     return settled(page, timeout_ms)
 
 
+def wait_until_stored(page, count: int) -> None:
+    """Wait until the page shows `count` rankings read back from the database, and has finished drawing."""
+    from playwright.sync_api import expect
+
+    you_ranked = page.get_by_test_id("stMetric").filter(has_text="You ranked")
+    try:
+        expect(you_ranked).to_contain_text(str(count), timeout=60_000)
+    except AssertionError as error:
+        shown = page.get_by_test_id("stAlertContentError").all_inner_texts()
+        raise AssertionError(f"{error}\nerrors on the page: {shown}") from None
+    settled(page)
+
+
 def open_as_annotator(browser, url: str, name: str):
     """Return a page of a fresh browser session on the app, ranking under `name` (the no-login local mode)."""
     page = browser.new_context().new_page()

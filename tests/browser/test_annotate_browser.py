@@ -7,7 +7,7 @@ import pytest
 from data.prompts import add_prompts
 from data.settings import save_settings
 from data.store import Store
-from tests.browser.serving import launch_chromium, running_app
+from tests.browser.serving import launch_chromium, running_app, settled
 
 SCREENSHOT = Path("/tmp/annotate.png")
 
@@ -37,6 +37,7 @@ def test_rank_in_the_browser_and_find_the_ties_in_duckdb(server):
             page.goto(url)
             # The sampler loads the tiny model and samples in the background; the page polls until an item is ready.
             expect(page.get_by_role("radiogroup", name="Rank of C")).to_be_visible(timeout=120_000)
+            settled(page)  # the waiting page reruns until the item is drawn: rank on the final form
             prompt = page.get_by_text("Write a short greeting.").or_(page.get_by_text("Name three fruits."))
             shown_prompt = prompt.first.inner_text()
             for label, rank in {"A": "2", "B": "1", "C": "2"}.items():

@@ -12,7 +12,7 @@ from data.prompts import add_prompts
 from data.registry import record_model
 from data.settings import save_settings
 from data.store import Store
-from tests.browser.serving import launch_chromium, running_app, stop
+from tests.browser.serving import launch_chromium, running_app, settled, stop
 
 SCREENSHOT = Path("/tmp/annotate-keys.png")
 LONG_LINE = "values = [" + ", ".join(str(n) for n in range(60)) + "]"
@@ -65,6 +65,7 @@ def test_rank_by_keyboard_see_cut_responses_and_only_generators(server):
             page.on("request", lambda request: requests.append(request.url))
             page.goto(url)
             expect(page.get_by_role("radiogroup", name="Rank of C")).to_be_visible(timeout=60_000)
+            settled(page)  # keys and clicks below go to the final form, not one a rerun is replacing
 
             # Toolbar: no Deploy button or developer menu; the favicon is served by the app itself.
             expect(page.get_by_role("button", name="Deploy")).to_have_count(0)

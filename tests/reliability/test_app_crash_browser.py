@@ -6,7 +6,7 @@ import signal
 import pytest
 
 from data.store import Store
-from tests.browser.serving import launch_chromium, open_as_annotator, running_app, settled
+from tests.browser.serving import launch_chromium, open_as_annotator, running_app, settled, wait_until_stored
 from tests.reliability.helpers import prepare
 
 
@@ -21,19 +21,6 @@ def rank_and_submit(page):
     page.get_by_role("radiogroup", name="Rank of A").get_by_text("1", exact=True).click()
     page.get_by_role("radiogroup", name="Rank of B").get_by_text("2", exact=True).click()
     page.get_by_role("button", name="Submit ranking").click()
-
-
-def wait_until_stored(page, count: int) -> None:
-    """Wait until the page shows `count` rankings read back from the database, and has finished drawing."""
-    from playwright.sync_api import expect
-
-    you_ranked = page.get_by_test_id("stMetric").filter(has_text="You ranked")
-    try:
-        expect(you_ranked).to_contain_text(str(count), timeout=60_000)
-    except AssertionError as error:
-        shown = page.get_by_test_id("stAlertContentError").all_inner_texts()
-        raise AssertionError(f"{error}\nerrors on the page: {shown}") from None
-    settled(page)
 
 
 @pytest.mark.browser
