@@ -20,31 +20,6 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_to_serve_stops_streamlit_and_frees_the_database(tmp_path, signum):
-    db = tmp_path / "studio.duckdb"
-    Store(db).close()
-    port = free_port()
-    command = [sys.executable, "-m", "orchestration.cli", "--db", str(db), "serve", "--port", str(port)]
-    env = os.environ | {"PYTHONPATH": str(REPO)}
-    serve = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    )
-    try:
-        wait_for_port(port, serve)
-        serve.send_signal(signum)  # to `serve` alone, as `kill` does; its own group is not signalled
-        _, stderr = serve.communicate(timeout=60)
-        assert not listening(port), "Streamlit kept serving after `serve` exited"
-        assert "Traceback" not in stderr.decode(), stderr.decode()
-        Store(db).close()  # nothing holds the file any more
-    finally:
-        try:
-            os.killpg(serve.pid, signal.SIGKILL)  # the group started above: `serve` and anything it left
-        except ProcessLookupError:
-            pass
-        serve.wait()
-
-
 def read_line_starting(stream, prefix: bytes, seconds: float = 60) -> bytes:
     """Return the first line of `stream` starting with `prefix`, waiting for it at most `seconds`."""
     deadline = time.monotonic() + seconds
@@ -56,8 +31,9 @@ def read_line_starting(stream, prefix: bytes, seconds: float = 60) -> bytes:
     raise TimeoutError(f"no line starting {prefix!r} within {seconds} s")
 
 
+@pytest.mark.parametrize("when", ["serving", "starting"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_while_the_app_starts_stops_everything_quietly(tmp_path, signum):
+def test_a_signal_to_serve_stops_streamlit_and_frees_the_database(tmp_path, signum, when):
     db = tmp_path / "studio.duckdb"
     Store(db).close()
     port = free_port()
@@ -67,16 +43,18 @@ def test_a_signal_while_the_app_starts_stops_everything_quietly(tmp_path, signum
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
     try:
-        # The announcement comes once Streamlit is started and before it can serve: it is still importing.
-        assert read_line_starting(serve.stdout, b"RLHF Studio on http").startswith(b"RLHF Studio on http")
-        serve.send_signal(signum)
+        if when == "serving":
+            wait_for_port(port, serve)
+        else:  # the announcement comes once Streamlit is started, while it is still importing
+            assert read_line_starting(serve.stdout, b"RLHF Studio on http").startswith(b"RLHF Studio on http")
+        serve.send_signal(signum)  # to `serve` alone, as `kill` does; its own group is not signalled
         _, stderr = serve.communicate(timeout=60)
+        assert not listening(port), "Streamlit kept serving after `serve` exited"
         assert "Traceback" not in stderr.decode(), stderr.decode()
-        assert not listening(port)
-        Store(db).close()
+        Store(db).close()  # nothing holds the file any more
     finally:
         try:
-            os.killpg(serve.pid, signal.SIGKILL)
+            os.killpg(serve.pid, signal.SIGKILL)  # the group started above: `serve` and anything it left
         except ProcessLookupError:
             pass
         serve.wait()
