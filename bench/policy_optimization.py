@@ -78,10 +78,6 @@ def parse_args():
     return parser.parse_args()
 
 
-def device_of(args):
-    return pick_device(None if args.device == "auto" else args.device)
-
-
 def model_folder(name: str, workdir: Path) -> str:
     """Return a model folder: the real default model, or a tiny random Llama over its tokenizer."""
     if name != "tiny":
@@ -140,7 +136,7 @@ def median_step(times: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def trl_common(args, output_dir: Path) -> dict:
-    choice = device_of(args)
+    choice = pick_device(args.device)
     return dict(
         output_dir=str(output_dir), report_to="none", use_cpu=choice.device.type == "cpu",
         bf16=choice.dtype == torch.bfloat16, gradient_checkpointing=False, learning_rate=args.lr,
@@ -204,7 +200,7 @@ def run_our_ppo(args, model: str, prompts: list[str], workdir: Path) -> list[tup
 
 def run_trl_grpo(args, model: str, prompts: list[str], workdir: Path) -> list[tuple[float, float]]:
     tokenizer = load_tokenizer(model)
-    policy = AutoModelForCausalLM.from_pretrained(model, dtype=device_of(args).dtype)
+    policy = AutoModelForCausalLM.from_pretrained(model, dtype=pick_device(args.device).dtype)
     config = TRLGRPOConfig(
         **trl_common(args, workdir / "trl-grpo"), per_device_train_batch_size=args.prompts_per_step * args.group_size,
         num_generations=args.group_size, max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0,
@@ -297,7 +293,7 @@ def run_trl_dpo(args, model: str, pairs: list[dict], workdir: Path, precompute: 
     As for ours, CPU seconds are those of the whole `train()` spread evenly over its steps.
     """
     tokenizer = load_tokenizer(model)
-    policy = AutoModelForCausalLM.from_pretrained(model, dtype=device_of(args).dtype)
+    policy = AutoModelForCausalLM.from_pretrained(model, dtype=pick_device(args.device).dtype)
     rows = [
         {
             # The chat-formatted prompt as text: TRL then appends EOS and tokenizes exactly as we do
@@ -358,7 +354,7 @@ def main() -> int:
     datasets.disable_progress_bars()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = device_of(args)
+    device = pick_device(args.device)
     print(f"device {device.device} {device.dtype}, torch threads {torch.get_num_threads()}, model {args.model}")
     results = {}
     with tempfile.TemporaryDirectory() as folder:

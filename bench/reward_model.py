@@ -66,7 +66,7 @@ def run_ours(args, rankings, output_dir: Path) -> dict:
 
 
 def run_trl(args, train, validation, output_dir: Path) -> dict:
-    choice = device_of(args)
+    choice = pick_device(args.device)
     torch.manual_seed(args.seed)  # the same initial head as ours
     model, tokenizer = load_backbone(args.backbone, args.lora_rank, 32)
     last_token = reads_last_token(model)
@@ -98,10 +98,6 @@ def run_trl(args, train, validation, output_dir: Path) -> dict:
     accelerator, _ = make_accelerator(choice.device.type)
     evaluation = evaluate(RewardNetwork(trainer.model), encoded, config, tokenizer.pad_token_id, accelerator)
     return {"epoch_s": epoch_s, "epoch_cpu_s": epoch_cpu_s, "val_accuracy": evaluation["accuracy"], "pairs": len(pairs)}
-
-
-def device_of(args):
-    return pick_device(None if args.device == "auto" else args.device)
 
 
 def _pairs(ranking) -> list[dict]:
@@ -136,7 +132,7 @@ def main() -> None:
     print(
         f"\nbackbone={args.backbone} K={args.k} train rankings={len(train)} ({trl['pairs']} pairs) "
         f"validation rankings={len(validation)} epochs={args.epochs} lora_rank={args.lora_rank} lr={args.lr} "
-        f"device={device_of(args).device.type} repeats={args.repeats} (fastest kept)"
+        f"device={pick_device(args.device).device.type} repeats={args.repeats} (fastest kept)"
     )
     for name, run in (("ours", ours), ("TRL", trl)):
         print(

@@ -70,3 +70,9 @@ def read_layout(name_or_path: str | None) -> Layout:
 def launched() -> bool:
     """Return whether this process was started by a launcher (accelerate launch, torchrun): do not relaunch."""
     return LAUNCHED_ENV in os.environ or "LOCAL_RANK" in os.environ
+
+
+def is_main_process() -> bool:
+    """Return whether this is rank 0 of a launched run (or a lone process): the one that opens DuckDB and reports.
+    Read from the launcher's environment, before any Accelerator exists."""
+    return int(os.environ.get("RANK", "0")) == 0

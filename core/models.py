@@ -188,7 +188,10 @@ class DeviceChoice:
 
 
 def pick_device(prefer: str | None = None) -> DeviceChoice:
-    """Return CUDA with bf16 when a GPU is there (or asked for), else CPU with float32."""
+    """Return CUDA with bf16 when a GPU is there (or asked for), else CPU with float32. `prefer`: 'cpu', 'cuda',
+    or 'auto' / None to pick."""
+    if prefer == "auto":
+        prefer = None
     if prefer == "cpu" or (prefer is None and not torch.cuda.is_available()):
         return DeviceChoice(torch.device("cpu"), torch.float32)
     if not torch.cuda.is_available():

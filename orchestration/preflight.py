@@ -275,7 +275,7 @@ def _gib(count: int) -> str:
 
 def _device_of(config_device: str) -> tuple[str, int]:
     """Return the device a job will train on and its bytes per value (bf16 on CUDA, fp32 on CPU)."""
-    choice = pick_device(None if config_device == "auto" else config_device)
+    choice = pick_device(config_device)
     return choice.device.type, 2 if choice.device.type == "cuda" else 4
 
 

@@ -6,11 +6,10 @@ processes (`accelerate launch` works too where its launcher starts the processes
 
 import argparse
 import json
-import os
 from dataclasses import MISSING, fields
 
 from core.fields import flag_type
-from core.layouts import launched, layout_file
+from core.layouts import is_main_process, launched, layout_file
 from core.runs import final_metrics, read_run_config
 from orchestration.processes import relaunch_under_accelerate
 from policy.config import CONFIGS, RunConfig
@@ -85,7 +84,7 @@ def cmd_train_policy(args) -> int:
     # The app's jobs pass their data as files: a job must not open the app's database, which the app holds.
     needs_store = not (config.pairs_file if config.algo == "dpo" else config.prompts_file)
     store = None
-    if int(os.environ.get("RANK", "0")) == 0 and needs_store:
+    if is_main_process() and needs_store:
         from data.store import Store
 
         store = Store(args.db)
@@ -99,7 +98,7 @@ def cmd_train_policy(args) -> int:
         train = _trainer(config.algo)
         run_dir = train(config, store=store, resume=bool(args.resume), load_reward_model=RewardScorer.from_run)
     metrics = {key: value for key, value in final_metrics(run_dir).items() if "/" in key}
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         print(f"policy run: {run_dir}")
         print(json.dumps(metrics, indent=2))
     return 0

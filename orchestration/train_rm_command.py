@@ -1,11 +1,10 @@
 """`rlhf-studio train-rm`: the RewardConfig fields as flags (`--batch-size`, `--lora-rank`, ...)."""
 
 import json
-import os
 from dataclasses import MISSING, fields
 
 from core.fields import flag_type
-from core.layouts import launched, layout_file
+from core.layouts import is_main_process, launched, layout_file
 from orchestration.processes import relaunch_under_accelerate
 from rm.config import RewardConfig
 
@@ -41,12 +40,12 @@ def cmd_train_rm(args) -> int:
         return relaunch_under_accelerate(layout_file(config.accelerate_config), args.argv)
     store = None
     # Only rank 0 opens DuckDB (it allows one writer); it shares the rankings with the other processes.
-    if not config.pairs and not config.rankings and int(os.environ.get("RANK", "0")) == 0:
+    if not config.pairs and not config.rankings and is_main_process():
         from data.store import Store
 
         store = Store(args.db)
     result = train_reward_model(config, store)
-    if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch`, the main process reports
+    if not is_main_process():  # under `accelerate launch`, the main process reports
         return 0
     print(f"reward model run: {result.run_dir}")
     accuracy = held_out_accuracy(result.metrics)

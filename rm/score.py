@@ -37,7 +37,7 @@ class RewardScorer:
         folder or hub id scores unnormalized (mean 0, std 1) with max_length 512. `device`: None or "auto"
         (CUDA with bf16 when present), "cpu" or "cuda".
         """
-        choice = pick_device(None if device == "auto" else device)
+        choice = pick_device(device)
         model_path = resolve_model(path)
         model = AutoModelForSequenceClassification.from_pretrained(model_path, dtype=choice.dtype)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
