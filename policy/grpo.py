@@ -12,7 +12,7 @@ import torch
 
 from policy.config import GRPOConfig
 from policy.logprobs import token_logprobs
-from policy.rollout import collect_rollout
+from policy.rollout import collect_rollout, lockstep_sharing
 from policy.runner import (
     RunContext,
     finish_run,
@@ -139,16 +139,17 @@ def grpo_step(ctx: RunContext, model, optimizer, step: int) -> dict:
         missing_eos_penalty=config.missing_eos_penalty,
         need_old_logprobs=config.num_iterations > 1,  # mu = 1: old = detached current, no extra pass
         need_ref_logprobs=config.beta != 0.0,  # beta = 0: no reference pass at all
-        lockstep=ctx.sharding.lockstep_generation,
+        lockstep=ctx.sharding.lockstep,
     )
     advantages = grpo_advantages(rollout.rewards, config.num_generations, config.scale_rewards)
     mask = rollout.completion_mask.float()
     # DAPO normaliser: the global token count split over processes, so DDP's gradient mean is the global token mean.
     token_count = accelerator.reduce(mask.sum(), reduction="sum") / accelerator.num_processes
     model.train()
+    sharing = lockstep_sharing(rollout.prompt_width, ctx.sharding.lockstep)
     for _ in range(config.num_iterations):
         logprobs, entropy = token_logprobs(
-            model, rollout.input_ids, rollout.attention_mask, rollout.completion_mask, config.temperature
+            model, rollout.input_ids, rollout.attention_mask, rollout.completion_mask, config.temperature, sharing
         )
         old_logprobs = rollout.old_logprobs if rollout.old_logprobs is not None else logprobs.detach()
         per_token, ratio = grpo_token_loss(

@@ -220,7 +220,7 @@ def ppo_step(ctx: RunContext, model, optimizer, kl_controller, step: int) -> dic
         max_prompt_tokens=config.max_prompt_tokens,
         missing_eos_penalty=config.missing_eos_penalty,
         need_old_logprobs=False,  # computed below in the same pass as the values
-        lockstep=ctx.sharding.lockstep_generation,
+        lockstep=ctx.sharding.lockstep,
     )
     width = rollout.prompt_width
     mask = rollout.completion_mask[:, width:].float()  # (B, C)
