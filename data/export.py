@@ -121,3 +121,13 @@ def export_bytes(store: Store, kind: str, fmt: str) -> bytes:
         target = Path(folder) / f"{kind}.{fmt}"
         export(store, target, kind, fmt)
         return target.read_bytes()
+
+
+def best_ranked_demonstrations(store: Store) -> list[dict]:
+    """Return the best-ranked response of each ranking as a TRL prompt/completion row (rejection sampling by
+    people); each response of a tied best group is one."""
+    return [
+        {"prompt": item["prompt"], "completion": response}
+        for item in ranked_items(store)
+        for response in item["ranked_responses"][0]
+    ]

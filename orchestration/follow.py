@@ -54,10 +54,10 @@ def plotted_metrics(job_kind: str, config: dict) -> tuple[str, ...]:
     """Return the metric names worth plotting for a job: what its trainer declares beside its code."""
     # Imported here, when a job is shown: the trainers bring torch, peft and datasets, which every page
     # importing this module (through app.resources) would otherwise wait for at start.
-    from policy import dpo, grpo, ppo
+    from policy import dpo, grpo, ppo, sft
     from rm import train as reward_model_training
 
-    trainers = {"train-rm": reward_model_training, "ppo": ppo, "grpo": grpo, "dpo": dpo}
+    trainers = {"train-rm": reward_model_training, "ppo": ppo, "grpo": grpo, "dpo": dpo, "sft": sft}
     trainer = trainers.get("train-rm" if job_kind == "train-rm" else config.get("algo", ""))
     return trainer.PLOTTED_METRICS if trainer else ()
 

@@ -10,7 +10,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from data import jobs as job_table
-from data.export import export, ranked_items
+from data.export import best_ranked_demonstrations, export, ranked_items
 from data.prompts import browse_prompts
 from data.store import Store
 from orchestration import jobs
@@ -78,16 +78,23 @@ def launch_policy(store: Store, algo: str, values: dict, online: bool | None = N
         return Launch(problems=[str(error)])
     prompts = browse_prompts(store, "", limit=10_000_000)["text"].tolist()
     pairs = inputs_dir(run_dir) / "pairs.jsonl"
-    pair_count = _export_pairs(store, pairs) if algo == "dpo" else 0
-    problems, warnings = policy_checks(config, prompts, pair_count, online)
+    demonstrations = inputs_dir(run_dir) / "demonstrations.jsonl"
+    data_count = {
+        "dpo": lambda: _export_pairs(store, pairs),
+        "sft": lambda: _export_demonstrations(store, demonstrations),
+    }
+    example_count = data_count[algo]() if algo in data_count else 0
+    problems, warnings = policy_checks(config, prompts, example_count, online)
     if problems:
         _remove_inputs(run_dir)
         return Launch(problems, warnings)
     if algo == "dpo":
         config.pairs_file = str(pairs)
+    elif algo == "sft":
+        config.sft_file = str(demonstrations)
     else:
         config.prompts_file = str(_write_prompts(prompts, inputs_dir(run_dir) / "prompts.jsonl"))
-    given = {*values, "prompts_file", "pairs_file"}
+    given = {*values, "prompts_file", "pairs_file", "sft_file"}
     return _queue(store, "train-policy", ["--algo", algo, *config_flags(config, given)], run_dir, warnings)
 
 
@@ -99,6 +106,14 @@ def _write_prompts(prompts: list[str], path: Path) -> Path:
 
 def _export_pairs(store: Store, path: Path) -> int:
     return export(store, path, kind="pairs", fmt="jsonl")
+
+
+def _export_demonstrations(store: Store, path: Path) -> int:
+    """Write the best-ranked response of each ranking as TRL prompt/completion rows; return how many."""
+    rows = best_ranked_demonstrations(store)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return len(rows)
 
 
 def _remove_inputs(run_dir: Path) -> None:

@@ -47,6 +47,12 @@ def check_pairs(pair_count: int) -> list[str]:
     return []
 
 
+def check_demonstrations(count: int) -> list[str]:
+    if count < 1:
+        return ["SFT needs demonstrations: rank some responses first (each ranking's best response is one)"]
+    return []
+
+
 def check_prompts(prompt_count: int) -> list[str]:
     if prompt_count < MIN_POLICY_PROMPTS:
         return ["there are no prompts to train on: import some on the Prompts page"]
@@ -335,10 +341,11 @@ def reward_model_checks(config, items: list[dict], online: bool | None) -> tuple
 
 
 def policy_checks(config, prompts: list[str], pair_count: int, online: bool | None) -> tuple[list[str], list[str]]:
-    """Return (problems, warnings) for a PPO, GRPO or DPO run with this config."""
+    """Return (problems, warnings) for a PPO, GRPO, DPO or SFT run with this config (`pair_count`: the pairs or
+    demonstrations a DPO or SFT run learns from)."""
     problems = check_model(config.model, online, "policy")
-    if config.algo == "dpo":
-        problems += check_pairs(pair_count)
+    if not config.samples:
+        problems += check_pairs(pair_count) if config.algo == "dpo" else check_demonstrations(pair_count)
     else:
         problems += check_prompts(len(prompts))
         if config.reward_kind == "model":
@@ -350,7 +357,7 @@ def policy_checks(config, prompts: list[str], pair_count: int, online: bool | No
     except (OSError, ValueError):
         return problems, [f"policy {config.model!r} will be downloaded by the job; memory was not checked"]
     reward_tokenizer = None
-    if config.algo != "dpo" and config.reward_kind == "model":
+    if config.samples and config.reward_kind == "model":
         try:
             reward_tokenizer = load_local_tokenizer(config.reward_model)
         except (OSError, ValueError) as error:
@@ -361,7 +368,7 @@ def policy_checks(config, prompts: list[str], pair_count: int, online: bool | No
         return problems, []
     warnings = tokenizer_warnings(policy_tokenizer, reward_tokenizer)
     sequences, length = _policy_batch(config, prompts, policy_tokenizer)
-    keeps_reference = config.algo != "dpo"  # DPO caches the reference log-probs, then drops the copy
+    keeps_reference = config.samples  # DPO caches the reference log-probs, then drops the copy; SFT has none
     memory_problems, memory_warnings = memory_check(
         config.model, config.device, sequences, length, config.lora_rank, True, keeps_reference,
         config.accelerate_config,
@@ -371,8 +378,8 @@ def policy_checks(config, prompts: list[str], pair_count: int, online: bool | No
 
 def _policy_batch(config, prompts: list[str], tokenizer) -> tuple[int, int]:
     """Return (sequences per step, tokens per sequence) of a policy run."""
-    if config.algo == "dpo":
-        return 2 * config.batch_prompts, config.max_length
+    if not config.samples:
+        return (2 if config.algo == "dpo" else 1) * config.batch_prompts, config.max_length
     prompt_tokens = longest_tokens(tokenizer, prompts, config.max_prompt_tokens)
     sequences = config.batch_prompts * (config.num_generations if config.algo == "grpo" else 1)
     return sequences, prompt_tokens + config.max_new_tokens

@@ -1,4 +1,5 @@
-"""`rlhf-studio train-policy --algo ppo|grpo|dpo`: every config field is a flag (`--learning-rate`, `--kl-coef`, ...).
+"""`rlhf-studio train-policy --algo ppo|grpo|dpo|sft` (`train-sft` for short): every config field is a flag
+(`--learning-rate`, `--kl-coef`, ...).
 
 Data-parallel: `torchrun --nproc_per_node N -m orchestration.cli train-policy ...` runs the same command on N
 processes (`accelerate launch` works too where its launcher starts the processes).
@@ -35,19 +36,21 @@ def _all_fields() -> dict:
 
 
 def register(subparsers) -> None:
-    """Add `train-policy`; prompts come from the global --db unless --prompts-file names a file."""
-    parser = subparsers.add_parser(
-        "train-policy",
-        help="optimize a policy with PPO, GRPO (reward model or Python reward) or DPO (pairs)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--algo", choices=sorted(CONFIGS), help="the algorithm (taken from the run when resuming)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a PPO/GRPO run from its last checkpoint")
-    for name, (field, text) in _all_fields().items():
-        # Choices are checked by each config: a flag such as --loss-type serves configs that differ in them.
-        add_flag(parser, field, text, aliases=ALIASES.get(name, []), choices=False)
-    parser.set_defaults(func=cmd_train_policy)
+    """Add `train-policy` and `train-sft`; data come from the global --db unless a file names them."""
+    commands = {
+        "train-policy": "optimize a policy with PPO, GRPO (reward model or Python reward), DPO (pairs) or SFT",
+        "train-sft": "supervised fine-tuning on demonstrations (train-policy --algo sft)",
+    }
+    for command, text in commands.items():
+        parser = subparsers.add_parser(
+            command, help=text, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        parser.add_argument("--algo", choices=sorted(CONFIGS), help="the algorithm (taken from the run when resuming)")
+        parser.add_argument("--resume", metavar="RUN_DIR", help="continue a PPO/GRPO run from its last checkpoint")
+        for name, (field, help_text) in _all_fields().items():
+            # Choices are checked by each config: a flag such as --loss-type serves configs that differ in them.
+            add_flag(parser, field, help_text, aliases=ALIASES.get(name, []), choices=False)
+        parser.set_defaults(func=cmd_train_policy, **({"algo": "sft"} if command == "train-sft" else {}))
 
 
 def build_config(args):
@@ -60,7 +63,7 @@ def build_config(args):
             raise ValueError(f"{args.resume} is a {saved['algo']} run; it cannot be resumed with --algo {algo}")
         algo, values = saved["algo"], saved | {"output_dir": args.resume}
     if algo is None:
-        raise ValueError("choose an algorithm: --algo ppo, grpo or dpo")
+        raise ValueError("choose an algorithm: --algo ppo, grpo, dpo or sft")
     if algo not in ("ppo", "grpo") and args.resume:
         raise ValueError(f"only PPO and GRPO runs can be resumed, not {algo}")
     config_class = CONFIGS[algo]
@@ -78,7 +81,8 @@ def cmd_train_policy(args) -> int:
         return relaunch_under_accelerate(layout_file(config.accelerate_config), args.argv)
     # Only one process opens DuckDB: it allows one writer, and rank 0 shares the prompts with the others.
     # The app's jobs pass their data as files: a job must not open the app's database, which the app holds.
-    needs_store = not (config.pairs_file if config.algo == "dpo" else config.prompts_file)
+    data_file = {"dpo": "pairs_file", "sft": "sft_file"}.get(config.algo, "prompts_file")
+    needs_store = not getattr(config, data_file)
     store = None
     if is_main_process() and needs_store:
         from data.store import Store
@@ -88,6 +92,10 @@ def cmd_train_policy(args) -> int:
         from policy.dpo import train_dpo
 
         run_dir = train_dpo(config, store=None if config.pairs_file else store)
+    elif config.algo == "sft":
+        from policy.sft import train_sft
+
+        run_dir = train_sft(config, store=None if config.sft_file else store)
     else:
         from rm.score import RewardScorer
 

@@ -116,6 +116,7 @@ class RunConfig:
         return cls(**{key: value for key, value in values.items() if key in known})
 
     algo = "run"
+    samples = True  # PPO and GRPO sample responses to prompts and need a reward; DPO and SFT learn from given data
 
 
 @dataclass
@@ -218,6 +219,7 @@ class DPOConfig(RunConfig):
     )  # a DPO step is short: a read each step would stall a GPU
 
     algo = "dpo"
+    samples = False
 
     def check_reward_source(self) -> None:
         """DPO learns from preference pairs: it needs no reward."""
@@ -236,4 +238,34 @@ class DPOConfig(RunConfig):
             raise ValueError(f"max_length must be >= 2, got {self.max_length}")
 
 
-CONFIGS = {"ppo": PPOConfig, "grpo": GRPOConfig, "dpo": DPOConfig}
+@dataclass
+class SFTConfig(RunConfig):
+    """Supervised fine-tuning on demonstrations, completion-only loss (the first stage: Ouyang et al. 2022)."""
+
+    learning_rate: float = documented(2e-4, "Adam learning rate (LoRA usually wants 10x more than full fine-tuning)")
+    epochs: int = documented(2, "passes over the demonstrations")
+    sft_file: str | None = documented(
+        None,
+        "demonstrations (.jsonl/.parquet in TRL's prompt/completion or messages format); default: the best-ranked"
+        " response of each DuckDB ranking",
+    )
+    max_length: int = documented(512, "prompt + answer tokens kept per example (longer ones are truncated)")
+    log_every: int = documented(
+        10, "read metrics off the device and write a record every N steps (and at the first and last step)"
+    )
+
+    algo = "sft"
+    samples = False
+
+    def check_reward_source(self) -> None:
+        """SFT imitates demonstrations: it needs no reward."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+
+
+CONFIGS = {"ppo": PPOConfig, "grpo": GRPOConfig, "dpo": DPOConfig, "sft": SFTConfig}

@@ -222,7 +222,8 @@ def train_dpo(config: DPOConfig, store=None, pairs=None) -> Path:
     metrics = dict(last)  # the last step's metrics, then the held-out ones
     if held_out is not None:
         collate = COLLATORS[forward_mode(config.forward_mode, device)]
-        held_out_metrics = evaluate_pairs(policy, held_out.reference, held_out.examples, config.beta, collate=collate)
+        plain = ctx.accelerator.unwrap_model(policy)  # the model itself: an engine's `.config` is the engine's
+        held_out_metrics = evaluate_pairs(plain, held_out.reference, held_out.examples, config.beta, collate=collate)
         ctx.writer.write(last["steps"], held_out_metrics)
         metrics |= held_out_metrics
     return finish_run(ctx, store, policy, metrics, lambda: save_weights(ctx, policy, last["steps"]))

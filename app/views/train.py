@@ -31,6 +31,7 @@ ALGO_FIELDS = {
     "ppo": ("kl_coef", "clip_eps", "ppo_epochs", "vf_coef", "adaptive_kl"),
     "grpo": ("num_generations", "beta", "loss_type", "scale_rewards", "epsilon_high"),
     "dpo": ("epochs", "beta", "loss_type", "label_smoothing", "max_length"),
+    "sft": ("epochs", "max_length"),
 }
 
 
@@ -141,7 +142,7 @@ def policy_form() -> None:
         model = model_choice("Start from", base_models() | policy_runs, "train_policy_model",
                              config_class.__dataclass_fields__["model"].metadata["help"])  # fmt: skip
         values = {"model": model}
-        if algo != "dpo":
+        if config_class.samples:
             if not reward_runs:
                 st.info("No reward-model run yet: train one in the Reward model tab first.")
             run = st.selectbox("Reward-model run", list(reward_runs), key="train_policy_rm", index=0 if reward_runs
@@ -150,8 +151,8 @@ def policy_form() -> None:
         values |= field_inputs(config_class, POLICY_FIELDS, f"train_{algo}")
         st.markdown(f"**{algo.upper()} settings**")
         values |= field_inputs(config_class, ALGO_FIELDS[algo], f"train_{algo}")
-        if algo == "dpo":
-            values.pop("steps", None)  # DPO runs for epochs over the pairs
+        if not config_class.samples:
+            values.pop("steps", None)  # DPO and SFT run for epochs over their data
         if st.form_submit_button("Check and launch", type="primary"):
             with st.spinner("Checking the data, the models and the memory…"):
                 st.session_state["train_policy_result"] = launch_policy(store, algo, values)
