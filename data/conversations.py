@@ -140,6 +140,19 @@ def prompt_of_row(row: dict, fields: tuple[str, ...]):
     raise KeyError("no prompt field")
 
 
+def prompt_from_typed(text: str):
+    """Return a prompt typed into a text box: a JSON list of messages or an HH transcript is a conversation."""
+    stripped = text.strip()
+    if stripped.startswith("[") and stripped.endswith("]"):
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, list):
+            return as_prompt(value)
+    return prompt_of(stripped)
+
+
 def prompt_key(prompt) -> str:
     """Return the key that decides whether two prompts are duplicates: the whole conversation.
 
