@@ -12,7 +12,7 @@ Both sides run LoRA on all linear layers, no gradient checkpointing (TRL turns i
 speed for memory and would flatter us), fp32 on CPU or bf16 on CUDA. The first step of each run is dropped as
 warm-up; the median of the rest is compared (for our DPO, which reads its metrics off the device once per
 `log_every` steps as a real run does, their mean). Our DPO runs the device's forward layout, or the one
---dpo-layout forces (to compare both on one machine). Prints ratios ours / TRL (targets: GRPO <= 0.5x,
+--dpo-forward-mode forces (to compare both on one machine). Prints ratios ours / TRL (targets: GRPO <= 0.5x,
 DPO <= 0.7x).
 
     python bench/policy_optimization.py --model tiny                       # seconds: a 2-layer model with SmolLM2's vocabulary
@@ -41,13 +41,14 @@ from trl import GRPOConfig as TRLGRPOConfig
 
 import policy.grpo
 import policy.ppo
-from core.distributed import make_accelerator
+from core.distributed import Sharding
 from core.models import load_tokenizer, pick_device, resolve_model, training_dtype
 from core.runs import MetricsWriter, read_metrics
-from policy.config import DPO_LAYOUTS, DPOConfig, GRPOConfig, PPOConfig
-from policy.dpo import fit_dpo, forward_layout, prepare_pairs
+from policy.config import DPO_FORWARD_MODES, DPOConfig, GRPOConfig, PPOConfig
+from policy.dpo import fit_dpo, prepare_pairs
 from policy.grpo import train_grpo
 from policy.lora import LoraSettings, load_policy
+from policy.pairs import forward_mode
 from policy.ppo import train_ppo
 
 WORDS = (
@@ -70,7 +71,7 @@ def parse_args():
     parser.add_argument("--prompt-words", type=int, default=24, help="words in each prompt (about a token each)")
     parser.add_argument("--response-words", type=int, default=48, help="DPO: words in the longer response of a pair")
     parser.add_argument(
-        "--dpo-layout", choices=DPO_LAYOUTS, default="auto", help="DPO forward layout ('auto': by device)"
+        "--dpo-forward-mode", choices=DPO_FORWARD_MODES, default="auto", help="DPO forward layout ('auto': by device)"
     )
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
@@ -247,12 +248,13 @@ def run_our_dpo(args, model: str, pairs: list[dict], workdir: Path):
     config = DPOConfig(
         model=model, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank, learning_rate=args.lr,
         batch_prompts=args.batch, epochs=1, max_length=1024, seed=args.seed, output_dir=str(workdir / "ours-dpo"),
-        device=args.device, forward_layout=args.dpo_layout, log_every=args.steps + 1,
+        device=args.device, forward_mode=args.dpo_forward_mode, log_every=args.steps + 1,
     )  # fmt: skip
-    accelerator, choice = make_accelerator(args.device)
+    sharding = Sharding(args.device)
+    accelerator = sharding.accelerator
     torch.manual_seed(args.seed)
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
-    policy, reference, tokenizer = load_policy(model, lora, accelerator.device, training_dtype(choice))
+    policy, reference, tokenizer = load_policy(model, lora, accelerator.device, training_dtype(sharding.choice))
     # CUDA start-up is no part of our reference pass (TRL's lands in its first step, which is dropped).
     warm_up(policy, accelerator.device)
     started = (time.perf_counter(), time.process_time())
@@ -261,7 +263,7 @@ def run_our_dpo(args, model: str, pairs: list[dict], workdir: Path):
     cache_seconds = (time.perf_counter() - started[0], time.process_time() - started[1])
     writer = MetricsWriter(workdir / "ours-dpo")
     cpu_started = time.process_time()
-    _, last = fit_dpo(policy, tokenizer, train, config, accelerator, writer)
+    _, last = fit_dpo(policy, tokenizer, train, config, sharding, writer)
     cpu_seconds = time.process_time() - cpu_started
     lengths = {
         "prompt": statistics.mean(len(e["prompt_ids"]) for e in train.examples),
@@ -269,7 +271,7 @@ def run_our_dpo(args, model: str, pairs: list[dict], workdir: Path):
         "rejected": statistics.mean(len(e["rejected_ids"]) for e in train.examples),
     }
     walls = [record["charts/step_time_s"] for record in read_metrics(workdir / "ours-dpo")]
-    layout = forward_layout(config.forward_layout, accelerator.device)
+    layout = forward_mode(config.forward_mode, accelerator.device)
     return [(wall, cpu_seconds / last["steps"]) for wall in walls], cache_seconds, lengths, layout
 
 

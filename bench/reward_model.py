@@ -23,7 +23,7 @@ import torch
 from trl import RewardConfig as TRLRewardConfig
 from trl import RewardTrainer
 
-from core.distributed import make_accelerator
+from core.distributed import Sharding
 from core.models import FAST_ENCODER, pick_device
 from data.export import expand_to_pairs
 from rm.config import RewardConfig
@@ -95,8 +95,8 @@ def run_trl(args, train, validation, output_dir: Path) -> dict:
     epoch_cpu_s = (time.process_time() - started_cpu) / args.epochs
     config = RewardConfig(batch_size=args.batch_size, lora_rank=args.lora_rank)
     encoded = encode_rankings(validation, tokenizer, args.max_length, last_token)
-    accelerator, _ = make_accelerator(choice.device.type)
-    evaluation = evaluate(RewardNetwork(trainer.model), encoded, config, tokenizer.pad_token_id, accelerator)
+    sharding = Sharding(choice.device.type)
+    evaluation = evaluate(RewardNetwork(trainer.model), encoded, config, tokenizer.pad_token_id, sharding)
     return {"epoch_s": epoch_s, "epoch_cpu_s": epoch_cpu_s, "val_accuracy": evaluation["accuracy"], "pairs": len(pairs)}
 
 

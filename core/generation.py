@@ -171,8 +171,9 @@ def shared_prompt_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
 class Engine:
     """Generate from a causal LM (plain or LoRA-wrapped): eager on CPU, static cache + compiled decoding on CUDA."""
 
-    def __init__(self, model, tokenizer, compiled: bool | None = None):
+    def __init__(self, model, tokenizer, compiled: bool | None = None, lockstep: bool = False):
         self.model = model
+        self.lockstep = lockstep  # every process runs every decoding step: ZeRO-3 gathers weights layer by layer
         self.tokenizer = tokenizer
         self.compiled = model.device.type == "cuda" if compiled is None else compiled
         self.eos_ids = eos_token_ids(model, tokenizer)
@@ -217,7 +218,11 @@ class Engine:
         cache = None if self.compiled else shared_prompt_cache(model, prompt_ids, prompt_mask)
         with plain_generation_defaults(model):
             output = model.generate(
-                input_ids=prompt_ids, attention_mask=prompt_mask, cache=cache, generation_config=config
+                input_ids=prompt_ids,
+                attention_mask=prompt_mask,
+                cache=cache,
+                generation_config=config,
+                synced_gpus=self.lockstep,
             )
         sequences = output.sequences  # (B, P + C)
         model.train(was_training)

@@ -7,6 +7,8 @@ import math
 import time
 from pathlib import Path
 
+import torch
+
 METRICS_FILE = "metrics.jsonl"  # one JSON object per line, flushed as written, so the app can plot a run live
 REPORT_TO = ("none", "tensorboard", "wandb", "trackio", "all")  # TRL's `report_to` names
 REPORT_TO_HELP = "also log metrics to: 'tensorboard' (<run>/tensorboard), 'wandb', 'trackio' or 'all'"
@@ -126,3 +128,36 @@ def final_metrics(run_dir: str | Path) -> dict:
     for record in read_metrics(run_dir):
         final |= record
     return final
+
+
+class MetricWindow:
+    """Sums each step's metric tensors on the device; `read` averages them over the steps since the last read.
+
+    A read is the loop's one host synchronisation (one gather over processes, one copy to the host), so the
+    host can queue the next steps' kernels while the device still runs the last ones. Step time and tokens per
+    second are over the whole window, measured once its values are back.
+    """
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.started = time.perf_counter()
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.steps += 1
+
+    def read(self, sharding) -> dict[str, float]:
+        means = sharding.mean({key: total / self.steps for key, total in self.sums.items()})
+        elapsed = time.perf_counter() - self.started
+        tokens = means.pop("charts/tokens")
+        means |= {"charts/step_time_s": elapsed / self.steps, "charts/tokens_per_s": tokens * self.steps / elapsed}
+        self.__init__()
+        return means
+
+
+def is_log_step(step: int, total_steps: int, log_every: int) -> bool:
+    """Return whether metrics are read at this step: the first (it shows the run started, warm-up apart), every
+    `log_every`-th, and the last."""
+    return step == 1 or step % log_every == 0 or step == total_steps

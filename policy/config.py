@@ -17,7 +17,7 @@ REWARD_KINDS = ("model", "function")
 GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo")  # each one a function in policy/grpo.py LOSS_AVERAGING
 REWARD_SCALINGS = ("group", "batch", "none")
 DPO_LOSS_TYPES = ("sigmoid", "ipo")
-DPO_LAYOUTS = ("auto", "shared_prompt", "padded")  # how policy/dpo.py lays chosen and rejected out for a forward
+DPO_FORWARD_MODES = ("auto", "shared_prompt", "padded")  # how policy/dpo.py lays chosen and rejected out for a forward
 VALUE_MODELS = ("shared", "separate")
 
 
@@ -202,11 +202,11 @@ class DPOConfig(RunConfig):
         None, "chosen/rejected pairs (.jsonl/.parquet with prompt, chosen, rejected); default: DuckDB rankings"
     )
     max_length: int = documented(512, "prompt + response tokens kept per example (longer ones are truncated)")
-    forward_layout: str = documented(
+    forward_mode: str = documented(
         "auto",
         "'shared_prompt': each prompt runs once for both responses (fastest on CPU); 'padded': one padded pass over"
         " chosen and rejected, pairs bucketed by length (fastest on CUDA); 'auto': by device",
-        DPO_LAYOUTS,
+        DPO_FORWARD_MODES,
     )
     log_every: int = documented(
         10, "read metrics off the device and write a record every N steps (and at the first and last step)"

@@ -10,19 +10,18 @@ from pathlib import Path
 
 import torch
 
-from core.distributed import mean_over_processes, prepare
 from policy.config import GRPOConfig
 from policy.logprobs import token_logprobs
 from policy.rollout import collect_rollout
 from policy.runner import (
     RunContext,
+    finish_run,
     make_optimizer,
+    prepare_training,
     progress_bar,
     prompt_batch,
-    record_run,
-    restore_optimizer,
     save_run,
-    start_run,
+    start_policy_gradient_run,
 )
 
 # What the Jobs page plots for a GRPO run (names as written to metrics.jsonl).
@@ -110,31 +109,23 @@ def train_grpo(
     load_reward_model=None,
 ) -> Path:
     """Train a policy with GRPO and return the run folder (checkpoint in merged/ and adapter/)."""
-    ctx = start_run(config, reward, prompts, store, resume, load_reward_model)
-    accelerator = ctx.accelerator
-    rows = config.batch_prompts * config.num_generations
+    ctx = start_policy_gradient_run(config, reward, prompts, store, resume, load_reward_model)
     optimizer = make_optimizer(ctx.policy, config.learning_rate, eps=1e-8)
-    model, optimizer = prepare(accelerator, ctx.policy, optimizer, rows, config.max_grad_norm)
-    restore_optimizer(ctx, optimizer)
+    model, optimizer = prepare_training(ctx, ctx.policy, optimizer, config.batch_prompts * config.num_generations)
     record = {}
     for step in progress_bar(ctx, "grpo"):
         record = ctx.writer.write(step + 1, grpo_step(ctx, model, optimizer, step))
         if config.save_every and (step + 1) % config.save_every == 0:
             save_run(ctx, step + 1, model, optimizer)
-    save_run(ctx, config.steps, model, optimizer)
-    record_run(ctx, store, {key: value for key, value in record.items() if key.startswith("objective/")})
-    ctx.writer.close()
-    accelerator.end_training()
-    return ctx.run_dir
+    objective = {key: value for key, value in record.items() if key.startswith("objective/")}
+    return finish_run(ctx, store, model, objective, lambda: save_run(ctx, config.steps, model, optimizer))
 
 
 def grpo_step(ctx: RunContext, model, optimizer, step: int) -> dict:
     """Sample G responses per prompt, compute group advantages, take num_iterations optimizer steps; return metrics."""
     config, accelerator = ctx.config, ctx.accelerator
     started = time.perf_counter()
-    prompts = prompt_batch(
-        ctx.prompts, step, config.batch_prompts, accelerator.process_index, accelerator.num_processes, config.seed
-    )
+    prompts = prompt_batch(ctx.inputs, step, config.batch_prompts, ctx.sharding.rank, ctx.sharding.world, config.seed)
     rollout = collect_rollout(
         ctx.policy,
         ctx.tokenizer,
@@ -148,6 +139,7 @@ def grpo_step(ctx: RunContext, model, optimizer, step: int) -> dict:
         missing_eos_penalty=config.missing_eos_penalty,
         need_old_logprobs=config.num_iterations > 1,  # mu = 1: old = detached current, no extra pass
         need_ref_logprobs=config.beta != 0.0,  # beta = 0: no reference pass at all
+        lockstep=ctx.sharding.lockstep_generation,
     )
     advantages = grpo_advantages(rollout.rewards, config.num_generations, config.scale_rewards)
     mask = rollout.completion_mask.float()
@@ -199,7 +191,7 @@ def grpo_metrics(ctx, rollout, advantages, logprobs, entropy, ratio, loss, grad_
     }
     if rollout.ref_logprobs is not None:
         local["objective/kl"] = (k3_kl(logprobs, rollout.ref_logprobs) * mask).sum() / mask.sum().clamp(min=1)
-    metrics = mean_over_processes(accelerator, local)
+    metrics = ctx.sharding.mean(local)
     elapsed = time.perf_counter() - started
     tokens = accelerator.reduce(mask.sum(), reduction="sum").item()
     metrics |= {"charts/step_time_s": elapsed, "charts/tokens_per_s": tokens / elapsed, "charts/kl_coef": config.beta}

@@ -9,10 +9,10 @@ from core.generation import position_ids_from_mask
 
 
 @dataclass
-class PromptLayout:
+class PromptSharing:
     """Where a batch's completions start and which rows share a prompt: what `token_logprobs` needs to know.
 
-    A collator knows it when it builds the batch; `find_prompt_layout` reads it off the masks instead, at the
+    A collator knows it when it builds the batch; `find_prompt_sharing` reads it off the masks instead, at the
     cost of host reads (a GPU synchronisation each).
     """
 
@@ -21,20 +21,20 @@ class PromptLayout:
     prompt_of_row: torch.Tensor | None = None  # (B,) which of the N prompts each row continues
 
 
-def find_prompt_layout(input_ids, attention_mask, completion_mask) -> PromptLayout:
-    """Return the layout of a batch whose prompts are left-padded to a common width: rows with equal prompts share."""
+def find_prompt_sharing(input_ids, attention_mask, completion_mask) -> PromptSharing:
+    """Return the prompt sharing of a batch whose prompts are left-padded to a common width: rows with equal prompts share."""
     width = int(completion_mask.any(0).long().argmax())  # P: the first column holding a completion token
     if width == 0:
-        return PromptLayout(0)
+        return PromptSharing(0)
     prompts, prompt_of_row = torch.unique(
         torch.cat([input_ids[:, :width], attention_mask[:, :width]], dim=1), dim=0, return_inverse=True
     )  # (N, 2P), (B,)
     if len(prompts) == len(input_ids):  # nothing shared
-        return PromptLayout(width)
+        return PromptSharing(width)
     rows = torch.arange(len(input_ids), device=input_ids.device)
     first_row = torch.full((len(prompts),), len(input_ids), device=input_ids.device)
     first_row = first_row.scatter_reduce(0, prompt_of_row, rows, reduce="amin")  # (N,) a row holding each prompt
-    return PromptLayout(width, first_row, prompt_of_row)
+    return PromptSharing(width, first_row, prompt_of_row)
 
 
 def token_logprobs(
@@ -43,31 +43,31 @@ def token_logprobs(
     attention_mask: torch.Tensor,
     completion_mask: torch.Tensor,
     temperature: float = 1.0,
-    layout: PromptLayout | None = None,
+    sharing: PromptSharing | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (log p of each next token, entropy) at every position, zeroed where completion_mask is 0.
 
-    input_ids: (B, T) prompt + completion; every completion token at column `layout.width` or later.
+    input_ids: (B, T) prompt + completion; every completion token at column `sharing.width` or later.
     completion_mask: (B, T) 1 on completion tokens (EOS included, padding and anything after EOS excluded).
     Logits are divided by the sampling temperature: log-probs for ratios and KL must be those of the
     distribution the rollout sampled from ("N implementation details of RLHF with PPO").
     Output position t holds log p(input_ids[t] | input_ids[:t]); position 0 is always 0.
-    `layout`: see `completion_logits`.
+    `sharing`: see `completion_logits`.
     """
-    if layout is None and not completion_mask.any():
+    if sharing is None and not completion_mask.any():
         zeros = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
         return zeros, zeros.clone()
-    logits = completion_logits(model, input_ids, attention_mask, completion_mask, layout)  # (B, T - P + 1, V)
+    logits = completion_logits(model, input_ids, attention_mask, completion_mask, sharing)  # (B, T - P + 1, V)
     skipped = input_ids.shape[1] - logits.shape[1]
     per_token, entropy = logprobs_from_logits(logits, input_ids[:, skipped:], completion_mask[:, skipped:], temperature)
     zeros = per_token.new_zeros(per_token.shape[0], skipped)
     return torch.cat([zeros, per_token], dim=1), torch.cat([zeros, entropy], dim=1)
 
 
-def completion_logits(model, input_ids, attention_mask, completion_mask, layout: PromptLayout | None = None):
+def completion_logits(model, input_ids, attention_mask, completion_mask, sharing: PromptSharing | None = None):
     """Return the logits of the last T - P + 1 positions, those that predict completion tokens: (B, T - P + 1, V).
 
-    `layout`: given by a collator that knows it; None finds it from the masks (prompts left-padded to a common
+    `sharing`: given by a collator that knows it; None finds it from the masks (prompts left-padded to a common
     width, completions right-padded from it), which reads values back from the device.
 
     Rows that share a prompt (GRPO's G responses, DPO's chosen and rejected) run that prompt once: its
@@ -75,26 +75,26 @@ def completion_logits(model, input_ids, attention_mask, completion_mask, layout:
     (causal attention: a prompt's states do not depend on what follows). Only completion positions get
     logits, the vocabulary-wide part of a small model's cost.
     """
-    layout = layout or find_prompt_layout(input_ids, attention_mask, completion_mask)
-    width = layout.width
+    sharing = sharing or find_prompt_sharing(input_ids, attention_mask, completion_mask)
+    width = sharing.width
     positions = position_ids_from_mask(attention_mask)
-    if layout.prompt_rows is None:  # nothing shared: one plain pass
+    if sharing.prompt_rows is None:  # nothing shared: one plain pass
         return model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=positions,
             logits_to_keep=input_ids.shape[1] - max(width - 1, 0),
         ).logits  # (B, T - P + 1, V)
-    prompt_mask = attention_mask[layout.prompt_rows, :width]  # (N, P)
+    prompt_mask = attention_mask[sharing.prompt_rows, :width]  # (N, P)
     prompt = model(
-        input_ids=input_ids[layout.prompt_rows, :width],
+        input_ids=input_ids[sharing.prompt_rows, :width],
         attention_mask=prompt_mask,
         position_ids=position_ids_from_mask(prompt_mask),
         use_cache=True,
         logits_to_keep=1,
     )  # logits (N, 1, V): the last prompt position predicts each completion's first token
     cache = prompt.cache
-    cache.reorder_cache(layout.prompt_of_row)  # (N, ...) -> (B, ...), differentiable
+    cache.reorder_cache(sharing.prompt_of_row)  # (N, ...) -> (B, ...), differentiable
     completion = model(
         input_ids=input_ids[:, width:],
         attention_mask=attention_mask,
@@ -102,7 +102,7 @@ def completion_logits(model, input_ids, attention_mask, completion_mask, layout:
         cache=cache,
         use_cache=False,
     ).logits  # (B, T - P, V)
-    return torch.cat([prompt.logits[layout.prompt_of_row], completion], dim=1)  # (B, T - P + 1, V)
+    return torch.cat([prompt.logits[sharing.prompt_of_row], completion], dim=1)  # (B, T - P + 1, V)
 
 
 def logprobs_from_logits(
@@ -120,14 +120,14 @@ def logprobs_from_logits(
 
 
 def sequence_logprobs(
-    model, input_ids, attention_mask, completion_mask, temperature: float = 1.0, layout: PromptLayout | None = None
+    model, input_ids, attention_mask, completion_mask, temperature: float = 1.0, sharing: PromptSharing | None = None
 ) -> torch.Tensor:
     """Return the log-probability of each completion, summed over its tokens only (prompt and padding masked).
 
     log p(token) = logit(token) − logsumexp(logits): no entropy and no vocabulary-wide log-softmax kept, so fewer
     and smaller kernels than `token_logprobs`.
     """
-    logits = completion_logits(model, input_ids, attention_mask, completion_mask, layout)  # (B, K, V)
+    logits = completion_logits(model, input_ids, attention_mask, completion_mask, sharing)  # (B, K, V)
     logits = logits[:, :-1].float() / temperature  # (B, K - 1, V): predicts the last K - 1 tokens
     targets = input_ids[:, input_ids.shape[1] - logits.shape[1] :]  # (B, K - 1)
     picked = torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)

@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.distributed import mean_over_processes, prepare
 from core.models import disable_dropout
 from policy.config import PPOConfig
 from policy.gae import gae, masked_mean, masked_whiten
@@ -20,13 +19,13 @@ from policy.lora import LoraSettings, load_policy
 from policy.rollout import Rollout, collect_rollout
 from policy.runner import (
     RunContext,
+    finish_run,
     make_optimizer,
+    prepare_training,
     progress_bar,
     prompt_batch,
-    record_run,
-    restore_optimizer,
     save_run,
-    start_run,
+    start_policy_gradient_run,
 )
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -154,7 +153,8 @@ def build_model(ctx: RunContext, config: PPOConfig) -> PolicyAndValue:
     if config.value_model == "separate":
         lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
         dtype = next(ctx.policy.parameters()).dtype
-        value_trunk, _, _ = load_policy(config.model, lora, ctx.accelerator.device, dtype)
+        with ctx.sharding.loading():
+            value_trunk, _, _ = load_policy(config.model, lora, ctx.sharding.device, dtype)
         disable_dropout(value_trunk)
         return PolicyAndValue(ctx.policy, value_trunk)
     raise ValueError(f"unknown value_model {config.value_model!r}; expected 'shared' or 'separate'")
@@ -174,9 +174,9 @@ def train_ppo(
     load_reward_model=None,
 ) -> Path:
     """Train a policy with PPO and return the run folder (checkpoint in merged/ and adapter/)."""
-    ctx = start_run(config, reward, prompts, store, resume, load_reward_model)
+    ctx = start_policy_gradient_run(config, reward, prompts, store, resume, load_reward_model)
     accelerator = ctx.accelerator
-    combined = build_model(ctx, config).to(accelerator.device)
+    combined = build_model(ctx, config).to(ctx.sharding.device)
     state = ctx.resumed_state
     if state:
         _, unexpected = combined.load_state_dict(state["value_model"], strict=False)  # policy weights come separately
@@ -184,8 +184,7 @@ def train_ppo(
             raise RuntimeError(f"resuming {ctx.run_dir}: saved value weights do not fit: {unexpected[:3]}")
     rows = config.batch_prompts // config.num_minibatches
     optimizer = make_optimizer(combined, config.learning_rate, eps=1e-5)
-    model, optimizer = prepare(accelerator, combined, optimizer, rows, config.max_grad_norm)
-    restore_optimizer(ctx, optimizer)
+    model, optimizer = prepare_training(ctx, combined, optimizer, rows)
     controller_class = AdaptiveKLController if config.adaptive_kl else FixedKLController
     kl_controller = controller_class(state.get("kl_coef", config.kl_coef), config.target_kl, config.kl_horizon)
     ctx.policy = accelerator.unwrap_model(model).policy
@@ -198,20 +197,17 @@ def train_ppo(
         record = ctx.writer.write(step + 1, ppo_step(ctx, model, optimizer, kl_controller, step))
         if config.save_every and (step + 1) % config.save_every == 0:
             save_run(ctx, step + 1, model, optimizer, trainer_state)
-    save_run(ctx, config.steps, model, optimizer, trainer_state)
-    record_run(ctx, store, {key: value for key, value in record.items() if key.startswith("objective/")})
-    ctx.writer.close()
-    accelerator.end_training()
-    return ctx.run_dir
+    objective = {key: value for key, value in record.items() if key.startswith("objective/")}
+    return finish_run(
+        ctx, store, model, objective, lambda: save_run(ctx, config.steps, model, optimizer, trainer_state)
+    )
 
 
 def ppo_step(ctx: RunContext, model, optimizer, kl_controller, step: int) -> dict:
     """Collect one rollout batch, compute advantages, run ppo_epochs over minibatches; return metrics."""
     config, accelerator = ctx.config, ctx.accelerator
     started = time.perf_counter()
-    prompts = prompt_batch(
-        ctx.prompts, step, config.batch_prompts, accelerator.process_index, accelerator.num_processes, config.seed
-    )
+    prompts = prompt_batch(ctx.inputs, step, config.batch_prompts, ctx.sharding.rank, ctx.sharding.world, config.seed)
     unwrapped = accelerator.unwrap_model(model)
     rollout = collect_rollout(
         unwrapped.policy,
@@ -224,6 +220,7 @@ def ppo_step(ctx: RunContext, model, optimizer, kl_controller, step: int) -> dic
         max_prompt_tokens=config.max_prompt_tokens,
         missing_eos_penalty=config.missing_eos_penalty,
         need_old_logprobs=False,  # computed below in the same pass as the values
+        lockstep=ctx.sharding.lockstep_generation,
     )
     width = rollout.prompt_width
     mask = rollout.completion_mask[:, width:].float()  # (B, C)
@@ -302,7 +299,7 @@ def ppo_metrics(ctx, rollout, kl, kl_coef, stats, returns, old_values, mask, sta
         "charts/eos_frac": rollout.has_eos.float().mean(),
         **stats,
     }
-    metrics = mean_over_processes(accelerator, local)
+    metrics = ctx.sharding.mean(local)
     elapsed = time.perf_counter() - started
     tokens = accelerator.reduce(mask.sum(), reduction="sum").item()
     metrics |= {"charts/step_time_s": elapsed, "charts/tokens_per_s": tokens / elapsed, "charts/kl_coef": kl_coef}

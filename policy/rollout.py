@@ -132,13 +132,22 @@ def left_pad_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int, devi
     return tuple(tensor.to(device) for tensor in left_pad(rows, tokenizer.pad_token_id))
 
 
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float, max_prompt_tokens: int):
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    temperature: float,
+    max_prompt_tokens: int,
+    lockstep=False,
+):
     """Return (input_ids, attention_mask, completion_mask, has_eos, prompt_width) for one sampled response per prompt.
 
     Sampling is from the full distribution at `temperature` (no top-k/top-p), so the log-probs the losses use
     are those of the distribution that produced the tokens. Call it on the unwrapped model under DDP.
+    `lockstep`: every process runs every decoding step (`Sharding.lockstep_generation`).
     """
-    engine = Engine(model, tokenizer)
+    engine = Engine(model, tokenizer, lockstep=lockstep)
     generated = engine.generate(prompt_rows(tokenizer, prompts, max_prompt_tokens), max_new_tokens, temperature)
     input_ids = torch.cat([generated.prompt_ids, generated.completion_ids], dim=1)
     attention_mask = torch.cat([generated.prompt_mask, generated.completion_mask], dim=1)
@@ -169,6 +178,7 @@ def collect_rollout(
     missing_eos_penalty: float | None = None,
     need_old_logprobs: bool = True,
     need_ref_logprobs: bool = True,
+    lockstep: bool = False,
 ) -> Rollout:
     """Sample `responses_per_prompt` responses per prompt, score them, and compute the log-probs asked for.
 
@@ -178,7 +188,7 @@ def collect_rollout(
     repeated = [prompt for prompt in prompts for _ in range(responses_per_prompt)]
     group_ids = torch.arange(len(prompts)).repeat_interleave(responses_per_prompt)
     input_ids, attention_mask, completion_mask, has_eos, prompt_width = generate(
-        policy, tokenizer, repeated, max_new_tokens, temperature, max_prompt_tokens
+        policy, tokenizer, repeated, max_new_tokens, temperature, max_prompt_tokens, lockstep
     )
     texts = decode_completions(tokenizer, input_ids, completion_mask)
     rewards = score_responses(reward_fn, repeated, texts)

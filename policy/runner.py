@@ -1,7 +1,9 @@
-"""What PPO, GRPO and DPO runs share: set-up on accelerate, inputs read on rank 0, checkpoints, resume, the registry.
+"""What PPO, GRPO and DPO runs share: the start (sharding, inputs read on the main process, the policy), checkpoints,
+resume, the registry record with its lineage, and the end.
 
-Built on `accelerate`, so `torchrun --nproc_per_node N` (or `accelerate launch`) runs the same command
-data-parallel: each process samples its own prompts, gradients are averaged by DDP, rank 0 writes files.
+Built on `accelerate` through `core.distributed.Sharding`, so `torchrun --nproc_per_node N` (or `accelerate
+launch`) runs the same command data-parallel or sharded: each process samples its own prompts (or takes its share
+of the pairs), gradients are averaged by the engine, the main process writes files.
 """
 
 import random
@@ -11,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
-from core.distributed import from_main_process, full_parameters, make_accelerator, whole_model_loading, zero_stage
-from core.models import DeviceChoice, disable_dropout, training_dtype
+from core.distributed import Sharding
+from core.models import disable_dropout, training_dtype
 from core.runs import METRICS_FILE, MetricsWriter
 from data.importers import read_prompts
 from data.prompts import all_prompts
@@ -37,21 +38,70 @@ class RunContext:
     """Everything a training loop needs, made once by `start_run`."""
 
     config: RunConfig
-    accelerator: Accelerator
+    sharding: Sharding
     policy: torch.nn.Module  # the plain model; the loop prepares its own (possibly wrapped) module
     reference: torch.nn.Module | None  # None with LoRA: the policy with its adapter disabled
     tokenizer: object
-    prompts: list[str]
-    reward_fn: RewardFn
+    inputs: object  # what the main process read: prompts (PPO, GRPO) or pairs (DPO)
+    lineage: dict  # where the run comes from: base model, reward, prompts or pairs
     run_dir: Path
     writer: MetricsWriter
     start_step: int = 0
     resumed_state: dict = field(default_factory=dict)
-    reward_source: str | None = None
-    prompts_source: str = "duckdb"
+    reward_fn: RewardFn | None = None
+    reward_model: object | None = None  # a loaded reward-model scorer, whose model is placed by `prepare_training`
+
+    @property
+    def accelerator(self):
+        return self.sharding.accelerator
 
 
-def start_run(
+def start_run(config: RunConfig, read_inputs: Callable[[], tuple[object, dict]], store=None, resume: bool = False):
+    """Return a RunContext: sharding, inputs, the policy (from the run's last checkpoint when resuming), the writer.
+
+    `read_inputs()` runs on the main process alone (DuckDB allows one writer) after the run folder and its
+    registry name are checked, and returns (inputs, lineage); every process gets both. Bad input fails here,
+    before any model is loaded or file written.
+    """
+    sharding = Sharding(config.device)
+
+    def checked_inputs():
+        _check_run_dir(Path(config.output_dir), resume)
+        check_run_name(store, Path(config.output_dir))
+        return read_inputs()
+
+    # The run folder comes from the main process too: a default name holds a timestamp that could differ.
+    (inputs, lineage), config.output_dir = sharding.from_main(checked_inputs, config.output_dir)
+    run_dir = Path(config.output_dir)
+    state = _load_state(run_dir)
+    if state and state["step"] >= config.steps:
+        raise ValueError(f"{run_dir} is already at step {state['step']}; resume with more steps (--steps)")
+    torch.manual_seed(config.seed + sharding.rank + state.get("step", 0))
+    random.seed(config.seed + sharding.rank)
+    lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
+    with sharding.loading():
+        policy, reference, tokenizer = load_policy(config.model, lora, sharding.device, training_dtype(sharding.choice))
+    if state:
+        _restore_weights(policy, run_dir)
+    disable_dropout(policy)
+    if sharding.is_main:
+        config.save(run_dir)
+    return RunContext(
+        config=config,
+        sharding=sharding,
+        policy=policy,
+        reference=reference,
+        tokenizer=tokenizer,
+        inputs=inputs,
+        lineage={"base_model": config.model, **lineage},
+        run_dir=run_dir,
+        writer=MetricsWriter(run_dir, sharding.is_main, config.report_to, config.to_dict()),
+        start_step=state.get("step", 0),
+        resumed_state=state,
+    )
+
+
+def start_policy_gradient_run(
     config: RunConfig,
     reward=None,
     prompts: list[str] | None = None,
@@ -59,7 +109,7 @@ def start_run(
     resume: bool = False,
     load_reward_model: Callable[[str, str | None], RewardFn] | None = None,
 ) -> RunContext:
-    """Return a RunContext: accelerator, policy (from the run's last checkpoint when resuming), prompts, reward.
+    """Return the RunContext of a PPO or GRPO run: `start_run` with prompts as inputs, and the reward.
 
     `reward`: a callable (prompts, responses) -> floats (a RewardScorer, say), or None to build it from the config:
     a Python function by name, or a reward-model run loaded with `load_reward_model(run_folder, device)`.
@@ -71,47 +121,35 @@ def start_run(
         config.check_reward_source()
         if config.reward_kind == "model" and load_reward_model is None:
             raise ValueError("a reward-model run needs a loader: pass load_reward_model=RewardScorer.from_run")
-    accelerator, choice = make_accelerator(config.device)
 
     def read_inputs():
-        _check_run_dir(Path(config.output_dir), resume)
-        check_run_name(store, Path(config.output_dir))
-        return (*_prompts(config, prompts, store), _reward_source(config, reward, store))
+        found, prompts_source = _prompts(config, prompts, store)
+        return found, {"reward": _reward_source(config, reward, store), "prompts": prompts_source}
 
-    # The run folder comes from rank 0 too: a default name holds a timestamp that could differ between processes.
-    (prompts, prompts_source, reward_source), config.output_dir = from_main_process(
-        accelerator, read_inputs, config.output_dir
-    )
-    run_dir = Path(config.output_dir)
-    reward_fn = _reward_fn(config, reward, reward_source, load_reward_model, choice)
-    state = _load_state(run_dir)
-    if state and state["step"] >= config.steps:
-        raise ValueError(f"{run_dir} is already at step {state['step']}; resume with more steps (--steps)")
-    torch.manual_seed(config.seed + accelerator.process_index + state.get("step", 0))
-    random.seed(config.seed + accelerator.process_index)
-    lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
-    with whole_model_loading(accelerator):
-        policy, reference, tokenizer = load_policy(config.model, lora, accelerator.device, training_dtype(choice))
-    if state:
-        _restore_weights(policy, run_dir)
-    disable_dropout(policy)
-    if accelerator.is_main_process:
-        config.save(run_dir)
-    return RunContext(
-        config=config,
-        accelerator=accelerator,
-        policy=policy,
-        reference=reference,
-        tokenizer=tokenizer,
-        prompts=prompts,
-        reward_fn=reward_fn,
-        run_dir=run_dir,
-        writer=MetricsWriter(run_dir, accelerator.is_main_process, config.report_to, config.to_dict()),
-        start_step=state.get("step", 0),
-        resumed_state=state,
-        reward_source=reward_source,
-        prompts_source=prompts_source,
-    )
+    ctx = start_run(config, read_inputs, store, resume)
+    reward_source = ctx.lineage["reward"]
+    if reward is not None:
+        ctx.reward_fn = as_reward_fn(reward)
+    elif config.reward_kind == "function":
+        ctx.reward_fn = load_reward_function(reward_source)
+    else:
+        scorer = load_reward_model(reward_source, "cpu" if ctx.sharding.device.type == "cpu" else None)
+        ctx.reward_model = scorer
+        ctx.reward_fn = as_reward_fn(scorer)
+    return ctx
+
+
+def prepare_training(ctx: RunContext, model, optimizer, rows_per_step: int):
+    """Return (model, optimizer) prepared for the layout, with the frozen models beside them placed the same way
+    (the reference copy of a full fine-tuning run, a reward model), and a resumed run's optimizer state loaded."""
+    sharding = ctx.sharding
+    model, optimizer = sharding.prepare(model, optimizer, rows_per_step, ctx.config.max_grad_norm)
+    ctx.reference = sharding.prepare_frozen(ctx.reference)
+    if ctx.reward_model is not None:
+        ctx.reward_model.model = sharding.prepare_frozen(ctx.reward_model.model)
+    if ctx.resumed_state:
+        sharding.load_optimizer(optimizer, ctx.resumed_state, ctx.run_dir)
+    return model, optimizer
 
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -132,14 +170,6 @@ def _reward_source(config: RunConfig, reward, store) -> str | None:
     if not config.reward_model:
         raise ValueError("no reward: pass --reward-model (a reward-model run folder or registry name)")
     return resolve_reward_run(config.reward_model, store)
-
-
-def _reward_fn(config: RunConfig, reward, reward_source: str, load_reward_model, choice: DeviceChoice) -> RewardFn:
-    if reward is not None:
-        return as_reward_fn(reward)
-    if config.reward_kind == "function":
-        return load_reward_function(reward_source)
-    return as_reward_fn(load_reward_model(reward_source, "cpu" if choice.device.type == "cpu" else None))
 
 
 def resolve_reward_run(name_or_path: str, store=None) -> str:
@@ -205,81 +235,54 @@ def _restore_weights(policy, run_dir: Path) -> None:
             raise RuntimeError(f"resuming {run_dir}: weights did not match: {(missing + unexpected)[:3]}")
 
 
+def save_weights(ctx: RunContext, model, step: int, folder: Path | None = None) -> None:
+    """Write the policy's checkpoint (adapter/, merged/, checkpoint.json with its lineage) to `folder` (the run
+    folder by default): the weights gathered, the main process writing. `model` is the prepared model."""
+    metadata = {"algo": ctx.config.algo, "step": step, **ctx.lineage}
+
+    def write(prepared):
+        policy = getattr(prepared, "policy", prepared)  # PPO's policy with its value head: the policy
+        save_checkpoint(policy, ctx.tokenizer, folder or ctx.run_dir, metadata)
+
+    ctx.sharding.save(model, write)
+
+
 def save_run(ctx: RunContext, step: int, model, optimizer, extra_state: Callable[[], dict] | None = None) -> None:
-    """Write the checkpoint (adapter/, merged/) and the trainer state (optimizer, step) for resume; rank 0 writes.
+    """Write the checkpoint and the trainer state (optimizer, step) for resume.
 
-    `model` is the prepared model (the policy, or the policy with its value head), `optimizer` the prepared one.
-
-    `extra_state()` is read with the weights gathered (the value head is sharded too under ZeRO-3). Under DeepSpeed
-    each process holds its part of the optimizer state, so DeepSpeed writes every part (accelerate's `save_state`)
-    to a folder of this step's, which the state file names once it is complete; the previous one is removed after.
+    `extra_state()` is read with the weights gathered (the value head is split too under ZeRO-3). The state file is
+    written whole or not at all, and names the optimizer state's folder only once every process has written its
+    part; the previous one is removed after.
     """
-    accelerator = ctx.accelerator
-    accelerator.wait_for_everyone()
-    sharded_optimizer = bool(zero_stage(accelerator))
-    engine_folder = f"{ENGINE_STATE}-{step}"
-    if sharded_optimizer:
-        accelerator.save_state(ctx.run_dir / engine_folder)
-    with full_parameters(accelerator, model):  # ZeRO-3: every process gathers, rank 0 writes
-        if accelerator.is_main_process:
-            metadata = {
-                "algo": ctx.config.algo,
-                "step": step,
-                "base_model": ctx.config.model,
-                "reward": ctx.reward_source,
-                "prompts": ctx.prompts_source,
-            }
-            save_checkpoint(accelerator.unwrap_model(ctx.policy), ctx.tokenizer, ctx.run_dir, metadata)
-            state = {"step": step, "layout": _layout(accelerator), **(extra_state() if extra_state else {})}
-            if sharded_optimizer:
-                state["engine_state"] = engine_folder
-            else:
-                state["optimizer"] = optimizer.state_dict()
-            partial = ctx.run_dir / (STATE_FILE + ".partial")
-            torch.save(state, partial)
-            partial.replace(ctx.run_dir / STATE_FILE)  # whole or not at all
-            for older in ctx.run_dir.glob(f"{ENGINE_STATE}-*"):
-                if older.name != engine_folder:
-                    shutil.rmtree(older, ignore_errors=True)
-    accelerator.wait_for_everyone()
+    sharding = ctx.sharding
+    sharding.accelerator.wait_for_everyone()
+    engine_folder = ctx.run_dir / f"{ENGINE_STATE}-{step}"
+    optimizer_state = sharding.save_optimizer(optimizer, engine_folder)
+    save_weights(ctx, model, step)
+    with sharding.gathered(model):
+        extra = extra_state() if extra_state else {}
+    if sharding.is_main:
+        partial = ctx.run_dir / (STATE_FILE + ".partial")
+        torch.save({"step": step, **optimizer_state, **extra}, partial)
+        partial.replace(ctx.run_dir / STATE_FILE)  # whole or not at all
+        for older in ctx.run_dir.glob(f"{ENGINE_STATE}-*"):
+            if older != engine_folder:
+                shutil.rmtree(older, ignore_errors=True)
+    sharding.accelerator.wait_for_everyone()
 
 
-def _layout(accelerator: Accelerator) -> dict:
-    return {"zero_stage": zero_stage(accelerator), "processes": accelerator.num_processes}
-
-
-def restore_optimizer(ctx: RunContext, optimizer) -> None:
-    """Load a resumed run's optimizer state (and, under DeepSpeed, its sharded weights) into the prepared optimizer."""
-    state = ctx.resumed_state
-    if not state:
-        return
-    saved_sharded, sharded_now = "engine_state" in state, bool(zero_stage(ctx.accelerator))
-    saved, now = state.get("layout", {}), _layout(ctx.accelerator)
-    if saved_sharded != sharded_now or (saved_sharded and saved != now):
-        raise ValueError(
-            f"{ctx.run_dir} was saved with {_describe(saved)}, this run has {_describe(now)}: resume it with the same "
-            "--accelerate-config (DeepSpeed's optimizer state is split to fit the layout)"
-        )
-    if saved_sharded:
-        ctx.accelerator.load_state(ctx.run_dir / state["engine_state"])
-    else:
-        optimizer.load_state_dict(state["optimizer"])
-
-
-def _describe(layout: dict) -> str:
-    stage = f"DeepSpeed ZeRO-{layout.get('zero_stage')}" if layout.get("zero_stage") is not None else "no DeepSpeed"
-    return f"{stage} over {layout.get('processes', 1)} process(es)"
-
-
-def record_run(ctx: RunContext, store, metrics: dict) -> int | None:
-    """Record the finished run in the registry (kind 'policy', lineage in its config); rank 0 only."""
-    if store is None or not ctx.accelerator.is_main_process:
-        return None
-    lineage = {"base_model": ctx.config.model, "reward": ctx.reward_source, "prompts": ctx.prompts_source}
-    config = {"algo": ctx.config.algo, **ctx.config.to_dict(), "lineage": lineage}
-    if ctx.reward_source and ctx.config.reward_kind == "model":
-        config["reward_model"] = ctx.reward_source  # the folder a registry name resolved to
-    return record_run_in_registry(store, "policy", ctx.run_dir, config, metrics)
+def finish_run(ctx: RunContext, store, model, metrics: dict, save: Callable[[], None]) -> Path:
+    """End a run: `save()` the final checkpoint, record the run in the registry (kind 'policy', with its lineage),
+    close the writer and the process group; return the run folder."""
+    save()
+    if store is not None and ctx.sharding.is_main:
+        config = {"algo": ctx.config.algo, **ctx.config.to_dict(), "lineage": ctx.lineage}
+        if ctx.lineage.get("reward") and getattr(ctx.config, "reward_kind", None) == "model":
+            config["reward_model"] = ctx.lineage["reward"]  # the folder a registry name resolved to
+        record_run_in_registry(store, "policy", ctx.run_dir, config, metrics)
+    ctx.writer.close()
+    ctx.sharding.end()
+    return ctx.run_dir
 
 
 def make_optimizer(model: torch.nn.Module, learning_rate: float, eps: float = 1e-5) -> torch.optim.Optimizer:
@@ -298,5 +301,5 @@ def progress_bar(ctx: RunContext, algo: str):
         total=ctx.config.steps,
         desc=f"{algo} {ctx.run_dir.name}",
         unit="step",
-        disable=not ctx.accelerator.is_main_process,
+        disable=not ctx.sharding.is_main,
     )

@@ -19,16 +19,7 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from core.distributed import (
-    from_main_process,
-    full_parameters,
-    make_accelerator,
-    prepare,
-    sum_over_processes,
-    whole_model_loading,
-    without_hf_zero3,
-    zero_stage,
-)
+from core.distributed import Sharding
 from core.paths import runs_dir
 from core.runs import MetricsWriter
 from data.registry import check_run_name, record_run
@@ -75,17 +66,17 @@ def encode_rankings(rankings: list[Ranking], tokenizer, max_length: int, last_to
 
 
 @dataclass(frozen=True)
-class ForwardLayout:
-    """How batches of rankings are shaped on a device: chosen by `forward_layout`, both tested to agree."""
+class Padding:
+    """How batches of rankings are shaped on a device: chosen by `padding_for`, both tested to agree."""
 
     pad_multiple: int  # sequence width rounded up to this (CUDA: a few shapes; CPU: no wasted tokens)
     group_by_length: bool  # batches of rankings of similar length (less padding), shuffled batch order
 
 
-def forward_layout(device) -> ForwardLayout:
-    """Return the layout that measures fastest on the device: bucketed and length-grouped on CUDA, as-is on CPU."""
+def padding_for(device) -> Padding:
+    """Return the padding that measures fastest on the device: bucketed and length-grouped on CUDA, as-is on CPU."""
     cuda = torch.device(device).type == "cuda"
-    return ForwardLayout(pad_multiple=64 if cuda else 1, group_by_length=cuda)
+    return Padding(pad_multiple=64 if cuda else 1, group_by_length=cuda)
 
 
 def score_rankings(network, batch: list[EncodedRanking], pad_id: int, device, autocast, pad_multiple: int = 1):
@@ -135,19 +126,19 @@ def own_share(batch: list, rank: int, world: int) -> tuple[list, float]:
 
 
 @torch.no_grad()
-def evaluate(network, encoded: list[EncodedRanking], config: RewardConfig, pad_id: int, accelerator) -> dict:
+def evaluate(network, encoded: list[EncodedRanking], config: RewardConfig, pad_id: int, sharding: Sharding) -> dict:
     """Return validation loss (mean per ranking), pairwise accuracy with its counts, and reward mean/std.
 
     Each process scores its share of every batch; the sums are added up over processes once, at the end.
     """
     network.eval()
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    device, rank, world, accelerator = sharding.device, sharding.rank, sharding.world, sharding.accelerator
     # loss x rankings, correct comparisons, comparisons, rewards, their sum and sum of squares
     sums = torch.zeros(6, dtype=torch.float64, device=device)
     for batch in batches_of(encoded, config.batch_size):
         own, weight = own_share(batch, rank, world)
         batch_rewards = score_rankings(
-            network, own, pad_id, device, accelerator.autocast, forward_layout(device).pad_multiple
+            network, own, pad_id, device, accelerator.autocast, padding_for(device).pad_multiple
         )
         if weight == 0:
             continue
@@ -158,7 +149,7 @@ def evaluate(network, encoded: list[EncodedRanking], config: RewardConfig, pad_i
         sums += torch.stack(
             [loss.double() * len(own), right, count, flat.new_tensor(len(flat)), flat.sum(), flat.square().sum()]
         )
-    loss_total, correct, total, count, reward_sum, square_sum = sum_over_processes(accelerator, sums).tolist()
+    loss_total, correct, total, count, reward_sum, square_sum = sharding.sum(sums).tolist()
     mean = reward_sum / count
     variance = (square_sum - count * mean**2) / (count - 1) if count > 1 else 0.0
     return {
@@ -182,16 +173,16 @@ def _correct_and_count(rewards: list[torch.Tensor], groups: list[torch.Tensor]) 
     return right.double(), count.double()
 
 
-def train_epoch(network, optimizer, scheduler, encoded, config, pad_id, accelerator, state, metrics) -> dict:
+def train_epoch(network, optimizer, scheduler, encoded, config, pad_id, sharding, state, metrics) -> dict:
     """Run one epoch of optimizer steps (one per batch of rankings); return its mean loss and train accuracy.
 
     Losses and correct counts add up on the device and are read (and added up over processes) every `log_every`
     steps, so a GPU step never waits for the host to read a number.
     """
     network.train()
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
-    layout = forward_layout(device)
-    batches = batches_of(encoded, config.batch_size, state["generator"], layout.group_by_length)
+    device, rank, world, accelerator = sharding.device, sharding.rank, sharding.world, sharding.accelerator
+    padding = padding_for(device)
+    batches = batches_of(encoded, config.batch_size, state["generator"], padding.group_by_length)
     # summed over the epoch: loss x rankings, correct comparisons, comparisons; over the logging window: loss, steps
     epoch_sums = torch.zeros(3, dtype=torch.float64, device=device)
     window_sums = torch.zeros(2, dtype=torch.float64, device=device)
@@ -200,11 +191,11 @@ def train_epoch(network, optimizer, scheduler, encoded, config, pad_id, accelera
         batches,
         desc=f"epoch {state['epoch'] + 1}/{state['epochs']}",
         unit="step",
-        disable=not accelerator.is_main_process,
+        disable=not sharding.is_main,
     )
     for batch in bar:
         own, weight = own_share(batch, rank, world)
-        rewards = score_rankings(network, own, pad_id, device, accelerator.autocast, layout.pad_multiple)
+        rewards = score_rankings(network, own, pad_id, device, accelerator.autocast, padding.pad_multiple)
         groups = [ranking.tie_groups.to(device, non_blocking=True) for ranking in own]
         loss = batch_loss(rewards, groups, config.margin, config.center_coefficient) * weight
         optimizer.zero_grad(set_to_none=True)
@@ -218,9 +209,7 @@ def train_epoch(network, optimizer, scheduler, encoded, config, pad_id, accelera
         epoch_sums += torch.stack([batch_mean * len(batch), right * (weight > 0), count * (weight > 0)])
         window_sums += torch.stack([batch_mean, batch_mean.new_tensor(1.0 / world)])
         if state["step"] % config.log_every == 0:  # the only host read of the step
-            window_loss, steps, correct, total = sum_over_processes(
-                accelerator, torch.cat([window_sums, epoch_sums[1:]])
-            ).tolist()
+            window_loss, steps, correct, total = sharding.sum(torch.cat([window_sums, epoch_sums[1:]])).tolist()
             bar.set_postfix(loss=f"{window_loss / steps:.4f}", acc=f"{correct / total:.3f}")
             metrics.write(
                 state["step"],
@@ -233,7 +222,7 @@ def train_epoch(network, optimizer, scheduler, encoded, config, pad_id, accelera
                 },
             )
             window_sums.zero_()
-    loss_total, correct, total = sum_over_processes(accelerator, epoch_sums).tolist()
+    loss_total, correct, total = sharding.sum(epoch_sums).tolist()
     return {"loss": loss_total / len(encoded), "accuracy": correct / total, "pairs": int(total)}
 
 
@@ -270,7 +259,7 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
     Under `accelerate launch` every process trains on its share of each batch (DDP or DeepSpeed ZeRO, as the
     layout says); rank 0 reads the inputs and writes the run folder.
     """
-    accelerator, _ = make_accelerator(config.device)
+    sharding = Sharding(config.device)
 
     def read_inputs():
         found, source = load_rankings(config, store, rankings)
@@ -282,11 +271,11 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
             check_run_name(store, run_dir)  # before hours of training, not after
         return found, source, str(run_dir)
 
-    (rankings, source, run_dir), _ = from_main_process(accelerator, read_inputs, None)
-    run_dir, main = Path(run_dir), accelerator.is_main_process
+    (rankings, source, run_dir), _ = sharding.from_main(read_inputs)
+    run_dir, main = Path(run_dir), sharding.is_main
     train_set, validation_set = split_rankings(rankings, config.validation_fraction, config.seed)
     torch.manual_seed(config.seed)  # the same fresh head in every process
-    with whole_model_loading(accelerator):
+    with sharding.loading():
         model, tokenizer = load_backbone(config.backbone, config.lora_rank, config.lora_alpha)  # a bad name fails here
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -297,22 +286,24 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
     validation_encoded = encode_rankings(validation_set, tokenizer, config.max_length, last_token)
 
     network, best = _fit(
-        RewardNetwork(model), train_encoded, validation_encoded, config, tokenizer.pad_token_id, accelerator, run_dir
+        RewardNetwork(model), train_encoded, validation_encoded, config, tokenizer.pad_token_id, sharding, run_dir
     )
-    normalization = _reward_normalization(network, train_encoded, config, tokenizer.pad_token_id, accelerator)
-    trained = _trained_model(accelerator, network, config)
+    normalization = _reward_normalization(network, train_encoded, config, tokenizer.pad_token_id, sharding)
+    trained = sharding.whole_copy(
+        network, lambda: RewardNetwork(load_backbone(config.backbone, config.lora_rank, config.lora_alpha)[0])
+    )
     model_id = None
     if main:
-        _save_model(trained, tokenizer, run_dir)
+        _save_model(trained.model, tokenizer, run_dir)
         (run_dir / "normalization.json").write_text(json.dumps(normalization, indent=2))
         (run_dir / "summary.json").write_text(json.dumps(best, indent=2))
         if source.startswith("duckdb:"):
             model_id = record_run(store, "reward", run_dir, config.to_dict(), best | {"normalization": normalization})
-    accelerator.wait_for_everyone()
+    sharding.end()
     return TrainResult(run_dir, best, model_id)
 
 
-def _fit(network, train_encoded, validation_encoded, config, pad_id, accelerator, run_dir) -> tuple[object, dict]:
+def _fit(network, train_encoded, validation_encoded, config, pad_id, sharding, run_dir) -> tuple[object, dict]:
     """Run the epochs, log each to metrics.jsonl, leave the lowest held-out loss's weights in the network.
 
     Returns (the network as accelerate prepared it, the kept epoch's record). Stops early after
@@ -323,16 +314,16 @@ def _fit(network, train_encoded, validation_encoded, config, pad_id, accelerator
     epochs = config.planned_epochs(len(train_encoded))
     total_steps = epochs * math.ceil(len(train_encoded) / config.batch_size)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    rows_per_process = math.ceil(config.batch_size / accelerator.num_processes)
-    network, optimizer = prepare(accelerator, network, optimizer, rows_per_process, config.max_grad_norm)
-    main = accelerator.is_main_process
+    rows_per_process = math.ceil(config.batch_size / sharding.world)
+    network, optimizer = sharding.prepare(network, optimizer, rows_per_process, config.max_grad_norm)
+    main = sharding.is_main
     metrics = MetricsWriter(run_dir, main, config.report_to, config.to_dict())
     state = {"epoch": 0, "epochs": epochs, "step": 0, "generator": torch.Generator().manual_seed(config.seed)}
     best, best_weights, stale = None, None, 0
     for epoch in range(epochs):
         state["epoch"] = epoch
         record = _train_and_evaluate(
-            network, optimizer, scheduler, train_encoded, validation_encoded, config, pad_id, accelerator, state,
+            network, optimizer, scheduler, train_encoded, validation_encoded, config, pad_id, sharding, state,
             metrics,
         )  # fmt: skip
         record = metrics.write(state["step"], record)
@@ -340,7 +331,7 @@ def _fit(network, train_encoded, validation_encoded, config, pad_id, accelerator
             log.info("epoch %d: %s", epoch + 1, record)
         if best is None or record["val/loss"] < best["val/loss"] or not validation_encoded:
             best, stale = record, 0
-            best_weights = _trainable_weights(network, accelerator)
+            best_weights = sharding.snapshot(network)
         else:
             stale += 1
         if config.patience and stale >= config.patience:
@@ -348,40 +339,18 @@ def _fit(network, train_encoded, validation_encoded, config, pad_id, accelerator
                 log.info("held-out loss has not improved for %d epochs: stopping at epoch %d", stale, epoch + 1)
             break
     metrics.close()
-    _restore_weights(network, accelerator, best_weights)
+    sharding.restore(network, best_weights)
     return network, best | {"epochs_run": state["epoch"] + 1, "steps_run": state["step"]}
 
 
-def _trainable_weights(network, accelerator) -> dict[str, torch.Tensor]:
-    """Return a copy of the trainable weights: whole in each process, or under ZeRO-3 gathered to the main
-    process's memory (small ZeRO-3 weights stay whole on every device, so a copy of the shards would miss them)."""
-    trainable = {name: p for name, p in network.named_parameters() if p.requires_grad}
-    if zero_stage(accelerator) != 3:
-        return {name: p.detach().clone() for name, p in trainable.items()}
-    with full_parameters(accelerator, trainable.values()):
-        return (
-            {name: p.detach().to("cpu", copy=True) for name, p in trainable.items()}
-            if accelerator.is_main_process
-            else {}
-        )
-
-
-def _restore_weights(network, accelerator, weights: dict[str, torch.Tensor]) -> None:
-    """Write back weights from `_trainable_weights`; under ZeRO-3 the main process writes and DeepSpeed shares."""
-    trainable = {name: p for name, p in network.named_parameters() if p.requires_grad}
-    with full_parameters(accelerator, trainable.values(), writer_rank=0), torch.no_grad():
-        for name, weight in weights.items():
-            trainable[name].copy_(weight)
-
-
 def _train_and_evaluate(network, optimizer, scheduler, train_encoded, validation_encoded, config, pad_id,
-                        accelerator, state, metrics) -> dict:  # fmt: skip
+                        sharding, state, metrics) -> dict:  # fmt: skip
     """Return the epoch record: one pass of optimizer steps, then the held-out evaluation."""
     started, started_cpu = time.perf_counter(), time.process_time()
-    train = train_epoch(network, optimizer, scheduler, train_encoded, config, pad_id, accelerator, state, metrics)
+    train = train_epoch(network, optimizer, scheduler, train_encoded, config, pad_id, sharding, state, metrics)
     train_seconds, train_cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
     held_out = validation_encoded or train_encoded  # without validation, report on the training rankings
-    evaluation = evaluate(network, held_out, config, pad_id, accelerator)
+    evaluation = evaluate(network, held_out, config, pad_id, sharding)
     record = {"event": "epoch", "epoch": state["epoch"] + 1}
     record |= {f"train/{key}": value for key, value in train.items()}
     record |= {f"val/{key}": value for key, value in evaluation.items() if key != "rewards"}
@@ -389,25 +358,6 @@ def _train_and_evaluate(network, optimizer, scheduler, train_encoded, validation
     record |= {"time/train_s": train_seconds, "time/train_cpu_s": train_cpu_seconds}  # CPU: all threads
     record["time/epoch_s"] = time.perf_counter() - started
     return record
-
-
-def _trained_model(accelerator, network, config: RewardConfig):
-    """Return the trained model (peft-wrapped under LoRA) on the main process, None elsewhere.
-
-    Under ZeRO-3 every process takes part in gathering the shards, which the main process copies into a fresh
-    backbone; elsewhere each process already holds the whole model.
-    """
-    inner = accelerator.unwrap_model(network).model
-    if zero_stage(accelerator) != 3:
-        return inner if accelerator.is_main_process else None
-    with full_parameters(accelerator, network):
-        if not accelerator.is_main_process:
-            return None
-        weights = {name: t.detach().to("cpu", copy=True) for name, t in inner.state_dict().items()}
-    with without_hf_zero3():
-        model, _ = load_backbone(config.backbone, config.lora_rank, config.lora_alpha)
-    model.load_state_dict(weights)
-    return model
 
 
 def _save_model(model, tokenizer, run_dir: Path):
@@ -423,9 +373,9 @@ def _save_model(model, tokenizer, run_dir: Path):
     return model
 
 
-def _reward_normalization(network, encoded, config, pad_id, accelerator) -> dict:
+def _reward_normalization(network, encoded, config, pad_id, sharding) -> dict:
     """Return mean/std of the final model's rewards on the training responses, so PPO/GRPO can see ~N(0, 1)."""
-    evaluation = evaluate(network, encoded, config, pad_id, accelerator)
+    evaluation = evaluate(network, encoded, config, pad_id, sharding)
     std = evaluation["reward_std"]
     return {"mean": evaluation["reward_mean"], "std": std if std > 1e-6 else 1.0, "count": evaluation["rewards"]}
 

@@ -10,20 +10,22 @@ import sys
 
 import torch
 
-from core.distributed import make_accelerator, prepare, whole_model_loading
+from core.distributed import Sharding
 from policy.lora import LoraSettings, load_policy
 from rm.model import RewardNetwork, load_backbone
 
 kind, model_dir = sys.argv[1:3]
-accelerator, choice = make_accelerator("cpu")
-with whole_model_loading(accelerator):
+sharding = Sharding("cpu")
+accelerator = sharding.accelerator
+with sharding.loading():
     if kind == "policy":
-        model, _, _ = load_policy(model_dir, LoraSettings(rank=4, alpha=8), accelerator.device, choice.dtype)
+        model, _, _ = load_policy(model_dir, LoraSettings(rank=4, alpha=8), sharding.device, sharding.choice.dtype)
     else:
         model = RewardNetwork(load_backbone(model_dir, lora_rank=4)[0])
 total = sum(parameter.numel() for parameter in model.parameters())
 optimizer = torch.optim.Adam([parameter for parameter in model.parameters() if parameter.requires_grad], lr=1e-4)
-prepared, _ = prepare(accelerator, model, optimizer, rows_per_step=2, max_grad_norm=1.0)
+prepared, _ = sharding.prepare(model, optimizer, rows_per_step=2, max_grad_norm=1.0)
 held = sum(getattr(p, "ds_tensor", p).numel() for p in accelerator.unwrap_model(prepared).parameters())
 record = {"rank": accelerator.process_index, "held": held, "total": total, "type": str(accelerator.distributed_type)}
 print(json.dumps(record))
+sharding.end()

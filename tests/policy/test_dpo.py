@@ -6,24 +6,16 @@ import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from transformers import AutoModelForCausalLM
 
+from core.distributed import Sharding
 from core.runs import MetricsWriter, read_metrics
 from data.registry import list_models
 from policy.config import DPOConfig
-from policy.dpo import (
-    collate_pairs,
-    evaluate_pairs,
-    fit_dpo,
-    load_pairs,
-    pair_logps,
-    prepare_pairs,
-    tokenize_pairs,
-    train_dpo,
-)
+from policy.dpo import evaluate_pairs, fit_dpo, prepare_pairs, train_dpo
 from policy.logprobs import token_logprobs
 from policy.lora import LoraSettings, load_policy
+from policy.pairs import collate_pairs, load_pairs, pair_logps, tokenize_pairs
 
 CPU = torch.device("cpu")
 RAMBLING = "Well, that is a hard one, let me think about it for quite a long while before I try to answer it."
@@ -131,7 +123,7 @@ def test_reference_forward_runs_once_per_pair_over_all_epochs(tiny_model_dir, to
     pairs = datasets.Dataset.from_list(arithmetic_pairs(1, 5))
 
     train = prepare_pairs(policy, reference, tokenizer, pairs, config, CPU)
-    fit_dpo(policy, tokenizer, train, config, Accelerator(cpu=True), MetricsWriter(tmp_path))
+    fit_dpo(policy, tokenizer, train, config, Sharding("cpu"), MetricsWriter(tmp_path))
 
     # A batch runs its prompts once, then chosen and rejected together: 3 rows per pair and pass.
     assert sum(reference_rows) == 3 * len(pairs)  # every pair once
@@ -151,7 +143,7 @@ def test_dpo_raises_margin_and_accuracy_on_held_out_pairs(tiny_model_dir, tokeni
     )
     before = evaluate_pairs(policy, held_out.reference, held_out.examples, config.beta)
 
-    policy, last = fit_dpo(policy, tokenizer, train, config, Accelerator(cpu=True), MetricsWriter(tmp_path))
+    policy, last = fit_dpo(policy, tokenizer, train, config, Sharding("cpu"), MetricsWriter(tmp_path))
     after = evaluate_pairs(policy, held_out.reference, held_out.examples, config.beta)
 
     assert before["eval/margin"] == pytest.approx(0.0, abs=1e-4)  # the LoRA policy starts as its reference

@@ -8,25 +8,15 @@ from types import SimpleNamespace
 import datasets
 import pytest
 import torch
-from accelerate import Accelerator
 
 import policy.dpo
+from core.distributed import Sharding
 from core.runs import MetricsWriter, read_metrics
 from policy.config import DPOConfig
-from policy.dpo import (
-    COLLATORS,
-    LengthGroupedBatches,
-    cache_reference_logps,
-    fit_dpo,
-    forward_layout,
-    pair_length,
-    pair_logps,
-    pair_losses,
-    prepare_pairs,
-    reference_batches,
-    tokenize_pairs,
-)
+from policy.dpo import fit_dpo, pair_losses, prepare_pairs
 from policy.lora import LoraSettings, load_policy
+from policy.pairs import COLLATORS, LengthGroupedBatches, forward_mode, pair_length, pair_logps, tokenize_pairs
+from policy.reference import cache_reference_logps, reference_batches
 
 CPU = torch.device("cpu")
 # Prompts and responses of different lengths (and two pairs on one prompt), so both layouts really pad.
@@ -115,8 +105,8 @@ def test_reference_batches_go_longest_first_and_fill_a_memory_budget(tokenizer):
     def peak(batch):  # the estimate the budget bounds, written out
         completion = max(max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in batch)
         width = max(pair_length(e) for e in batch)
-        logits = (completion + 1) * 100 * policy.dpo.LOGIT_BYTES
-        return 2 * len(batch) * (logits + width * 8 * policy.dpo.ACTIVATION_BYTES)
+        logits = (completion + 1) * 100 * policy.reference.LOGIT_BYTES
+        return 2 * len(batch) * (logits + width * 8 * policy.reference.ACTIVATION_BYTES)
 
     ordered = sorted(examples, key=pair_length, reverse=True)
     budget = peak(ordered[:3])  # exactly room for the three longest pairs
@@ -128,11 +118,11 @@ def test_reference_batches_go_longest_first_and_fill_a_memory_budget(tokenizer):
 
 
 def test_layout_follows_the_device_unless_chosen(tiny_model_dir, tmp_path):
-    assert forward_layout("auto", torch.device("cpu")) == "shared_prompt"
-    assert forward_layout("auto", torch.device("cuda", 0)) == "padded"
-    assert forward_layout("padded", torch.device("cpu")) == "padded"
-    with pytest.raises(ValueError, match="unknown DPO forward_layout 'packed'"):
-        forward_layout("packed", CPU)
+    assert forward_mode("auto", torch.device("cpu")) == "shared_prompt"
+    assert forward_mode("auto", torch.device("cuda", 0)) == "padded"
+    assert forward_mode("padded", torch.device("cpu")) == "padded"
+    with pytest.raises(ValueError, match="unknown DPO forward_mode 'packed'"):
+        forward_mode("packed", CPU)
 
     # What fit_dpo actually runs on this CPU: 'auto' runs each prompt once (3 rows per pair), 'padded' 2 rows.
     rows_seen = {}
@@ -140,7 +130,7 @@ def test_layout_follows_the_device_unless_chosen(tiny_model_dir, tmp_path):
         policy, reference, tokenizer = load_policy(
             str(tiny_model_dir), LoraSettings(rank=4, alpha=8), CPU, torch.float32
         )
-        config = small_config(tiny_model_dir, tmp_path / layout, forward_layout=layout)
+        config = small_config(tiny_model_dir, tmp_path / layout, forward_mode=layout)
         train = prepare_pairs(policy, reference, tokenizer, datasets.Dataset.from_list(PAIRS), config, CPU)
         rows_seen[layout] = 0
 
@@ -148,7 +138,7 @@ def test_layout_follows_the_device_unless_chosen(tiny_model_dir, tmp_path):
             rows_seen[layout] += kwargs["input_ids"].shape[0]
 
         policy.register_forward_hook(count_rows, with_kwargs=True)
-        fit_dpo(policy, tokenizer, train, config, Accelerator(cpu=True), MetricsWriter(tmp_path / layout))
+        fit_dpo(policy, tokenizer, train, config, Sharding("cpu"), MetricsWriter(tmp_path / layout))
     assert rows_seen == {"auto": 3 * len(PAIRS), "padded": 2 * len(PAIRS)}
 
 
@@ -167,7 +157,7 @@ PROJECT = Path(policy.dpo.__file__).resolve().parent.parent
 @pytest.mark.parametrize("layout", ["padded", "shared_prompt"])
 def test_metrics_are_read_off_the_device_only_at_log_steps(tiny_model_dir, tokenizer, tmp_path, monkeypatch, layout):
     """No project code reads a tensor back to the host (a GPU synchronisation) in a step that writes no record."""
-    config = small_config(tiny_model_dir, tmp_path, forward_layout=layout, log_every=3)
+    config = small_config(tiny_model_dir, tmp_path, forward_mode=layout, log_every=3)
     policy_model, reference, tokenizer = load_policy(config.model, LoraSettings(rank=4, alpha=8), CPU, torch.float32)
     pairs = [
         {"prompt": f"What is {n} plus 3?", "chosen": f"{n + 3}.", "rejected": "I do not know. " * n} for n in range(14)
@@ -201,7 +191,7 @@ def test_metrics_are_read_off_the_device_only_at_log_steps(tiny_model_dir, token
     write = writer.write
     writer.write = lambda step, metrics: (events.append(("write", step)), write(step, metrics))[1]
 
-    fit_dpo(policy_model, tokenizer, train, config, Accelerator(cpu=True), writer)
+    fit_dpo(policy_model, tokenizer, train, config, Sharding("cpu"), writer)
     monkeypatch.undo()
 
     steps = [[]]  # the events of each step, from its dpo_step call to the next one

@@ -10,16 +10,8 @@ from transformers import AutoModelForCausalLM
 from trl import DPOConfig as TRLDPOConfig
 from trl import DPOTrainer
 
-from policy.dpo import (
-    PairLogps,
-    collate_pairs,
-    conservative_dpo_loss,
-    dpo_loss,
-    ipo_loss,
-    pair_logps,
-    pair_losses,
-    tokenize_pairs,
-)
+from policy.dpo import conservative_dpo_loss, dpo_loss, ipo_loss, pair_losses
+from policy.pairs import PairLogps, collate_pairs, pair_logps, tokenize_pairs
 from tests.conftest import tiny_llama_config
 
 PAIRS = [

@@ -9,12 +9,12 @@ import sys
 import pytest
 import torch
 
-from core.distributed import make_accelerator
+from core.distributed import Sharding
 from rm.config import RewardConfig
 from rm.loss import batch_loss
 from rm.model import RewardNetwork, load_backbone, reads_last_token
 from rm.synthetic import synthetic_rankings
-from rm.train import batches_of, encode_rankings, forward_layout, score_rankings, train_epoch
+from rm.train import batches_of, encode_rankings, padding_for, score_rankings, train_epoch
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +62,9 @@ def test_length_grouped_batches_hold_every_ranking_once_and_pad_less(tiny):
 
 
 def test_the_device_picks_the_layout():
-    assert forward_layout("cpu") == forward_layout(torch.device("cpu"))
-    assert (forward_layout("cpu").pad_multiple, forward_layout("cpu").group_by_length) == (1, False)
-    assert (forward_layout("cuda").pad_multiple, forward_layout("cuda").group_by_length) == (64, True)
+    assert padding_for("cpu") == padding_for(torch.device("cpu"))
+    assert (padding_for("cpu").pad_multiple, padding_for("cpu").group_by_length) == (1, False)
+    assert (padding_for("cuda").pad_multiple, padding_for("cuda").group_by_length) == (64, True)
 
 
 def test_a_training_epoch_reads_numbers_only_at_logging_points(tiny, tmp_path, monkeypatch):
@@ -86,9 +86,8 @@ def test_a_training_epoch_reads_numbers_only_at_logging_points(tiny, tmp_path, m
             return real(tensor)
 
         monkeypatch.setattr(torch.Tensor, method, counted)
-    accelerator, _ = make_accelerator("cpu")
     result = train_epoch(RewardNetwork(model), optimizer, scheduler, encoded, config, tokenizer.pad_token_id,
-                         accelerator, state, MetricsWriter(tmp_path))  # fmt: skip
+                         Sharding("cpu"), state, MetricsWriter(tmp_path))  # fmt: skip
     assert state["step"] == 12 and len(read_metrics(tmp_path)) == 3  # 24 rankings / 2, logged every 4 steps
     # one read (loss and counts together) at each of 3 logging points, one at the end, and the shuffle's order
     assert len(reads) == 3 + 1 + 1
