@@ -180,3 +180,14 @@ def test_the_export_is_trl_conversational_and_reimports_to_the_same_conversation
         assert [prompt for _, prompt in all_prompts(fresh)] == [[SYSTEM, *HH_MESSAGES]]
     finally:
         fresh.close()
+
+
+def test_blind_comparisons_keep_the_conversation(store):
+    from data import compare
+
+    add_prompts(store, [HH_MESSAGES, "plain"], "t")
+    assert sorted(map(str, compare.sample_prompts(store, 5, seed=0))) == sorted(map(str, [HH_MESSAGES, "plain"]))
+    compare.add_comparison(store, HH_MESSAGES, "a", "12.", "b", "7.")
+    alice = annotation.ensure_annotator(store, "alice")
+    shown = compare.next_comparison(store, alice)
+    assert shown.prompt == HH_MESSAGES and {shown.left, shown.right} == {"12.", "7."}
