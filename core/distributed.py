@@ -127,12 +127,14 @@ class Sharding:
                 "stage3_prefetch_bucket_size": 0,
             }
         engine, *_ = deepspeed.initialize(model=model, config=config)
-        return engine.eval()
+        engine.eval()  # DeepSpeed's eval() returns nothing
+        return engine
 
     @property
-    def lockstep_generation(self) -> bool:
-        """Return whether `generate` must run every decoding step on every process (`synced_gpus`): under ZeRO-3
-        each step gathers the weights from all processes, so one that finished early must keep stepping."""
+    def lockstep(self) -> bool:
+        """Return whether every process must run the same forward passes, in number and order: under ZeRO-3 each
+        one gathers the weights from all processes. Then `generate` runs every decoding step everywhere
+        (`synced_gpus`), and no pass may be skipped or added by the data (a prefill shared by equal prompts)."""
         return self._splits_weights and self.world > 1
 
     # -- gathering, saving, snapshots --------------------------------------------------------------------------

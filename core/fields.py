@@ -1,6 +1,7 @@
 """Config dataclass fields that carry their help text and choices: one source for the CLI flags, the app's forms
 and the configs' own checks."""
 
+import argparse
 import types
 import typing
 from dataclasses import field, fields
@@ -29,3 +30,16 @@ def check_choices(config) -> None:
         value = getattr(config, spec.name)
         if choices and value not in choices:
             raise ValueError(f"unknown {spec.name} {value!r}; expected one of {choices}")
+
+
+def add_flag(parser, spec, text: str, default=None, aliases=(), choices: bool = True) -> None:
+    """Add a config field's command-line flag: `--name-with-dashes` of the field's type, its choices (unless the
+    flag serves fields of several configs that differ in them), a bool as `--name`/`--no-name`."""
+    flag = "--" + spec.name.replace("_", "-")
+    if flag_type(spec) is bool:
+        parser.add_argument(flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=default, help=text)
+        return
+    allowed = spec.metadata.get("choices") if choices else None
+    parser.add_argument(
+        flag, *aliases, dest=spec.name, type=flag_type(spec), choices=allowed, default=default, help=text
+    )

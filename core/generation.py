@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import GenerationConfig
 
+from core.batching import left_pad
 from core.chat import chat_prompt_ids, cut_at_eos, eos_token_ids
 
 CPU_MAX_NEW_TOKENS, GPU_MAX_NEW_TOKENS = 128, 256
@@ -92,18 +93,6 @@ class Generated:
         return int(self.completion_mask.sum())
 
 
-def left_pad(rows: list[list[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (input_ids, attention_mask) of token rows left-padded to `width` (default: the longest row)."""
-    width = max(len(row) for row in rows) if width is None else width
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for index, row in enumerate(rows):
-        if row:
-            input_ids[index, width - len(row) :] = torch.tensor(row)
-            attention_mask[index, width - len(row) :] = 1
-    return input_ids, attention_mask
-
-
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Return positions counting from the first real token, so left padding does not shift them."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -173,7 +162,7 @@ class Engine:
 
     def __init__(self, model, tokenizer, compiled: bool | None = None, lockstep: bool = False):
         self.model = model
-        self.lockstep = lockstep  # every process runs every decoding step: ZeRO-3 gathers weights layer by layer
+        self.lockstep = lockstep  # every process runs the same forward passes (`Sharding.lockstep`)
         self.tokenizer = tokenizer
         self.compiled = model.device.type == "cuda" if compiled is None else compiled
         self.eos_ids = eos_token_ids(model, tokenizer)
@@ -215,7 +204,10 @@ class Engine:
         )
         was_training = model.training
         model.eval()
-        cache = None if self.compiled else shared_prompt_cache(model, prompt_ids, prompt_mask)
+        # In lockstep, whether equal prompts share a prefill must not depend on the data: one forward more or less
+        # on one process stops all of them.
+        shared = not (self.compiled or self.lockstep)
+        cache = shared_prompt_cache(model, prompt_ids, prompt_mask) if shared else None
         with plain_generation_defaults(model):
             output = model.generate(
                 input_ids=prompt_ids,

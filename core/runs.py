@@ -135,7 +135,8 @@ class MetricWindow:
 
     A read is the loop's one host synchronisation (one gather over processes, one copy to the host), so the
     host can queue the next steps' kernels while the device still runs the last ones. Step time and tokens per
-    second are over the whole window, measured once its values are back.
+    second (`charts/tokens`: a step's tokens on one process; the rate counts every process) are over the whole
+    window, measured once its values are back. Every trainer's loop reads its metrics through one of these.
     """
 
     def __init__(self):
@@ -149,10 +150,11 @@ class MetricWindow:
         self.steps += 1
 
     def read(self, sharding) -> dict[str, float]:
+        """Return the window's means over its steps and over the processes (`sharding`: a `Sharding`)."""
         means = sharding.mean({key: total / self.steps for key, total in self.sums.items()})
         elapsed = time.perf_counter() - self.started
-        tokens = means.pop("charts/tokens")
-        means |= {"charts/step_time_s": elapsed / self.steps, "charts/tokens_per_s": tokens * self.steps / elapsed}
+        tokens = means.pop("charts/tokens") * sharding.world * self.steps
+        means |= {"charts/step_time_s": elapsed / self.steps, "charts/tokens_per_s": tokens / elapsed}
         self.__init__()
         return means
 

@@ -8,7 +8,7 @@ import argparse
 import json
 from dataclasses import MISSING, fields
 
-from core.fields import flag_type
+from core.fields import add_flag
 from core.layouts import is_main_process, launched, layout_file
 from core.runs import final_metrics, read_run_config
 from orchestration.processes import relaunch_under_accelerate
@@ -45,12 +45,8 @@ def register(subparsers) -> None:
     parser.add_argument("--algo", choices=sorted(CONFIGS), help="the algorithm (taken from the run when resuming)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a PPO/GRPO run from its last checkpoint")
     for name, (field, text) in _all_fields().items():
-        flag = "--" + name.replace("_", "-")
-        kind = flag_type(field)
-        if kind is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            parser.add_argument(flag, *ALIASES.get(name, []), dest=name, type=kind, default=None, help=text)
+        # Choices are checked by each config: a flag such as --loss-type serves configs that differ in them.
+        add_flag(parser, field, text, aliases=ALIASES.get(name, []), choices=False)
     parser.set_defaults(func=cmd_train_policy)
 
 

@@ -3,7 +3,7 @@
 import json
 from dataclasses import MISSING, fields
 
-from core.fields import flag_type
+from core.fields import add_flag
 from core.layouts import is_main_process, launched, layout_file
 from orchestration.processes import relaunch_under_accelerate
 from rm.config import RewardConfig
@@ -17,17 +17,9 @@ def register(subparsers) -> None:
         "train-rm", help="train a reward model on the rankings (or a pairs file)", description=RewardConfig.__doc__
     )
     for field in fields(RewardConfig):
-        flag = "--" + field.name.replace("_", "-")
         default = None if field.default is MISSING else field.default
-        parser.add_argument(
-            flag,
-            *ALIASES.get(field.name, []),
-            dest=field.name,
-            type=flag_type(field),
-            choices=field.metadata.get("choices"),
-            default=default,
-            help=f"{field.metadata['help']} (default: {default})",
-        )
+        text = f"{field.metadata['help']} (default: {default})"
+        add_flag(parser, field, text, default, ALIASES.get(field.name, []))
     parser.set_defaults(func=cmd_train_rm)
 
 

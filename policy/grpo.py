@@ -5,14 +5,14 @@ every one of its tokens. Variants: DAPO token averaging and clip-higher (Yu et a
 unscaled advantages and constant normaliser (Liu et al. 2025).
 """
 
-import time
 from pathlib import Path
 
 import torch
 
+from core.runs import MetricWindow, is_log_step
 from policy.config import GRPOConfig
 from policy.logprobs import token_logprobs
-from policy.rollout import collect_rollout
+from policy.rollout import collect_rollout, lockstep_sharing
 from policy.runner import (
     RunContext,
     finish_run,
@@ -47,10 +47,10 @@ def grpo_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: 
     raise ValueError(f"unknown scale_rewards {scale_rewards!r}; expected 'group', 'batch' or 'none'")
 
 
-def tied_group_fraction(rewards: torch.Tensor, num_generations: int) -> float:
-    """Return the share of groups whose G rewards are all equal: they carry no learning signal."""
+def tied_group_fraction(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """Return the share of groups whose G rewards are all equal (0-dim): they carry no learning signal."""
     grouped = rewards.view(-1, num_generations)
-    return (grouped == grouped[:, :1]).all(dim=1).float().mean().item()
+    return (grouped == grouped[:, :1]).all(dim=1).float().mean()
 
 
 # KL_t ≈ exp(ref − logp) − (ref − logp) − 1   (k3 estimator, Schulman 2020: unbiased and always >= 0)
@@ -112,9 +112,11 @@ def train_grpo(
     ctx = start_policy_gradient_run(config, reward, prompts, store, resume, load_reward_model)
     optimizer = make_optimizer(ctx.policy, config.learning_rate, eps=1e-8)
     model, optimizer = prepare_training(ctx, ctx.policy, optimizer, config.batch_prompts * config.num_generations)
-    record = {}
+    record, window = {}, MetricWindow()
     for step in progress_bar(ctx, "grpo"):
-        record = ctx.writer.write(step + 1, grpo_step(ctx, model, optimizer, step))
+        window.add(grpo_step(ctx, model, optimizer, step))
+        if is_log_step(step + 1, config.steps, config.log_every):
+            record = ctx.writer.write(step + 1, window.read(ctx.sharding) | {"charts/kl_coef": config.beta})
         if config.save_every and (step + 1) % config.save_every == 0:
             save_run(ctx, step + 1, model, optimizer)
     objective = {key: value for key, value in record.items() if key.startswith("objective/")}
@@ -122,9 +124,9 @@ def train_grpo(
 
 
 def grpo_step(ctx: RunContext, model, optimizer, step: int) -> dict:
-    """Sample G responses per prompt, compute group advantages, take num_iterations optimizer steps; return metrics."""
+    """Sample G responses per prompt, compute group advantages, take num_iterations optimizer steps; return this
+    process's metrics, left on the device (`MetricWindow` reads them)."""
     config, accelerator = ctx.config, ctx.accelerator
-    started = time.perf_counter()
     prompts = prompt_batch(ctx.inputs, step, config.batch_prompts, ctx.sharding.rank, ctx.sharding.world, config.seed)
     rollout = collect_rollout(
         ctx.policy,
@@ -139,16 +141,17 @@ def grpo_step(ctx: RunContext, model, optimizer, step: int) -> dict:
         missing_eos_penalty=config.missing_eos_penalty,
         need_old_logprobs=config.num_iterations > 1,  # mu = 1: old = detached current, no extra pass
         need_ref_logprobs=config.beta != 0.0,  # beta = 0: no reference pass at all
-        lockstep=ctx.sharding.lockstep_generation,
+        lockstep=ctx.sharding.lockstep,
     )
     advantages = grpo_advantages(rollout.rewards, config.num_generations, config.scale_rewards)
     mask = rollout.completion_mask.float()
     # DAPO normaliser: the global token count split over processes, so DDP's gradient mean is the global token mean.
     token_count = accelerator.reduce(mask.sum(), reduction="sum") / accelerator.num_processes
     model.train()
+    sharing = lockstep_sharing(rollout.prompt_width, ctx.sharding.lockstep)
     for _ in range(config.num_iterations):
         logprobs, entropy = token_logprobs(
-            model, rollout.input_ids, rollout.attention_mask, rollout.completion_mask, config.temperature
+            model, rollout.input_ids, rollout.attention_mask, rollout.completion_mask, config.temperature, sharing
         )
         old_logprobs = rollout.old_logprobs if rollout.old_logprobs is not None else logprobs.detach()
         per_token, ratio = grpo_token_loss(
@@ -168,19 +171,18 @@ def grpo_step(ctx: RunContext, model, optimizer, step: int) -> dict:
         optimizer.step()
         optimizer.zero_grad()
     return grpo_metrics(
-        ctx, rollout, advantages, logprobs.detach(), entropy.detach(), ratio.detach(), loss, grad_norm, started
+        config, rollout, advantages, logprobs.detach(), entropy.detach(), ratio.detach(), loss, grad_norm
     )
 
 
-def grpo_metrics(ctx, rollout, advantages, logprobs, entropy, ratio, loss, grad_norm, started) -> dict:
-    """Return the step's metrics, averaged over all processes."""
-    config, accelerator = ctx.config, ctx.accelerator
+def grpo_metrics(config, rollout, advantages, logprobs, entropy, ratio, loss, grad_norm) -> dict:
+    """Return this process's metrics of a step as 0-dim tensors (no host read)."""
     mask = rollout.completion_mask.float()
     clipped = ((ratio < 1 - config.epsilon_low) | (ratio > 1 + config.epsilon_high)).float()
-    local = {
+    metrics = {
         "objective/reward_mean": rollout.rewards.mean(),
         "objective/reward_std": rollout.rewards.std(),
-        "objective/tied_group_frac": torch.tensor(tied_group_fraction(rollout.rewards, config.num_generations)),
+        "objective/tied_group_frac": tied_group_fraction(rollout.rewards, config.num_generations),
         "policy/entropy": (entropy * mask).sum() / mask.sum().clamp(min=1),
         "policy/advantage_abs": advantages.abs().mean(),
         "losses/policy_loss": loss.detach(),
@@ -188,11 +190,8 @@ def grpo_metrics(ctx, rollout, advantages, logprobs, entropy, ratio, loss, grad_
         "losses/grad_norm": torch.as_tensor(grad_norm).float(),
         "charts/response_length": rollout.response_lengths.float().mean(),
         "charts/eos_frac": rollout.has_eos.float().mean(),
+        "charts/tokens": mask.sum(),
     }
     if rollout.ref_logprobs is not None:
-        local["objective/kl"] = (k3_kl(logprobs, rollout.ref_logprobs) * mask).sum() / mask.sum().clamp(min=1)
-    metrics = ctx.sharding.mean(local)
-    elapsed = time.perf_counter() - started
-    tokens = accelerator.reduce(mask.sum(), reduction="sum").item()
-    metrics |= {"charts/step_time_s": elapsed, "charts/tokens_per_s": tokens / elapsed, "charts/kl_coef": config.beta}
+        metrics["objective/kl"] = (k3_kl(logprobs, rollout.ref_logprobs) * mask).sum() / mask.sum().clamp(min=1)
     return metrics

@@ -6,16 +6,15 @@ rejected run in one padded pass over pairs of similar length (fewest kernel laun
 """
 
 import json
-import math
-import random
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import datasets
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
+from core.batching import LengthGroupedBatches
 from core.chat import ConversationError, chat_prompt_ids, conversation
 from data.conversations import NoSharedPrompt, is_hh_transcript, pair_of_row
 from data.export import pairs_dataset
@@ -233,34 +232,6 @@ def pair_logps(model, batch: dict) -> PairLogps:
     chosen, rejected = logps.chunk(2)
     chosen_tokens, rejected_tokens = tokens.chunk(2)
     return PairLogps(chosen, rejected, chosen_tokens, rejected_tokens)
-
-
-class LengthGroupedBatches(Sampler):
-    """Batches of pairs of similar length, in random order: less padding for the padded mode.
-
-    Each epoch shuffles the pairs, sorts each window of `window` batches' worth by length, cuts it into batches,
-    and shuffles the batches (as transformers' LengthGroupedSampler does), so batches still mix across the data.
-    The order is a function of the seed and the epoch alone: every process draws the same one.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 16):
-        self.lengths, self.batch_size, self.seed, self.window = lengths, batch_size, seed, window
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-    def __iter__(self):
-        rng = random.Random(self.seed + self.epoch)
-        self.epoch += 1
-        order = rng.sample(range(len(self.lengths)), len(self.lengths))
-        span = self.batch_size * self.window
-        batches = []
-        for start in range(0, len(order), span):
-            window = sorted(order[start : start + span], key=lambda index: -self.lengths[index])
-            batches += [window[first : first + self.batch_size] for first in range(0, len(window), self.batch_size)]
-        rng.shuffle(batches)
-        yield from batches
 
 
 def pair_length(example: dict) -> int:

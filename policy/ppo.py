@@ -5,13 +5,13 @@ and the reward model's score arrives at the last real token (the EOS). A value h
 GAE (policy/gae.py) turns rewards and values into advantages.
 """
 
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from core.models import disable_dropout
+from core.runs import MetricWindow, is_log_step
 from policy.config import PPOConfig
 from policy.gae import gae, masked_mean, masked_whiten
 from policy.logprobs import logprobs_from_logits, position_ids_from_mask
@@ -192,9 +192,12 @@ def train_ppo(
     def trainer_state() -> dict:
         return {"value_model": value_state(combined), "kl_coef": kl_controller.value}
 
-    record = {}
+    record, window = {}, MetricWindow()
     for step in progress_bar(ctx, "ppo"):
-        record = ctx.writer.write(step + 1, ppo_step(ctx, model, optimizer, kl_controller, step))
+        kl_coef = kl_controller.value  # the step's β (an adaptive controller updates it after the step)
+        window.add(ppo_step(ctx, model, optimizer, kl_controller, step))
+        if is_log_step(step + 1, config.steps, config.log_every):
+            record = ctx.writer.write(step + 1, window.read(ctx.sharding) | {"charts/kl_coef": kl_coef})
         if config.save_every and (step + 1) % config.save_every == 0:
             save_run(ctx, step + 1, model, optimizer, trainer_state)
     objective = {key: value for key, value in record.items() if key.startswith("objective/")}
@@ -206,7 +209,6 @@ def train_ppo(
 def ppo_step(ctx: RunContext, model, optimizer, kl_controller, step: int) -> dict:
     """Collect one rollout batch, compute advantages, run ppo_epochs over minibatches; return metrics."""
     config, accelerator = ctx.config, ctx.accelerator
-    started = time.perf_counter()
     prompts = prompt_batch(ctx.inputs, step, config.batch_prompts, ctx.sharding.rank, ctx.sharding.world, config.seed)
     unwrapped = accelerator.unwrap_model(model)
     rollout = collect_rollout(
@@ -220,7 +222,7 @@ def ppo_step(ctx: RunContext, model, optimizer, kl_controller, step: int) -> dic
         max_prompt_tokens=config.max_prompt_tokens,
         missing_eos_penalty=config.missing_eos_penalty,
         need_old_logprobs=False,  # computed below in the same pass as the values
-        lockstep=ctx.sharding.lockstep_generation,
+        lockstep=ctx.sharding.lockstep,
     )
     width = rollout.prompt_width
     mask = rollout.completion_mask[:, width:].float()  # (B, C)
@@ -238,10 +240,11 @@ def ppo_step(ctx: RunContext, model, optimizer, kl_controller, step: int) -> dic
         "returns": returns,
     }
     stats = ppo_epochs(ctx, model, optimizer, rollout, batch)
-    mean_kl = accelerator.reduce(kl.sum(-1).mean(), reduction="mean").item()
     kl_coef = kl_controller.value
-    kl_controller.update(mean_kl, config.batch_prompts * accelerator.num_processes)
-    return ppo_metrics(ctx, rollout, kl, kl_coef, stats, returns, old_values, mask, started)
+    if config.adaptive_kl:  # the controller needs the batch's KL on the host: a read every step
+        mean_kl = accelerator.reduce(kl.sum(-1).mean(), reduction="mean").item()
+        kl_controller.update(mean_kl, config.batch_prompts * accelerator.num_processes)
+    return ppo_metrics(rollout, kl, kl_coef, stats, returns, old_values, mask)
 
 
 def ppo_epochs(ctx: RunContext, model, optimizer, rollout: Rollout, batch: dict) -> dict:
@@ -283,13 +286,12 @@ def ppo_epochs(ctx: RunContext, model, optimizer, rollout: Rollout, batch: dict)
     return {key: torch.stack(values).mean() for key, values in stats.items()}
 
 
-def ppo_metrics(ctx, rollout, kl, kl_coef, stats, returns, old_values, mask, started) -> dict:
-    """Return the step's metrics, averaged over all processes."""
-    accelerator = ctx.accelerator
+def ppo_metrics(rollout, kl, kl_coef, stats, returns, old_values, mask) -> dict:
+    """Return this process's metrics of a step as 0-dim tensors (no host read; `MetricWindow` reads them)."""
     sequence_kl = kl.sum(-1)
     residual_variance = masked_mean((returns - old_values) ** 2, mask) - masked_mean(returns - old_values, mask) ** 2
     returns_variance = masked_mean(returns**2, mask) - masked_mean(returns, mask) ** 2
-    local = {
+    return {
         "objective/reward_mean": rollout.rewards.mean(),
         "objective/reward_std": rollout.rewards.std() if len(rollout.rewards) > 1 else torch.tensor(0.0),
         "objective/kl": sequence_kl.mean(),
@@ -297,10 +299,6 @@ def ppo_metrics(ctx, rollout, kl, kl_coef, stats, returns, old_values, mask, sta
         "val/explained_variance": 1 - residual_variance / returns_variance.clamp(min=1e-8),
         "charts/response_length": rollout.response_lengths.float().mean(),
         "charts/eos_frac": rollout.has_eos.float().mean(),
+        "charts/tokens": mask.sum(),
         **stats,
     }
-    metrics = ctx.sharding.mean(local)
-    elapsed = time.perf_counter() - started
-    tokens = accelerator.reduce(mask.sum(), reduction="sum").item()
-    metrics |= {"charts/step_time_s": elapsed, "charts/tokens_per_s": tokens / elapsed, "charts/kl_coef": kl_coef}
-    return metrics

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+from core.batching import left_pad
 from core.chat import chat_prompt_ids, conversation, plain_layout
-from core.generation import Engine, left_pad
-from policy.logprobs import token_logprobs
+from core.generation import Engine
+from policy.logprobs import PromptSharing, token_logprobs
 from policy.lora import reference_mode
 
 
@@ -145,7 +146,7 @@ def generate(
 
     Sampling is from the full distribution at `temperature` (no top-k/top-p), so the log-probs the losses use
     are those of the distribution that produced the tokens. Call it on the unwrapped model under DDP.
-    `lockstep`: every process runs every decoding step (`Sharding.lockstep_generation`).
+    `lockstep`: every process runs the same forward passes (`Sharding.lockstep`).
     """
     engine = Engine(model, tokenizer, lockstep=lockstep)
     generated = engine.generate(prompt_rows(tokenizer, prompts, max_prompt_tokens), max_new_tokens, temperature)
@@ -153,6 +154,12 @@ def generate(
     attention_mask = torch.cat([generated.prompt_mask, generated.completion_mask], dim=1)
     full_completion_mask = torch.cat([torch.zeros_like(generated.prompt_mask), generated.completion_mask], dim=1)
     return input_ids, attention_mask, full_completion_mask, generated.has_eos, generated.prompt_ids.shape[1]
+
+
+def lockstep_sharing(prompt_width: int, lockstep: bool) -> PromptSharing | None:
+    """Return the prompt sharing a rollout's forward passes use: found from the data (None), or in lockstep one
+    plain pass, so that every process runs the same passes whatever prompts it drew."""
+    return PromptSharing(prompt_width) if lockstep else None
 
 
 def decode_completions(tokenizer, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[str]:
@@ -195,11 +202,14 @@ def collect_rollout(
     if missing_eos_penalty is not None:
         rewards = rewards - missing_eos_penalty * (~has_eos).float().cpu()
     old_logprobs = ref_logprobs = None
+    sharing = lockstep_sharing(prompt_width, lockstep)
     if need_old_logprobs:
-        old_logprobs, _ = token_logprobs(policy, input_ids, attention_mask, completion_mask, temperature)
+        old_logprobs, _ = token_logprobs(policy, input_ids, attention_mask, completion_mask, temperature, sharing)
     if need_ref_logprobs:
         with reference_mode(policy, reference) as reference_model:
-            ref_logprobs, _ = token_logprobs(reference_model, input_ids, attention_mask, completion_mask, temperature)
+            ref_logprobs, _ = token_logprobs(
+                reference_model, input_ids, attention_mask, completion_mask, temperature, sharing
+            )
     return Rollout(
         input_ids=input_ids,
         attention_mask=attention_mask,

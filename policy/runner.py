@@ -250,7 +250,7 @@ def save_weights(ctx: RunContext, model, step: int, folder: Path | None = None) 
 def save_run(ctx: RunContext, step: int, model, optimizer, extra_state: Callable[[], dict] | None = None) -> None:
     """Write the checkpoint and the trainer state (optimizer, step) for resume.
 
-    `extra_state()` is read with the weights gathered (the value head is split too under ZeRO-3). The state file is
+    `extra_state()` is read with the weights gathered (the value head is split too where the weights are). The state file is
     written whole or not at all, and names the optimizer state's folder only once every process has written its
     part; the previous one is removed after.
     """

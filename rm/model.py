@@ -97,21 +97,6 @@ def encode(tokenizer, prompt, response: str, max_length: int, last_token: bool) 
     return prompt_ids + response_ids
 
 
-def pad_right(sequences: list[list[int]], pad_id: int, device, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (input_ids, attention_mask), both (B, T), right-padded to the longest rounded up to `multiple`.
-
-    A multiple above 1 keeps a GPU's shapes to a few buckets (fewer allocations and kernel choices); the rewards
-    are the same, read at each row's last real token.
-    """
-    width = -(-max(len(ids) for ids in sequences) // multiple) * multiple
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, : len(ids)] = 1
-    return input_ids.to(device), attention_mask.to(device)
-
-
 def right_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the batch moved to right padding: each row's real tokens first, in order (a stable sort on the mask)."""
     order = torch.argsort(1 - attention_mask, dim=-1, stable=True)  # (B, T)
@@ -138,7 +123,7 @@ class RewardNetwork(torch.nn.Module):
     """The reward model as one module whose forward returns the sequence rewards (B,).
 
     Training prepares this module with accelerate, so the engine that wraps it (DDP syncing gradients, DeepSpeed
-    gathering ZeRO-3 shards) sees every forward pass; `model` is the plain transformers (or peft) model inside.
+    gathering split weights) sees every forward pass; `model` is the plain transformers (or peft) model inside.
     """
 
     def __init__(self, model):

@@ -7,9 +7,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from core.batching import pad_right
 from core.models import ensure_pad_token, pick_device, resolve_model
 from rm.config import RewardConfig
-from rm.model import encode, pad_right, reads_last_token, sequence_rewards
+from rm.model import encode, reads_last_token, sequence_rewards
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from core.batching import length_grouped, pad_right, padding_for
 from core.distributed import Sharding
 from core.paths import runs_dir
 from core.runs import MetricsWriter
@@ -26,7 +27,7 @@ from data.registry import check_run_name, record_run
 from rm.config import RewardConfig
 from rm.data import Ranking, rankings_from_store, read_pairs, read_rankings, split_rankings
 from rm.loss import batch_loss, comparison_pairs
-from rm.model import RewardNetwork, encode, load_backbone, pad_right, reads_last_token
+from rm.model import RewardNetwork, encode, load_backbone, reads_last_token
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +66,6 @@ def encode_rankings(rankings: list[Ranking], tokenizer, max_length: int, last_to
     ]
 
 
-@dataclass(frozen=True)
-class Padding:
-    """How batches of rankings are shaped on a device: chosen by `padding_for`, both tested to agree."""
-
-    pad_multiple: int  # sequence width rounded up to this (CUDA: a few shapes; CPU: no wasted tokens)
-    group_by_length: bool  # batches of rankings of similar length (less padding), shuffled batch order
-
-
-def padding_for(device) -> Padding:
-    """Return the padding that measures fastest on the device: bucketed and length-grouped on CUDA, as-is on CPU."""
-    cuda = torch.device(device).type == "cuda"
-    return Padding(pad_multiple=64 if cuda else 1, group_by_length=cuda)
-
-
 def score_rankings(network, batch: list[EncodedRanking], pad_id: int, device, autocast, pad_multiple: int = 1):
     """Return the K rewards of each ranking in the batch, from one forward pass over all their responses.
 
@@ -96,21 +83,17 @@ def batches_of(
 ) -> list[list]:
     """Return the items in batches, shuffled when a generator is given.
 
-    Grouped by length: the shuffled items are sorted by length within windows of 8 batches, cut into batches,
-    and the batches shuffled, so a batch pads little and the order stays random.
+    Grouped by length (`length_grouped`, windows of 8 batches), then the batches shuffled: a batch pads little
+    and the order stays random.
     """
     order = torch.randperm(len(items), generator=generator).tolist() if generator else list(range(len(items)))
-    ordered = [items[i] for i in order]
     if not group_by_length:
-        return [ordered[start : start + batch_size] for start in range(0, len(ordered), batch_size)]
-    window = 8 * batch_size
-    batches = []
-    for start in range(0, len(ordered), window):
-        chunk = sorted(ordered[start : start + window], key=lambda ranking: max(map(len, ranking.sequences)))
-        batches += [chunk[index : index + batch_size] for index in range(0, len(chunk), batch_size)]
+        return [[items[i] for i in order[start : start + batch_size]] for start in range(0, len(order), batch_size)]
+    lengths = [max(map(len, item.sequences)) for item in items]
+    batches = length_grouped(order, lengths, batch_size, window=8)
     if generator is not None:
         batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-    return batches
+    return [[items[i] for i in batch] for batch in batches]
 
 
 def own_share(batch: list, rank: int, world: int) -> tuple[list, float]:
@@ -118,7 +101,7 @@ def own_share(batch: list, rank: int, world: int) -> tuple[list, float]:
 
     The weight, len(own) * world / len(batch), makes the engine's mean of the processes' gradients the gradient of
     the whole batch's mean loss, so a sharded run takes the steps a single process would. A process left without
-    rankings (a batch smaller than the process count) scores the first one at weight 0: under ZeRO-3 every
+    rankings (a batch smaller than the process count) scores the first one at weight 0: where the weights are split every
     process must run each forward and backward, as they gather the weights together.
     """
     own = batch[rank::world]
@@ -256,7 +239,7 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
     """Train, keep the epoch with the lowest held-out loss, save the run folder and record it in the store.
 
     Rankings come from `rankings` (in memory), else `config.pairs`, else the store; only the store's are recorded.
-    Under `accelerate launch` every process trains on its share of each batch (DDP or DeepSpeed ZeRO, as the
+    Under `accelerate launch` every process trains on its share of each batch (data-parallel or sharded, as the
     layout says); rank 0 reads the inputs and writes the run folder.
     """
     sharding = Sharding(config.device)

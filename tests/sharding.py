@@ -32,10 +32,11 @@ def studio(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
-def parameters_held_per_rank(config: Path, kind: str, model_dir: Path) -> list[dict]:
-    """Return what each rank stores after `prepare` of a tiny LoRA policy or reward model under `accelerate launch`."""
+def parameters_held_per_rank(config: Path, kind: str, model_dir: Path, *args: str) -> list[dict]:
+    """Return what each rank stores after a tiny model is prepared as the trainers do, under `accelerate launch`
+    (`kind`: see tests/sharded_probe.py)."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), str(PROBE), kind,
-               str(model_dir)]  # fmt: skip
+               str(model_dir), *args]  # fmt: skip
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 import policy.dpo
+from core.batching import LengthGroupedBatches
 from core.distributed import Sharding
 from core.runs import MetricsWriter, read_metrics
 from policy.config import DPOConfig
 from policy.dpo import fit_dpo, pair_losses, prepare_pairs
 from policy.lora import LoraSettings, load_policy
-from policy.pairs import COLLATORS, LengthGroupedBatches, forward_mode, pair_length, pair_logps, tokenize_pairs
+from policy.pairs import COLLATORS, forward_mode, pair_length, pair_logps, tokenize_pairs
 from policy.reference import cache_reference_logps, reference_batches
 
 CPU = torch.device("cpu")

@@ -35,7 +35,7 @@ def test_each_rank_holds_about_half_of_the_parameters(zero3_config, tiny_model_d
     assert sorted(rank["rank"] for rank in ranks) == [0, 1]
     for rank in ranks:
         assert rank["type"] == "DistributedType.DEEPSPEED"
-        assert 0.45 <= rank["held"] / rank["total"] <= 0.55, rank
+        assert 0.45 <= rank["model"]["held"] / rank["model"]["total"] <= 0.55, rank
 
 
 def test_dpo_sharded_over_two_processes_matches_one_process(zero3_config, tiny_model_dir, pairs_file, tmp_path):
@@ -103,5 +103,57 @@ def test_grpo_trains_sharded_saves_a_loadable_model_and_resumes_exactly(zero3_co
         {name: straight[-1][name] for name in losses}, abs=1e-5
     )
     resumed_weights = AutoModelForCausalLM.from_pretrained(tmp_path / "grpo" / "merged").state_dict()
+    for name, weight in AutoModelForCausalLM.from_pretrained(tmp_path / "straight" / "merged").state_dict().items():
+        torch.testing.assert_close(resumed_weights[name], weight, atol=1e-5, rtol=0)
+
+
+def test_ppo_value_trunk_and_head_are_split_about_half_per_rank(zero3_config, tiny_model_dir, tmp_path):
+    ranks = parameters_held_per_rank(zero3_config, "ppo", tiny_model_dir, str(tmp_path / "ppo"))
+    assert sorted(rank["rank"] for rank in ranks) == [0, 1]
+    for rank in ranks:
+        for part in ("value_trunk", "value_head"):
+            assert 0.45 <= rank[part]["held"] / rank[part]["total"] <= 0.55, (part, rank)
+
+
+def test_a_full_fine_tuning_reference_is_split_about_half_per_rank(zero3_config, tiny_model_dir, tmp_path):
+    ranks = parameters_held_per_rank(zero3_config, "full-grpo", tiny_model_dir, str(tmp_path / "grpo"))
+    assert sorted(rank["rank"] for rank in ranks) == [0, 1]
+    for rank in ranks:
+        assert rank["reference"]["total"] == rank["policy"]["total"] > 0  # a whole frozen copy, not the adapter
+        for part in ("policy", "reference"):
+            assert 0.45 <= rank[part]["held"] / rank[part]["total"] <= 0.55, (part, rank)
+
+
+def test_ppo_trains_sharded_saves_whole_and_resumes_exactly(zero3_config, stopping_model_dir, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["hi", "name a color", "say something"]))
+
+    def ppo(run: str, *args: str):
+        common = [
+            "--db", str(tmp_path / f"{run}.duckdb"), "train-policy", "--algo", "ppo", "--model",
+            str(stopping_model_dir), "--batch-prompts", "2", "--max-new-tokens", "6", "--lora-rank", "4",
+            "--value-model", "separate", "--device", "cpu", "--prompts-file", str(prompts), "--reward-kind",
+            "function", "--reward-function", "policy.rewards:prefer_short", "--accelerate-config", str(zero3_config),
+        ]  # fmt: skip
+        result = studio(*common, *args)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    ppo("ppo", "--steps", "2", "--output-dir", str(tmp_path / "ppo"))
+    state = torch.load(tmp_path / "ppo" / "trainer_state.pt", weights_only=False)
+    whole = AutoModelForCausalLM.from_pretrained(stopping_model_dir).state_dict()
+    value = state["value_model"]
+    assert value["value_head.linear.weight"].shape == (1, 64)  # saved whole, not a rank's shard
+    trunk = {name.removeprefix("value_trunk.base_model.model."): tensor for name, tensor in value.items()}
+    assert trunk["model.embed_tokens.weight"].shape == whole["model.embed_tokens.weight"].shape
+
+    ppo("resumed", "--resume", str(tmp_path / "ppo"), "--steps", "3")
+    ppo("straight", "--steps", "3", "--output-dir", str(tmp_path / "straight"))
+    resumed, straight = read_metrics(tmp_path / "ppo"), read_metrics(tmp_path / "straight")
+    assert [record["step"] for record in resumed] == [1, 2, 3]
+    compared = [name for name in straight[-1] if name.startswith(("losses/", "objective/"))]
+    assert compared and {name: resumed[-1][name] for name in compared} == pytest.approx(
+        {name: straight[-1][name] for name in compared}, abs=1e-5
+    )
+    resumed_weights = AutoModelForCausalLM.from_pretrained(tmp_path / "ppo" / "merged").state_dict()
     for name, weight in AutoModelForCausalLM.from_pretrained(tmp_path / "straight" / "merged").state_dict().items():
         torch.testing.assert_close(resumed_weights[name], weight, atol=1e-5, rtol=0)

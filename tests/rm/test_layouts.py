@@ -9,12 +9,13 @@ import sys
 import pytest
 import torch
 
+from core.batching import padding_for
 from core.distributed import Sharding
 from rm.config import RewardConfig
 from rm.loss import batch_loss
 from rm.model import RewardNetwork, load_backbone, reads_last_token
 from rm.synthetic import synthetic_rankings
-from rm.train import batches_of, encode_rankings, padding_for, score_rankings, train_epoch
+from rm.train import batches_of, encode_rankings, score_rankings, train_epoch
 
 
 @pytest.fixture(scope="module")

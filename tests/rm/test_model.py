@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from core.batching import pad_right
 from core.models import FAST_ENCODER
-from rm.model import encode, head_name, load_backbone, pad_right, reads_last_token, sequence_rewards
+from rm.model import encode, head_name, load_backbone, reads_last_token, sequence_rewards
 
 PROMPT = "Name a fruit."
 RESPONSES = ["An apple.", "A ripe banana, which is yellow and sweet and good for breakfast."]

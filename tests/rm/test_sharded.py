@@ -24,7 +24,7 @@ def test_each_rank_holds_about_half_of_the_reward_model_head_included(zero3_conf
     assert sorted(rank["rank"] for rank in ranks) == [0, 1]
     for rank in ranks:
         assert rank["type"] == "DistributedType.DEEPSPEED"
-        assert 0.45 <= rank["held"] / rank["total"] <= 0.55, rank
+        assert 0.45 <= rank["model"]["held"] / rank["model"]["total"] <= 0.55, rank
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from core.batching import pad_right
 from core.generation import Sample
 from core.models import resolve_model
 from data.annotation import add_batch, claim_next_item, ensure_annotator, submit_ranking
@@ -17,7 +18,7 @@ from rm.accuracy import held_out_accuracy
 from rm.config import RewardConfig
 from rm.data import split_rankings
 from rm.loss import batch_loss, correct_comparisons
-from rm.model import encode, pad_right, sequence_rewards
+from rm.model import encode, sequence_rewards
 from rm.score import RewardScorer
 from rm.synthetic import synthetic_rankings
 from rm.train import train_reward_model
