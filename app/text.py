@@ -47,6 +47,45 @@ def show_text(text: str, empty: str = "*(empty)*") -> None:
     st.markdown(safe_markdown(mended_fences(text)) if text.strip() else empty)
 
 
+RECENT_MESSAGES = 3  # a conversation shows its last messages; older ones fold into an expander
+AVATARS = {"system": ":material/settings:", "user": "user", "assistant": "assistant"}
+LAST_TURN_NOTE = "Only the last turn is judged: the responses are candidates for the next assistant turn."
+
+
+def show_message(message: dict) -> None:
+    """Draw one message as a chat turn (escaped markdown, as any model or user text)."""
+    with st.chat_message(message["role"], avatar=AVATARS[message["role"]]):
+        show_text(message["content"])
+
+
+def show_prompt(prompt) -> None:
+    """Draw a prompt: text in a box, a conversation as chat turns, long histories folded, the last user turn shown."""
+    if isinstance(prompt, str):
+        with st.container(border=True):
+            show_text(prompt)
+        return
+    system = prompt[:1] if prompt[0]["role"] == "system" else []
+    turns = prompt[len(system) :]
+    older, recent = turns[:-RECENT_MESSAGES], turns[-RECENT_MESSAGES:]
+    for message in system:
+        show_message(message)
+    if older:
+        with st.expander(f"{len(older)} earlier messages", icon=":material/history:"):
+            for message in older:
+                show_message(message)
+    for message in recent:
+        show_message(message)
+
+
+def show_answer(text: str, conversation: bool, empty: str = "*(empty response)*") -> None:
+    """Draw a response: as the next assistant turn under a conversation, else as text."""
+    if not conversation:
+        show_text(text, empty=empty)
+        return
+    with st.chat_message("assistant", avatar=AVATARS["assistant"]):
+        show_text(text, empty=empty)
+
+
 # CommonMark lets a backslash escape any ASCII punctuation. These are the ones that can start markup in running
 # text (an image, a link, HTML, emphasis, code, math, a heading or table, Streamlit's `:color[...]`); prose
 # punctuation (, . : ' ( ) - /) cannot without them, so messages keep reading normally in their source.

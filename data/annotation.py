@@ -4,6 +4,10 @@ import json
 import numbers
 from dataclasses import dataclass, field
 
+from core.chat import ConversationError
+from data.continuation import insert_follow_up
+from data.conversations import from_stored
+from data.prompts import MESSAGES_JOIN, PROMPTS_WITH_MESSAGES
 from data.store import Store
 
 STALE_CLAIM_MINUTES = 30  # a batch claimed but not ranked for this long goes back to the pool
@@ -16,11 +20,11 @@ class RankingError(ValueError):
 
 @dataclass
 class Item:
-    """One thing to rank: a prompt and the K responses sampled together for it."""
+    """One thing to rank: a prompt (text, or a conversation's messages) and the K responses sampled together for it."""
 
     batch_id: int
     prompt_id: int
-    prompt: str
+    prompt: str | list[dict]
     response_ids: list[int]
     responses: list[str]
     model: str
@@ -74,15 +78,15 @@ def open_batch_count(store: Store) -> int:
     return store.query(f"SELECT count(*) FROM batches b WHERE {_OPEN_BATCH}")[0][0]
 
 
-def prompts_to_sample(store: Store, limit: int, annotator_id: int | None = None) -> list[tuple[int, str]]:
-    """Return prompts that need a new batch: none waiting for them, fewest rankings first.
+def prompts_to_sample(store: Store, limit: int, annotator_id: int | None = None) -> list[tuple[int, object]]:
+    """Return (id, prompt) of prompts that need a new batch: none waiting for them, fewest rankings first.
 
     With an annotator, only prompts that annotator has not ranked, skipped or flagged: a batch for them is one
-    they can take.
+    they can take. A conversation comes as its messages.
     """
-    return store.query(
-        """
-        SELECT p.id, p.text FROM prompts p
+    rows = store.query(
+        f"""
+        SELECT p.id, p.text, pm.messages FROM {PROMPTS_WITH_MESSAGES}
         WHERE NOT EXISTS (
             SELECT 1 FROM batches b WHERE b.prompt_id = p.id
             AND NOT EXISTS (SELECT 1 FROM rankings k WHERE k.batch_id = b.id))
@@ -93,6 +97,7 @@ def prompts_to_sample(store: Store, limit: int, annotator_id: int | None = None)
         """,
         {"annotator": annotator_id, "limit": limit},
     )
+    return [(prompt_id, from_stored(text, messages)) for prompt_id, text, messages in rows]
 
 
 def claimable_count(store: Store, annotator_id: int) -> int:
@@ -110,10 +115,12 @@ def claimable_count(store: Store, annotator_id: int) -> int:
 
 
 def _load_item(cursor, batch_id: int) -> Item:
-    prompt_id, prompt, model = cursor.execute(
-        "SELECT b.prompt_id, p.text, b.model FROM batches b JOIN prompts p ON p.id = b.prompt_id WHERE b.id = ?",
+    prompt_id, text, messages, model = cursor.execute(
+        "SELECT b.prompt_id, p.text, pm.messages, b.model FROM batches b JOIN prompts p ON p.id = b.prompt_id "
+        f"{MESSAGES_JOIN} WHERE b.id = ?",
         [batch_id],
     ).fetchone()
+    prompt = from_stored(text, messages)
     rows = cursor.execute(
         "SELECT id, text, finish_reason FROM responses WHERE batch_id = ? ORDER BY position", [batch_id]
     ).fetchall()
@@ -253,13 +260,20 @@ def submit_ranking(
     comment: str | None = None,
     seconds_spent: float | None = None,
     submission_token: str | None = None,
+    follow_up: str | None = None,
 ) -> int:
     """Store one submission in one transaction and return its id; a repeated submission token returns the first.
 
     A token belongs to the annotator and item it was first submitted for: the same token on anything else is
-    refused, never taken as a repeat.
+    refused, never taken as a repeat. A `follow_up` (the next user message after the best response) stores the
+    continued conversation as a new prompt in the same transaction (`data.continuation`).
     """
     ranking = [[_response_id(i) for i in group] for group in ranking]
+    follow_up = (follow_up or "").strip() or None
+    if follow_up and status != "ranked":
+        raise RankingError(f"a {status} item cannot be continued: rank it to continue the conversation")
+    if follow_up and ranking and len(ranking[0]) > 1:
+        raise RankingError("a follow-up continues the one best response: break the tie for first place")
 
     def insert(cursor) -> int:
         if submission_token is not None:
@@ -271,11 +285,17 @@ def submit_ranking(
             if seen:
                 return seen[0]
         prompt_id = _check_ranking(cursor, batch_id, annotator_id, status, ranking)
-        return cursor.execute(
+        ranking_id = cursor.execute(
             "INSERT INTO rankings (batch_id, prompt_id, annotator_id, status, ranking, comment, seconds_spent,"
             " submission_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             [batch_id, prompt_id, annotator_id, status, ranking, comment or None, seconds_spent, submission_token],
         ).fetchone()[0]
+        if follow_up:
+            try:
+                insert_follow_up(cursor, ranking_id, ranking[0][0], follow_up)
+            except ConversationError as error:
+                raise RankingError(f"cannot continue the conversation: {error}") from None
+        return ranking_id
 
     return store.write(insert)
 
@@ -376,14 +396,15 @@ def scores_for(store: Store, reward_model: str, response_ids: list[int]) -> dict
     )
 
 
-def unscored_responses(store: Store, reward_model: str, limit: int = 64) -> list[tuple[int, str, str]]:
+def unscored_responses(store: Store, reward_model: str, limit: int = 64) -> list[tuple[int, object, str]]:
     """Return (response id, prompt, response) of unranked batches' responses this reward model has not scored."""
-    return store.query(
-        """
-        SELECT r.id, p.text, r.text FROM responses r JOIN prompts p ON p.id = r.prompt_id
+    rows = store.query(
+        f"""
+        SELECT r.id, p.text, pm.messages, r.text FROM responses r JOIN prompts p ON p.id = r.prompt_id {MESSAGES_JOIN}
         WHERE NOT EXISTS (SELECT 1 FROM response_scores s WHERE s.response_id = r.id AND s.reward_model = ?)
           AND NOT EXISTS (SELECT 1 FROM rankings k WHERE k.batch_id = r.batch_id)
         ORDER BY r.id LIMIT ?
         """,
         [reward_model, limit],
     )
+    return [(response_id, from_stored(text, messages), response) for response_id, text, messages, response in rows]

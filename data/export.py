@@ -1,10 +1,20 @@
-"""Export rankings as a Hugging Face `datasets` table, listwise or expanded to prompt/chosen/rejected pairs."""
+"""Export rankings as a Hugging Face `datasets` table, listwise or expanded to prompt/chosen/rejected pairs.
+
+Single-turn data exports as plain strings (TRL's standard format). Once any prompt is a conversation, the whole
+export is TRL's conversational format (a column holds one type): each prompt a list of messages, and in pairs
+chosen/rejected one assistant message each. Every reader here imports an export back to the same conversations.
+"""
 
 from pathlib import Path
 
 import datasets
 
+from core.chat import conversation
+from data.conversations import from_stored
+from data.prompts import MESSAGES_JOIN
 from data.store import Store
+
+MESSAGE = datasets.Features({"role": datasets.Value("string"), "content": datasets.Value("string")})
 
 FORMATS = ("parquet", "jsonl")
 KINDS = ("rankings", "pairs")
@@ -13,9 +23,9 @@ KINDS = ("rankings", "pairs")
 def ranked_items(store: Store) -> list[dict]:
     """Return every ranking with its prompt and its responses as tie groups of texts, best group first."""
     rows = store.query(
-        """
-        SELECT k.id, k.prompt_id, p.text, k.ranking, a.name, k.created_at, b.model
-        FROM rankings k JOIN prompts p ON p.id = k.prompt_id JOIN annotators a ON a.id = k.annotator_id
+        f"""
+        SELECT k.id, k.prompt_id, p.text, pm.messages, k.ranking, a.name, k.created_at, b.model
+        FROM rankings k JOIN prompts p ON p.id = k.prompt_id {MESSAGES_JOIN} JOIN annotators a ON a.id = k.annotator_id
         JOIN batches b ON b.id = k.batch_id
         WHERE k.status = 'ranked' ORDER BY k.id
         """
@@ -27,14 +37,14 @@ def ranked_items(store: Store) -> list[dict]:
         {
             "ranking_id": ranking_id,
             "prompt_id": prompt_id,
-            "prompt": prompt,
+            "prompt": from_stored(text, messages),
             "ranked_responses": [[texts[i] for i in group] for group in groups],
             "ranked_response_ids": groups,
             "annotator": annotator,
             "model": model,
             "created_at": created_at.isoformat(),
         }
-        for ranking_id, prompt_id, prompt, groups, annotator, created_at, model in rows
+        for ranking_id, prompt_id, text, messages, groups, annotator, created_at, model in rows
     ]
 
 
@@ -63,13 +73,33 @@ def _table(rows: list[dict], features: datasets.Features) -> datasets.Dataset:
     return datasets.Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
 
 
+def conversational(rows: list[dict]) -> bool:
+    """Return whether any row's prompt is a conversation: then the export is in TRL's conversational format."""
+    return any(not isinstance(row["prompt"], str) for row in rows)
+
+
+def as_conversational_pair(pair: dict) -> dict:
+    """Return a pair in TRL's conversational format: prompt as messages, chosen/rejected one assistant message each."""
+    return pair | {
+        "prompt": conversation(pair["prompt"]),
+        "chosen": [{"role": "assistant", "content": pair["chosen"]}],
+        "rejected": [{"role": "assistant", "content": pair["rejected"]}],
+    }
+
+
+def _prompt_feature(rows: list[dict]):
+    return datasets.List(MESSAGE) if conversational(rows) else datasets.Value("string")
+
+
 def rankings_dataset(store: Store) -> datasets.Dataset:
     items = ranked_items(store)
+    if conversational(items):
+        items = [item | {"prompt": conversation(item["prompt"])} for item in items]
     features = datasets.Features(
         {
             "ranking_id": datasets.Value("int64"),
             "prompt_id": datasets.Value("int64"),
-            "prompt": datasets.Value("string"),
+            "prompt": _prompt_feature(items),
             "ranked_responses": datasets.List(datasets.List(datasets.Value("string"))),
             "ranked_response_ids": datasets.List(datasets.List(datasets.Value("int64"))),
             "annotator": datasets.Value("string"),
@@ -82,13 +112,16 @@ def rankings_dataset(store: Store) -> datasets.Dataset:
 
 def pairs_dataset(store: Store) -> datasets.Dataset:
     pairs = [pair for item in ranked_items(store) for pair in expand_to_pairs(item)]
+    response = datasets.Value("string")
+    if conversational(pairs):
+        pairs, response = [as_conversational_pair(pair) for pair in pairs], datasets.List(MESSAGE)
     features = datasets.Features(
         {
             "ranking_id": datasets.Value("int64"),
             "prompt_id": datasets.Value("int64"),
-            "prompt": datasets.Value("string"),
-            "chosen": datasets.Value("string"),
-            "rejected": datasets.Value("string"),
+            "prompt": _prompt_feature(pairs),
+            "chosen": response,
+            "rejected": response,
         }
     )
     return _table(pairs, features)

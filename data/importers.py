@@ -1,4 +1,8 @@
-"""Read prompts from JSONL, CSV, Parquet, a `datasets` folder or a hub dataset; refuse a malformed file whole."""
+"""Read prompts from JSONL, CSV, Parquet, a `datasets` folder or a hub dataset; refuse a malformed file whole.
+
+A prompt is text or a conversation (`core.chat`): a `messages` field (OpenAI/TRL), a list-valued prompt, an
+Anthropic HH transcript in a text field (parsed into turns), or a pairs row's shared start (UltraFeedback, HH).
+"""
 
 import csv
 import json
@@ -6,10 +10,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.chat import ConversationError
+from data.conversations import prompt_of, prompt_of_row, stored_text
 from data.prompts import MAX_PROMPT_CHARS, add_prompts
 from data.store import Store
 
 PROMPT_FIELDS = ("prompt", "text", "question", "instruction")
+ROW_FIELDS = ("messages", *PROMPT_FIELDS, "chosen", "rejected")  # every column a prompt can come from
 MAX_IMPORT_ROWS = 1_000_000  # one import is one transaction held in memory; split larger files
 
 
@@ -29,22 +36,48 @@ class ImportReport:
     skipped_duplicates: int
 
 
-def _check_text(value, source: str, where: str) -> str:
-    if not isinstance(value, str):
-        raise PromptFileError(source, where, f"prompt must be text, got {type(value).__name__}")
-    if not value.strip():
+def _check_text(value, source: str, where: str):
+    """Return a cell's prompt (text, or an HH transcript parsed into turns), or raise naming the row."""
+    if isinstance(value, str) and not value.strip():
         raise PromptFileError(source, where, "prompt is empty")
-    if len(value) > MAX_PROMPT_CHARS:
-        raise PromptFileError(source, where, f"prompt has {len(value):,} characters, more than {MAX_PROMPT_CHARS:,}")
-    return value
+    if not isinstance(value, (str, list, tuple)):
+        raise PromptFileError(source, where, f"prompt must be text, got {type(value).__name__}")
+    return _checked(lambda: prompt_of(value), source, where)
+
+
+def _check_row(row: dict, source: str, where: str):
+    """Return the prompt of a row: its messages, prompt field or pair's shared start, or raise naming the row."""
+    if not any(row.get(field) is not None for field in ("messages", "chosen")):
+        return _check_text(row.get(_pick_field(row.keys(), source, where)), source, where)
+    _pick_field(row.keys(), source, where)
+    return _checked(lambda: prompt_of_row(row, PROMPT_FIELDS), source, where)
+
+
+def _checked(read, source: str, where: str):
+    try:
+        prompt = read()
+    except ConversationError as error:
+        problem = str(error)
+        if "is not a {'role', 'content'} object" in problem:
+            raise PromptFileError(source, where, f"prompt must be text or a list of messages: {problem}") from None
+        raise PromptFileError(source, where, f"malformed conversation: {problem}") from None
+    length = len(stored_text(prompt))
+    if length > MAX_PROMPT_CHARS:
+        raise PromptFileError(source, where, f"prompt has {length:,} characters, more than {MAX_PROMPT_CHARS:,}")
+    return prompt
 
 
 def _pick_field(columns, source: str, where: str = "") -> str:
-    for field in PROMPT_FIELDS:
+    for field in ("messages", *PROMPT_FIELDS):
         if field in columns:
             return field
+    if "chosen" in columns and "rejected" in columns:
+        return "chosen"
     raise PromptFileError(
-        source, where, f"no prompt column: expected one of {', '.join(PROMPT_FIELDS)}, found {list(columns)}"
+        source,
+        where,
+        f"no prompt column: expected one of {', '.join(PROMPT_FIELDS)}, found {list(columns)} "
+        "(or 'messages', or 'chosen'/'rejected' conversations)",
     )
 
 
@@ -83,8 +116,9 @@ def read_jsonl(path: Path) -> list[str]:
         except json.JSONDecodeError as error:
             raise PromptFileError(str(path), where, f"invalid JSON ({error.msg})") from None
         if isinstance(record, dict):
-            record = record.get(_pick_field(record.keys(), str(path), where))
-        texts.append(_check_text(record, str(path), where))
+            texts.append(_check_row(record, str(path), where))
+        else:
+            texts.append(_check_text(record, str(path), where))
         _count(texts, str(path), where)
     return texts
 
@@ -96,6 +130,7 @@ def read_csv(path: Path) -> list[str]:
     if not header:
         raise PromptFileError(str(path), "", "empty file: no header row")
     column = header.index(_pick_field(header, str(path)))
+    fields = [(index, name) for index, name in enumerate(header) if name in ROW_FIELDS]
     texts = []
     for number, (_, row) in enumerate(records, start=2):
         where = f"row {number}"
@@ -105,7 +140,8 @@ def read_csv(path: Path) -> list[str]:
             raise PromptFileError(str(path), where, f"fewer cells than header columns: no {header[column]!r}")
         if len(row) < len(header):
             raise PromptFileError(str(path), where, f"fewer cells than header columns ({len(row)} of {len(header)})")
-        texts.append(_check_text(row[column], str(path), where))
+        cells = {name: row[index] for index, name in fields if row[index] != "" or name == header[column]}
+        texts.append(_check_row(cells, str(path), where))
         _count(texts, str(path), where)
     return texts
 
@@ -132,10 +168,15 @@ def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
             yield first_line, row
 
 
-def _texts_from_table(column_names: list[str], column, source: str) -> list[str]:
-    """Check each row of the prompt column; `column(name)` returns that column as a Python list."""
-    values = column(_pick_field(column_names, source))
-    return [_check_text(value, source, f"row {i}") for i, value in enumerate(values, start=1)]
+def _texts_from_table(column_names: list[str], column, source: str) -> list:
+    """Check each row's prompt; `column(name)` returns that column as a Python list."""
+    _pick_field(column_names, source)
+    names = [name for name in column_names if name in ROW_FIELDS]
+    columns = [column(name) for name in names]
+    return [
+        _check_row(dict(zip(names, values, strict=True)), source, f"row {i}")
+        for i, values in enumerate(zip(*columns, strict=True), start=1)
+    ]
 
 
 def _check_row_count(rows: int, source: str) -> None:

@@ -18,6 +18,7 @@ DEFAULTS = {
     "suggestion_model": None,  # reward-model run whose scores the sampler stores beside new responses
     "suggestions": "off",  # 'off', 'scores' or 'preorder': off by default so people are not anchored
     "guidelines": "",  # markdown shown beside every annotation item
+    "continue_conversations": True,  # annotators may write the next user message after the best response
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from data import jobs as job_table
 from data.export import best_ranked_demonstrations, export, ranked_items
-from data.prompts import browse_prompts
+from data.prompts import all_prompts
 from data.store import Store
 from orchestration import jobs
 from orchestration.preflight import policy_checks, reward_model_checks
@@ -76,7 +76,8 @@ def launch_policy(store: Store, algo: str, values: dict, online: bool | None = N
         config.check_reward_source()
     except (TypeError, ValueError) as error:
         return Launch(problems=[str(error)])
-    prompts = browse_prompts(store, "", limit=10_000_000)["text"].tolist()
+    stored = all_prompts(store) if config.samples else []  # DPO and SFT train on the exported pairs or answers
+    prompt_ids, prompts = [prompt_id for prompt_id, _ in stored], [prompt for _, prompt in stored]
     pairs = inputs_dir(run_dir) / "pairs.jsonl"
     demonstrations = inputs_dir(run_dir) / "demonstrations.jsonl"
     data_count = {
@@ -84,7 +85,7 @@ def launch_policy(store: Store, algo: str, values: dict, online: bool | None = N
         "sft": lambda: _export_demonstrations(store, demonstrations),
     }
     example_count = data_count[algo]() if algo in data_count else 0
-    problems, warnings = policy_checks(config, prompts, example_count, online)
+    problems, warnings = policy_checks(config, prompts, example_count, online, prompt_ids)
     if problems:
         _remove_inputs(run_dir)
         return Launch(problems, warnings)
@@ -98,9 +99,10 @@ def launch_policy(store: Store, algo: str, values: dict, online: bool | None = N
     return _queue(store, "train-policy", ["--algo", algo, *config_flags(config, given)], run_dir, warnings)
 
 
-def _write_prompts(prompts: list[str], path: Path) -> Path:
+def _write_prompts(prompts: list, path: Path) -> Path:
+    """Write prompts as JSONL: {"prompt": text or a conversation's messages}, read back by `read_prompts`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"prompt": text}) + "\n" for text in prompts))
+    path.write_text("".join(json.dumps({"prompt": prompt}, ensure_ascii=False) + "\n" for prompt in prompts))
     return path
 
 

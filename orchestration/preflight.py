@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.chat import PromptTooLong, chat_prompt_ids
 from core.layouts import Layout, read_layout
 from core.models import ModelNotFound, pick_device, resolve_model
 
@@ -309,10 +310,34 @@ def memory_check(
     return check_memory(estimate, available_memory(device_type), device_type, read_layout(accelerate_config))
 
 
-def longest_tokens(tokenizer, texts: list[str], limit: int, sample: int = 2000) -> int:
-    """Return the longest of (up to `sample` of) the texts in tokens, capped at `limit`."""
-    longest = max((len(ids) for ids in tokenizer(texts[:sample])["input_ids"]), default=1)
+def longest_tokens(tokenizer, prompts: list, limit: int, sample: int = 2000) -> int:
+    """Return the longest of (up to `sample` of) the prompts in chat-template tokens, capped at `limit`."""
+    longest = max((len(chat_prompt_ids(tokenizer, prompt)) for prompt in prompts[:sample]), default=1)
     return max(1, min(limit, longest))
+
+
+def check_prompt_lengths(tokenizer, prompts: list, limit: int, prompt_ids: list | None = None) -> list[str]:
+    """Return a problem naming (by id) the prompts whose last user turn alone takes more than `limit` tokens.
+
+    Longer conversations are fine: the run drops their oldest turns. Text shorter in bytes than the room the
+    template leaves cannot be too long (a token is at least a byte), so most prompts are never tokenized here.
+    """
+    room = limit - len(chat_prompt_ids(tokenizer, "x")) + 1
+    too_long = []
+    for index, prompt in enumerate(prompts):
+        if isinstance(prompt, str) and len(prompt.encode("utf-8")) <= room:
+            continue
+        try:
+            chat_prompt_ids(tokenizer, prompt, limit)
+        except PromptTooLong:
+            too_long.append(str(prompt_ids[index] if prompt_ids else index + 1))
+    if not too_long:
+        return []
+    named = ", ".join(too_long[:10]) + (f" and {len(too_long) - 10} more" if len(too_long) > 10 else "")
+    return [
+        f"prompt(s) {named}: the last user turn alone takes more than max prompt tokens ({limit}) in the chat "
+        "template; raise the limit, or remove or shorten those prompts"
+    ]
 
 
 # ------------------------------------------------------------------------------------ the two launch forms
@@ -340,9 +365,11 @@ def reward_model_checks(config, items: list[dict], online: bool | None) -> tuple
     )
 
 
-def policy_checks(config, prompts: list[str], pair_count: int, online: bool | None) -> tuple[list[str], list[str]]:
+def policy_checks(
+    config, prompts: list, pair_count: int, online: bool | None, prompt_ids: list | None = None
+) -> tuple[list[str], list[str]]:
     """Return (problems, warnings) for a PPO, GRPO, DPO or SFT run with this config (`pair_count`: the pairs or
-    demonstrations a DPO or SFT run learns from)."""
+    demonstrations a DPO or SFT run learns from; `prompt_ids` name long prompts)."""
     problems = check_model(config.model, online, "policy")
     if not config.samples:
         problems += check_pairs(pair_count) if config.algo == "dpo" else check_demonstrations(pair_count)
@@ -364,6 +391,8 @@ def policy_checks(config, prompts: list[str], pair_count: int, online: bool | No
             return [f"the reward model's tokenizer does not load: {_first_line(error)}"], []
         problems += check_tokenizer(reward_tokenizer, "reward model")
     problems += check_tokenizer(policy_tokenizer, "policy")
+    if config.samples and not problems:
+        problems += check_prompt_lengths(policy_tokenizer, prompts, config.max_prompt_tokens, prompt_ids)
     if problems:
         return problems, []
     warnings = tokenizer_warnings(policy_tokenizer, reward_tokenizer)

@@ -32,6 +32,7 @@ from policy.pairs import (
     load_pairs,
     pair_logps,
     pairs_loader,
+    prompt_of_pair,
     tokenize_pairs,
 )
 from policy.reference import ReferenceCache, cache_reference_logps
@@ -203,8 +204,8 @@ def train_dpo(config: DPOConfig, store=None, pairs=None) -> Path:
     """
     ctx = start_run(config, lambda: _read_pairs(config, store, pairs), store)
     rows = ctx.inputs
-    fraction = EVAL_FRACTION if len({row["prompt"] for row in rows}) >= MIN_PROMPTS_FOR_EVAL else 0.0
-    train_rows, eval_rows = split_by_prompt(rows, lambda row: row["prompt"], fraction, config.seed)
+    fraction = EVAL_FRACTION if len({prompt_of_pair(row) for row in rows}) >= MIN_PROMPTS_FOR_EVAL else 0.0
+    train_rows, eval_rows = split_by_prompt(rows, prompt_of_pair, fraction, config.seed)
     device = ctx.sharding.device
     train, held_out = (
         prepare_pairs(ctx.policy, ctx.reference, ctx.tokenizer, datasets.Dataset.from_list(rows), config, device)

@@ -5,6 +5,7 @@ its key/value cache serves both the chosen and the rejected completion (least co
 rejected run in one padded pass over pairs of similar length (fewest kernel launches).
 """
 
+import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -14,7 +15,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from core.batching import LengthGroupedBatches
-from core.chat import chat_prompt_ids
+from core.chat import ConversationError, chat_prompt_ids, conversation
+from data.conversations import NoSharedPrompt, is_hh_transcript, pair_of_row
 from data.export import pairs_dataset
 from data.store import Store
 from data.tables import load_table
@@ -59,6 +61,8 @@ def _read_pairs_file(path: Path) -> datasets.Dataset:
 
 
 def _checked_pairs(table: datasets.Dataset, name: str) -> datasets.Dataset:
+    if _conversational(table):
+        table = _plain_pairs(table, name)
     missing = [column for column in PAIR_COLUMNS if column not in table.column_names]
     if missing:
         raise ValueError(f"{name} lacks column(s) {missing}; DPO pairs need {list(PAIR_COLUMNS)}")
@@ -66,23 +70,65 @@ def _checked_pairs(table: datasets.Dataset, name: str) -> datasets.Dataset:
         raise ValueError(f"{name} holds no pairs: rank some responses first, or import a pairs file")
     for row, example in enumerate(table.select_columns(list(PAIR_COLUMNS))):
         empty = [column for column in PAIR_COLUMNS if not isinstance(example[column], str) or not example[column]]
+        if empty == ["prompt"] and isinstance(example["prompt"], list) and example["prompt"]:
+            empty = []  # a conversation's messages, checked by `_plain_pairs`
         if empty:
             raise ValueError(f"{name} row {row}: {empty} must be non-empty text")
     return table
 
 
-def tokenize_pairs(tokenizer, pairs: datasets.Dataset, max_length: int, max_prompt_tokens: int) -> list[dict]:
-    """Return one dict of token ids per pair: chat-formatted prompt, and each response followed by EOS.
+def _conversational(table: datasets.Dataset) -> bool:
+    """Return whether any pair needs reading as a conversation (messages, HH transcripts, no prompt column)."""
+    if "prompt" not in table.column_names:
+        return {"chosen", "rejected"} <= set(table.column_names)
+    features = [table.features[column] for column in PAIR_COLUMNS if column in table.features]
+    if any(not isinstance(feature, datasets.Value) for feature in features):
+        return True  # a list of messages somewhere
+    return any(isinstance(prompt, str) and is_hh_transcript(prompt) for prompt in table["prompt"])
 
-    The prompt keeps its last `min(max_prompt_tokens, max_length - 1)` tokens; each completion keeps its first
-    tokens up to `max_length` in all (a cut completion loses its EOS, as it would at sampling time).
+
+def _plain_pairs(table: datasets.Dataset, name: str) -> datasets.Dataset:
+    """Return the pairs as prompt (messages) / chosen / rejected (text), from any format `data.conversations` reads.
+
+    Rows of whole conversations whose chosen and rejected differ before the last answer are dropped (HH has a few).
+    """
+    rows = []
+    for row, example in enumerate(table):
+        try:
+            prompt, chosen, rejected = pair_of_row(example)
+        except NoSharedPrompt:
+            continue
+        except ConversationError as error:
+            raise ValueError(f"{name} row {row}: {error}") from None
+        rows.append(example | {"prompt": conversation(prompt), "chosen": chosen, "rejected": rejected})
+    if not rows:
+        raise ValueError(f"{name} holds no usable pairs: chosen and rejected share no prompt")
+    return datasets.Dataset.from_list(rows)
+
+
+def prompt_of_pair(row: dict) -> str:
+    """Return what identifies a pair's prompt (its text, or its messages as JSON): pairs of one prompt stay together."""
+    return row["prompt"] if isinstance(row["prompt"], str) else json.dumps(row["prompt"])
+
+
+def tokenize_pairs(tokenizer, pairs: datasets.Dataset, max_length: int, max_prompt_tokens: int) -> list[dict]:
+    """Return one dict of token ids per pair: the chat template over the prompt's history, each response + EOS.
+
+    The prompt fits in `min(max_prompt_tokens, max_length - 1)` tokens by losing its oldest whole turns (a prompt
+    whose last user turn alone does not fit raises `PromptTooLong`, naming its prompt id or row, before training);
+    each completion keeps its first tokens up to `max_length` in all (a cut completion loses its EOS, as it would
+    at sampling time).
     """
     prompt_cache: dict[str, list[int]] = {}
     examples = []
+    names = pairs["prompt_id"] if "prompt_id" in pairs.column_names else None
     for index, pair in enumerate(pairs.select_columns(list(PAIR_COLUMNS))):
-        if pair["prompt"] not in prompt_cache:
-            prompt_cache[pair["prompt"]] = chat_prompt_ids(tokenizer, pair["prompt"])
-        prompt_ids = prompt_cache[pair["prompt"]][-min(max_prompt_tokens, max_length - 1) :]
+        key = prompt_of_pair(pair)
+        if key not in prompt_cache:
+            name = f"{names[index]}" if names else f"in row {index}"
+            limit = min(max_prompt_tokens, max_length - 1)
+            prompt_cache[key] = chat_prompt_ids(tokenizer, pair["prompt"], limit, name=name)
+        prompt_ids = prompt_cache[key]
         room = max_length - len(prompt_ids)
         completions = tokenizer([pair["chosen"], pair["rejected"]], add_special_tokens=False)["input_ids"]
         chosen_ids, rejected_ids = (ids + [tokenizer.eos_token_id] for ids in completions)

@@ -6,13 +6,14 @@ and anything after the EOS (RLHF_NOTES: pad != EOS, EOS stays visible so the pol
 """
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from core.batching import left_pad
-from core.chat import chat_prompt_ids
+from core.chat import chat_prompt_ids, conversation, plain_layout
 from core.generation import Engine
 from policy.logprobs import PromptSharing, token_logprobs
 from policy.lora import reference_mode
@@ -29,7 +30,7 @@ class Rollout:
     ref_logprobs: torch.Tensor | None  # (B, T) log p_reference(token), None when no KL term needs it
     rewards: torch.Tensor  # (B,) score per response, missing-EOS penalty applied
     group_ids: torch.Tensor  # (B,) index of the prompt each response answers
-    prompts: list[str]
+    prompts: list  # text, or a conversation's messages
     texts: list[str]  # decoded responses, cut at EOS
     has_eos: torch.Tensor  # (B,) bool: the response ended with EOS rather than max_new_tokens
     prompt_width: int  # P: completion tokens start at column P
@@ -68,7 +69,7 @@ def as_reward_fn(reward) -> RewardFn:
     if hasattr(reward, "score"):
         return lambda prompts, responses: reward.score(prompts, responses)
     if callable(reward):
-        return reward
+        return with_plain_prompts(reward)
     raise TypeError(f"a reward must be a scorer with .score(prompts, responses) or a callable, got {type(reward)}")
 
 
@@ -81,7 +82,29 @@ def load_reward_function(spec: str) -> RewardFn:
         raise ValueError(f"cannot load reward function {spec!r}: {error}") from error
     if not callable(function):
         raise ValueError(f"reward function {spec!r} is not callable")
-    return function
+    return with_plain_prompts(function)
+
+
+def with_plain_prompts(function) -> RewardFn:
+    """Return a Python reward function called as `function(prompts, responses)` with each prompt a string.
+
+    A single-turn prompt is its text, as always; a conversation is its plain transcript (`core.chat.plain_layout`).
+    A function that takes a `messages` keyword also gets every prompt's messages (a single-turn prompt as one user
+    message), so it can read the history turn by turn.
+    """
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        parameters = []
+    takes_messages = any(p.name == "messages" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+    def reward_fn(prompts, responses):
+        texts = [plain_layout(p, generation_prompt=False) for p in prompts]
+        if takes_messages:
+            return function(texts, responses, messages=[conversation(p) for p in prompts])
+        return function(texts, responses)
+
+    return reward_fn
 
 
 def score_responses(reward_fn: RewardFn, prompts: list[str], responses: list[str]) -> torch.Tensor:
@@ -95,9 +118,13 @@ def score_responses(reward_fn: RewardFn, prompts: list[str], responses: list[str
     return scores
 
 
-def prompt_rows(tokenizer, prompts: list[str], max_prompt_tokens: int) -> list[list[int]]:
-    """Return the chat-templated token ids of each prompt; long prompts keep their end."""
-    return [chat_prompt_ids(tokenizer, prompt)[-max_prompt_tokens:] for prompt in prompts]
+def prompt_rows(tokenizer, prompts: list, max_prompt_tokens: int) -> list[list[int]]:
+    """Return the chat-templated token ids of each prompt (text or a conversation) within `max_prompt_tokens`.
+
+    A long conversation loses its oldest whole turns; one whose last user turn alone does not fit raises
+    `core.chat.PromptTooLong` (the pre-launch check refuses such prompts by id before a run starts).
+    """
+    return [chat_prompt_ids(tokenizer, prompt, max_prompt_tokens) for prompt in prompts]
 
 
 def left_pad_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int, device) -> tuple[torch.Tensor, ...]:

@@ -22,7 +22,7 @@ from core.distributed import Sharding
 from core.models import disable_dropout, training_dtype
 from core.runs import METRICS_FILE, MetricsWriter
 from data.importers import read_prompts
-from data.prompts import browse_prompts
+from data.prompts import all_prompts
 from data.registry import check_run_name, get_model
 from data.registry import record_run as record_run_in_registry
 from policy.config import RunConfig
@@ -192,7 +192,7 @@ def _prompts(config: RunConfig, prompts, store) -> tuple[list[str], str]:
     elif config.prompts_file:
         prompts, source = read_prompts(config.prompts_file), config.prompts_file
     elif store is not None:
-        prompts, source = browse_prompts(store, "", limit=10_000_000)["text"].tolist(), "duckdb"
+        prompts, source = [prompt for _, prompt in all_prompts(store)], "duckdb"  # text or a conversation
     else:
         raise ValueError("no prompts: give a prompts file or a database")
     if not prompts:

@@ -1,16 +1,20 @@
-"""Rankings to learn from: the DuckDB store's, or a bootstrap prompt/chosen/rejected dataset as K=2 rankings."""
+"""Rankings to learn from: the DuckDB store's, or a bootstrap prompt/chosen/rejected dataset as K=2 rankings.
+
+Prompts are text or conversations (`core.chat`); pairs files may be in any format `data.conversations` reads
+(ours, TRL standard or conversational, UltraFeedback, Anthropic HH).
+"""
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.chat import ConversationError
 from core.splits import split_by_prompt
+from data.conversations import NoSharedPrompt, pair_of_row, prompt_key, prompt_of
 from data.export import ranked_items
 from data.tables import PairsFileError, load_table
 
 log = logging.getLogger(__name__)
-
-HH_ASSISTANT = "\n\nAssistant:"
 
 
 @dataclass
@@ -18,8 +22,8 @@ class Ranking:
     """One prompt's responses with their tie groups (0 = best group); equal groups are ties."""
 
     ranking_id: int
-    prompt_key: int | str  # what the train/validation split keeps on one side: prompt id, or the prompt text
-    prompt: str
+    prompt_key: int | str  # what the train/validation split keeps on one side: prompt id, or the prompt's key
+    prompt: str | list[dict]  # text, or a conversation's messages
     responses: list[str]
     tie_groups: list[int]
 
@@ -54,22 +58,14 @@ def read_rankings(path: str | Path) -> list[Ranking]:
             _text({"response": text}, "response", f"{path}, row {index}") for group in groups for text in group
         ]
         tie_groups = [rank for rank, group in enumerate(groups) for _ in group]
-        rankings.append(
-            Ranking(
-                row["ranking_id"], row["prompt_id"], _text(row, "prompt", f"{path}, row {index}"), responses, tie_groups
-            )
-        )
+        try:
+            prompt = prompt_of(row["prompt"])
+        except ConversationError as error:
+            raise PairsFileError(f"{path}, row {index}: 'prompt': {error}") from None
+        rankings.append(Ranking(row["ranking_id"], row["prompt_id"], prompt, responses, tie_groups))
     if not rankings:
         raise PairsFileError(f"{path}: no rankings")
     return rankings
-
-
-def split_hh(text: str) -> tuple[str, str]:
-    """Split an Anthropic HH transcript at its last "\\n\\nAssistant:" into (prompt, final answer)."""
-    cut = text.rfind(HH_ASSISTANT)
-    if cut < 0:
-        raise ValueError(f"no {HH_ASSISTANT.strip()!r} turn in the text")
-    return text[: cut + len(HH_ASSISTANT)].strip(), text[cut + len(HH_ASSISTANT) :].strip()
 
 
 def _text(row: dict, column: str, where: str) -> str:
@@ -89,10 +85,10 @@ def split_rankings(
 
 
 def read_pairs(path: str | Path) -> list[Ranking]:
-    """Return a prompt/chosen/rejected dataset as K=2 rankings; without a prompt column, HH transcripts are split.
+    """Return a pairs dataset as K=2 rankings: prompt/chosen/rejected as text or messages, or whole conversations.
 
-    A malformed row raises PairsFileError naming it. HH rows whose chosen and rejected transcripts disagree
-    before the last answer are skipped (the format has a few) and counted in the log.
+    A malformed row raises PairsFileError naming it. Rows of whole conversations (HH, UltraFeedback) whose
+    chosen and rejected differ before the last answer are skipped (HH has a few) and counted in the log.
     """
     path = str(path)
     columns, rows = load_table(path)
@@ -100,24 +96,27 @@ def read_pairs(path: str | Path) -> list[Ranking]:
         raise PairsFileError(f"{path}: no rows")
     if "chosen" not in columns or "rejected" not in columns:
         raise PairsFileError(f"{path}: expected columns 'chosen' and 'rejected' (and 'prompt'), found {columns}")
-    hh_format = "prompt" not in columns
     rankings, skipped = [], 0
     for index, row in enumerate(rows):
         where = f"{path}, row {index}"
-        chosen, rejected = _text(row, "chosen", where), _text(row, "rejected", where)
-        if hh_format:
-            try:
-                (prompt, chosen), (rejected_prompt, rejected) = split_hh(chosen), split_hh(rejected)
-            except ValueError as error:
-                raise PairsFileError(f"{where}: no 'prompt' column and not the HH format: {error}") from None
-            if prompt != rejected_prompt:
-                skipped += 1
-                continue
-        else:
-            prompt = _text(row, "prompt", where)
-        rankings.append(Ranking(index, prompt, prompt, [chosen, rejected], [0, 1]))
+        for column in ("chosen", "rejected"):
+            if not isinstance(row.get(column), (str, list)):
+                raise PairsFileError(f"{where}: {column!r} must be text, got {type(row.get(column)).__name__}")
+        try:
+            prompt, chosen, rejected = pair_of_row(row)
+        except NoSharedPrompt:
+            skipped += 1
+            continue
+        except ConversationError as error:
+            hh = "prompt" not in columns and all(isinstance(row[c], str) for c in ("chosen", "rejected"))
+            hint = "no 'prompt' column and not the HH format: " if hh else ""
+            raise PairsFileError(f"{where}: {hint}{error}") from None
+        key = prompt if isinstance(prompt, str) else prompt_key(prompt)
+        rankings.append(Ranking(index, key, prompt, [chosen, rejected], [0, 1]))
     if skipped:
-        log.warning("%s: skipped %d HH rows whose chosen and rejected prompts differ", path, skipped)
+        log.warning(
+            "%s: skipped %d rows whose chosen and rejected conversations differ before the answer", path, skipped
+        )
     if not rankings:
         raise PairsFileError(f"{path}: no usable rows")
     return rankings

@@ -11,7 +11,7 @@ import transformers
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from core.chat import chat_prompt_ids
+from core.chat import PromptTooLong, chat_prompt_ids, plain_layout
 from core.models import disable_dropout, ensure_pad_token, load_config, resolve_model, without_dropout
 
 
@@ -72,20 +72,28 @@ def load_backbone(name_or_path: str, lora_rank: int = 0, lora_alpha: int = 32):
     return model, tokenizer
 
 
-def encode(tokenizer, prompt: str, response: str, max_length: int, last_token: bool) -> list[int]:
-    """Return the token ids the reward model reads for one response to a prompt.
+def encode(tokenizer, prompt, response: str, max_length: int, last_token: bool) -> list[int]:
+    """Return the token ids the reward model reads for one response to a prompt (text or a conversation).
 
-    Decoders: the prompt in the chat template (as the policy sees it), the response, then EOS, where the
-    reward is read; a long prompt loses its start, a long response its end (EOS stays).
-    Encoders: "[CLS] prompt [SEP] response [SEP]", the longer part truncated first.
+    Decoders: the whole history in the chat template (as the policy sees it), the response, then EOS, where the
+    reward is read. Too long: a long response loses its end (EOS stays), a conversation its oldest whole turns
+    (the system message stays); when not even the last user turn fits, the prompt loses its start, so scoring
+    never refuses a response.
+    Encoders: "[CLS] prompt [SEP] response [SEP]", a conversation as its plain transcript (`plain_layout`), the
+    longer part truncated first.
     """
     if not last_token:
-        return tokenizer(prompt, response, truncation=True, max_length=max_length)["input_ids"]
+        transcript = plain_layout(prompt, generation_prompt=False)
+        return tokenizer(transcript, response, truncation=True, max_length=max_length)["input_ids"]
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"][: max_length - 1]
     response_ids = response_ids + [tokenizer.eos_token_id]
     budget = max_length - len(response_ids)
-    prompt_ids = chat_prompt_ids(tokenizer, prompt)
-    prompt_ids = prompt_ids[max(0, len(prompt_ids) - budget) :] if budget > 0 else []
+    if budget <= 0:
+        return response_ids
+    try:
+        prompt_ids = chat_prompt_ids(tokenizer, prompt, max_tokens=budget)
+    except PromptTooLong:
+        prompt_ids = chat_prompt_ids(tokenizer, prompt)[-budget:]
     return prompt_ids + response_ids
 
 

@@ -1,4 +1,5 @@
-"""Annotate: read a prompt and its K sampled responses, rank them (equal ranks tie), submit, get the next one."""
+"""Annotate: read a prompt (or a conversation) and its K sampled responses, rank them (equal ranks tie), submit,
+optionally continue the conversation after the best one, get the next item."""
 
 import string
 import time
@@ -9,7 +10,8 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from app import auth, resources
-from app.text import as_text, show_text
+from app.text import LAST_TURN_NOTE, as_text, show_answer, show_prompt, show_text
+from core.chat import is_conversation
 from data import annotation
 from data.annotation import RankingError
 from data.settings import load_settings
@@ -93,7 +95,7 @@ def shown_item(item: annotation.Item) -> dict:
 
 def response_card(
     label: str, text: str, k: int, key: str, score: float | None = None, prefill: int | None = None,
-    cut_off: bool = False,
+    cut_off: bool = False, conversation: bool = False,
 ) -> int | None:  # fmt: skip
     """Draw one response with its rank picker (pre-set to `prefill`) and any suggested score; return the rank."""
     with st.container(border=True):
@@ -101,7 +103,7 @@ def response_card(
         rank = st.radio(f"Rank of {label}", range(1, k + 1), index=index, horizontal=True, key=key)
         if score is not None:
             st.caption(f"Reward-model score: {score:+.2f}")
-        show_text(text, empty="*(empty response)*")  # escaped HTML, no remote images
+        show_answer(text, conversation)  # escaped HTML, no remote images; under a conversation, its next turn
         if cut_off:
             st.caption(
                 "✂ Cut off: the response reached the token limit (max new tokens) before it ended.",
@@ -130,9 +132,15 @@ def ranking_form(item: annotation.Item, settings: dict) -> None:
                     cut_off = index < len(item.finish_reasons) and item.finish_reasons[index] == "length"
                     ranks[response_id] = response_card(
                         string.ascii_uppercase[index], item.responses[index], k, key,
-                        shown_scores.get(response_id), prefill.get(response_id), cut_off,
+                        shown_scores.get(response_id), prefill.get(response_id), cut_off, is_conversation(item.prompt),
                     )  # fmt: skip
         st.text_input("Comment (optional)", key=f"annotate_comment_{item.batch_id}")
+        if settings["continue_conversations"]:
+            st.text_area(
+                "Continue the conversation (optional)", key=f"annotate_follow_up_{item.batch_id}", height=68,
+                placeholder="The next user message, after the response you rank best",
+                help="Your message follows the best response; that conversation becomes a new item to rank.",
+            )  # fmt: skip
         bid = item.batch_id
         with st.container(horizontal=True):  # Enter in the comment box presses the first button: submit
             st.form_submit_button(
@@ -163,6 +171,7 @@ def handle_press(annotator_id: int) -> None:
         return
     ranks = {rid: st.session_state.get(f"annotate_rank_{batch_id}_{rid}") for rid in shown["response_ids"]}
     comment = st.session_state.get(f"annotate_comment_{batch_id}") or ""
+    follow_up = (st.session_state.get(f"annotate_follow_up_{batch_id}") or "").strip() if status == "ranked" else ""
     ranking = []
     if status == "ranked":
         unranked = [string.ascii_uppercase[i] for i, rid in enumerate(shown["response_ids"]) if ranks[rid] is None]
@@ -181,13 +190,13 @@ def handle_press(annotator_id: int) -> None:
             comment=comment.strip() or None,
             seconds_spent=time.monotonic() - shown["since"],
             submission_token=shown["token"],
+            follow_up=follow_up or None,
         )
     except RankingError as error:
         st.error(as_text(error))
         return
-    st.session_state["annotate_saved"] = {"ranked": "Ranking saved.", "skipped": "Skipped.", "flagged": "Flagged."}[
-        status
-    ]
+    saved = {"ranked": "Ranking saved.", "skipped": "Skipped.", "flagged": "Flagged."}[status]
+    st.session_state["annotate_saved"] = saved + (" Your follow-up is queued as a new item." if follow_up else "")
     st.rerun()
 
 
@@ -217,13 +226,17 @@ if item is None:
     st.stop()
 
 shown_item(item)
-work, guide = st.columns([3, 1]) if settings["guidelines"].strip() else (st.container(), None)
+conversation = is_conversation(item.prompt)
+has_guide = settings["guidelines"].strip() or conversation
+work, guide = st.columns([3, 1]) if has_guide else (st.container(), None)
 if guide is not None:
     with guide.container(border=True):
         st.markdown("**Guidelines**")
-        show_text(settings["guidelines"])
+        if conversation:
+            st.markdown(LAST_TURN_NOTE)
+        if settings["guidelines"].strip():
+            show_text(settings["guidelines"])
 with work:
-    st.subheader("Prompt")
-    with st.container(border=True):
-        show_text(item.prompt)
+    st.subheader("Conversation" if conversation else "Prompt")
+    show_prompt(item.prompt)
     ranking_form(item, settings)

@@ -5,7 +5,8 @@ import uuid
 import streamlit as st
 
 from app import auth, resources
-from app.text import as_text, show_text
+from app.text import LAST_TURN_NOTE, as_text, show_answer, show_prompt
+from core.chat import is_conversation
 from data import annotation, compare
 
 store = resources.store()
@@ -60,13 +61,15 @@ st.progress(
     1 - counts["left"] / counts["comparisons"], text=f"{counts['left']} of {counts['comparisons']} comparisons left"
 )
 st.caption("Which answer is better? The two come from different models, in random order.")
-st.subheader("Prompt")
-with st.container(border=True):
-    show_text(shown.prompt)
+conversation = is_conversation(shown.prompt)
+st.subheader("Conversation" if conversation else "Prompt")
+if conversation:
+    st.caption(LAST_TURN_NOTE)
+show_prompt(shown.prompt)
 for column, label, text in zip(st.columns(2), ("A", "B"), (shown.left, shown.right), strict=True):
     with column, st.container(border=True):
         st.markdown(f"**Answer {label}**")
-        show_text(text, empty="*(empty answer)*")
+        show_answer(text, conversation, empty="*(empty answer)*")
 
 token = token_for(shown.comparison_id)
 with st.container(horizontal=True):

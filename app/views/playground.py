@@ -3,14 +3,16 @@
 import streamlit as st
 
 from app import auth, models, resources
-from app.text import as_text, show_text
+from app.text import as_text, show_answer, show_prompt
+from core.chat import ConversationError, is_conversation
 from data import compare
+from data.conversations import prompt_from_typed
 
 auth.require_admin()
 store = resources.store()
 
 
-def generate(prompt: str, names: list[str], reward_name: str | None, temperature: float, max_new_tokens: int) -> dict:
+def generate(prompt, names: list[str], reward_name: str | None, temperature: float, max_new_tokens: int) -> dict:
     """Return each model's answer and (with a reward model) its normalized reward."""
     answers = []
     for name in names:
@@ -24,6 +26,8 @@ def generate(prompt: str, names: list[str], reward_name: str | None, temperature
 
 
 def show(result: dict) -> None:
+    if is_conversation(result["prompt"]):
+        show_prompt(result["prompt"])
     for column, name, text, reward in zip(
         st.columns(2), result["names"], result["answers"], result["rewards"], strict=True
     ):
@@ -31,12 +35,16 @@ def show(result: dict) -> None:
             st.markdown(f"**{as_text(name)}**")
             if reward is not None:
                 st.metric(f"Reward ({result['reward_model']})", f"{reward:.3f}")
-            show_text(text, empty="*(empty answer)*")
+            show_answer(text, is_conversation(result["prompt"]), empty="*(empty answer)*")
 
 
 st.title("Playground")
 st.caption("Ask two models the same prompt; a reward model scores both answers (normalized: 0 = its training mean).")
-prompt = st.text_area("Prompt", key="playground_prompt", placeholder="Ask anything…")
+prompt = st.text_area(
+    "Prompt", key="playground_prompt", placeholder="Ask anything…",
+    help="Text, or a conversation: a JSON list of {role, content} messages or an HH transcript "
+    "(Human: … Assistant: … Human: …); the answers are the next assistant turn.",
+)  # fmt: skip
 left, right = st.columns(2)
 with left:
     name_a = models.model_picker(store, "Model A", ("base", "policy"), "playground_model_a")
@@ -55,9 +63,11 @@ if st.button("Generate", type="primary", icon=":material/play_arrow:", key="play
         try:
             with st.spinner("Generating…"):
                 st.session_state["playground_result"] = generate(
-                    prompt.strip(), [name_a, name_b], reward_name or None,
+                    prompt_from_typed(prompt), [name_a, name_b], reward_name or None,
                     float(temperature), int(max_new_tokens),
                 )  # fmt: skip
+        except ConversationError as error:
+            st.error(f"Not a conversation: {as_text(error)}")
         except (ValueError, OSError) as error:  # an unknown folder or hub id without network
             st.error(f"Could not generate: {as_text(error)}")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from app import auth, resources
-from app.text import as_text
+from app.text import as_text, show_prompt
 from data import importers, prompts
 from data.importers import PromptFileError
 
@@ -35,7 +35,9 @@ with st.form("prompts_import", clear_on_submit=True):
         type=["jsonl", "json", "csv", "parquet"],
         key="prompts_file",
         help="JSONL (one object per line with a 'prompt', 'text', 'question' or 'instruction' field, or a string), "
-        "CSV with a header, or Parquet. Duplicates are skipped; a malformed file imports nothing.",
+        "CSV with a header, or Parquet. Conversations: a 'messages' list (OpenAI/TRL), a list-valued 'prompt', an "
+        "HH transcript (Human: … Assistant: …), or chosen/rejected conversations (UltraFeedback, HH). Duplicates "
+        "are skipped; a malformed file imports nothing.",
     )
     if st.form_submit_button("Import", icon=":material/upload:") and uploaded is not None:
         import_upload(uploaded)
@@ -51,6 +53,11 @@ st.dataframe(
         "text": st.column_config.TextColumn("prompt", width="large"),
         "responses": st.column_config.NumberColumn("responses", help="responses sampled for this prompt"),
         "rankings": st.column_config.NumberColumn("rankings", help="times this prompt was ranked"),
+        "conversation": st.column_config.CheckboxColumn("conversation", help="several turns (or a system message)"),
         "created_at": st.column_config.DatetimeColumn("added", format="YYYY-MM-DD HH:mm"),
     },
 )
+if len(table):
+    shown_id = st.selectbox("Show a prompt", table["id"].tolist(), key="prompts_show", index=None, placeholder="id")
+    if shown_id is not None:
+        show_prompt(prompts.get_prompt(store, int(shown_id)))

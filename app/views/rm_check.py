@@ -6,6 +6,7 @@ import streamlit as st
 
 from app import auth, models, resources
 from app.text import as_text
+from core.chat import plain_layout
 from rm.accuracy import Accuracy
 from rm.check import check_reward_model, trained_ranking_ids
 from rm.data import rankings_from_store
@@ -67,7 +68,7 @@ def show(result) -> None:
         st.success("It orders every held-out pair as people did.")
     else:
         st.dataframe(pd.DataFrame([{
-            "ranking_id": r.ranking_id, "prompt": r.prompt, "agreement": f"{r.agreed}/{r.pairs}",
+            "ranking_id": r.ranking_id, "prompt": plain_layout(r.prompt, generation_prompt=False), "agreement": f"{r.agreed}/{r.pairs}",
             "people preferred": r.worst_better, "over": r.worst_worse,
         } for r in wrong]), hide_index=True)  # fmt: skip
     st.subheader("Reward vs length")

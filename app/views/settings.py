@@ -116,6 +116,11 @@ with st.form("settings_form"):
         "Annotation guidelines (markdown)", value=current["guidelines"], height=200,
         help="shown beside every item on the Annotate page", key="settings_guidelines",
     )  # fmt: skip
+    continue_conversations = st.checkbox(
+        "Annotators may continue conversations", value=bool(current["continue_conversations"]),
+        help="after ranking, an annotator may write the next user message after the best response: that "
+        "conversation becomes a new prompt to rank (multi-turn preference data)",
+    )  # fmt: skip
     if st.form_submit_button("Save", type="primary"):
         changes = {
             "generator_model": model.strip(),
@@ -130,6 +135,7 @@ with st.form("settings_form"):
             "suggestion_model": suggestion_model.strip() or None,
             "suggestions": suggestions,
             "guidelines": guidelines.strip(),
+            "continue_conversations": bool(continue_conversations),
         }
         try:
             check(changes)

@@ -6,7 +6,7 @@ import datasets
 import pytest
 
 from data.tables import PairsFileError
-from rm.data import read_pairs, split_hh, split_rankings
+from rm.data import read_pairs, read_rankings, split_rankings
 from rm.synthetic import synthetic_rankings
 
 ROWS = [
@@ -47,9 +47,42 @@ def test_anthropic_hh_rows_split_at_the_last_assistant_turn(tmp_path):
     ]
     rankings = read_pairs(write_jsonl(tmp_path / "hh.jsonl", rows))
     assert len(rankings) == 1
-    assert rankings[0].prompt == history.strip() + "\n\nAssistant:"
+    assert rankings[0].prompt == [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Name a color."},
+    ]  # the shared start, as turns: never one user message holding "Human:" and "Assistant:"
     assert rankings[0].responses == ["Blue.", "I won't."]
-    assert split_hh("\n\nHuman: x\n\nAssistant: y") == ("Human: x\n\nAssistant:", "y")
+
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Name a color."},
+]
+
+
+def test_trl_conversational_and_ultrafeedback_pairs_become_rankings(tmp_path):
+    rows = [
+        {"prompt": CONVERSATION, "chosen": [{"role": "assistant", "content": "Blue."}],
+         "rejected": [{"role": "assistant", "content": "No."}]},  # TRL conversational
+    ]  # fmt: skip
+    ultra = [
+        {"prompt": "Name a color.", "chosen": [CONVERSATION[3], {"role": "assistant", "content": "Red."}],
+         "rejected": [CONVERSATION[3], {"role": "assistant", "content": "Sky."}]},  # UltraFeedback
+    ]  # fmt: skip
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "trl.parquet"))
+    [trl] = read_pairs(tmp_path / "trl.parquet")
+    assert (trl.prompt, trl.responses) == (CONVERSATION, ["Blue.", "No."])
+    [uf] = read_pairs(write_jsonl(tmp_path / "uf.jsonl", ultra))
+    assert (uf.prompt, uf.responses) == ("Name a color.", ["Red.", "Sky."])
+    bad = [{"prompt": CONVERSATION[1:3], "chosen": "a", "rejected": "b"}]
+    with pytest.raises(PairsFileError, match="row 0: .*ends with an assistant turn"):
+        read_pairs(write_jsonl(tmp_path / "bad.jsonl", bad))
+    listwise = [{"ranking_id": 1, "prompt_id": 7, "prompt": CONVERSATION, "ranked_responses": [["a"], ["b", "c"]]}]
+    [ranking] = read_rankings(write_jsonl(tmp_path / "rankings.jsonl", listwise))
+    assert (ranking.prompt, ranking.tie_groups) == (CONVERSATION, [0, 1, 1])
 
 
 def test_a_bad_pairs_file_names_the_problem(tmp_path):
