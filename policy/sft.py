@@ -78,15 +78,17 @@ def load_demonstrations(source) -> list[dict]:
     return [as_demonstration(row, number, name) for number, row in enumerate(rows)]
 
 
-def tokenize_demonstrations(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
+def tokenize_demonstrations(tokenizer, rows: list[dict], max_length: int, max_prompt_tokens: int = 512) -> list[dict]:
     """Return one dict of token ids per demonstration: the chat-formatted prompt and the answer followed by EOS.
 
-    The prompt keeps its last tokens (at most half of `max_length`), the answer its first tokens up to
-    `max_length` in all (a cut answer loses its EOS, as a sampled one would).
+    A prompt takes at most `min(max_prompt_tokens, max_length - 1)` tokens (the oldest turns of a long conversation
+    go first, as in DPO and rollouts); the answer keeps its first tokens up to `max_length` in all (a cut answer
+    loses its EOS, as a sampled one would).
     """
+    limit = min(max_prompt_tokens, max_length - 1)
     examples = []
-    for row in rows:
-        prompt_ids = chat_prompt_ids(tokenizer, row["prompt"])[-max(1, max_length // 2) :]
+    for number, row in enumerate(rows):
+        prompt_ids = chat_prompt_ids(tokenizer, row["prompt"], limit, name=f"row {number}")
         answer_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         examples.append({"prompt_ids": prompt_ids, "completion_ids": answer_ids[: max_length - len(prompt_ids)]})
     return examples
@@ -188,8 +190,8 @@ def train_sft(config: SFTConfig, store=None, demonstrations=None) -> Path:
     rows = ctx.inputs
     fraction = EVAL_FRACTION if len({str(row["prompt"]) for row in rows}) >= MIN_PROMPTS_FOR_EVAL else 0.0
     train_rows, eval_rows = split_by_prompt(rows, lambda row: str(row["prompt"]), fraction, config.seed)
-    train = tokenize_demonstrations(ctx.tokenizer, train_rows, config.max_length)
-    held_out = tokenize_demonstrations(ctx.tokenizer, eval_rows, config.max_length)
+    train = tokenize_demonstrations(ctx.tokenizer, train_rows, config.max_length, config.max_prompt_tokens)
+    held_out = tokenize_demonstrations(ctx.tokenizer, eval_rows, config.max_length, config.max_prompt_tokens)
     ctx.reference = None  # imitation needs no reference: a full fine-tuning copy is freed
     gc.collect()
     pad_id = ctx.tokenizer.pad_token_id

@@ -19,7 +19,14 @@ from policy.sft import as_demonstration, batch_loss, collate_demonstrations, tok
 ROWS = [
     {"prompt": "What is 2 plus 2?", "completion": "It is 4."},
     {"prompt": "Name a color, please, and say why you like it.", "completion": "Blue, like the sky on a clear day."},
-    {"prompt": "hi", "completion": "Hello! How can I help?"},
+    {
+        "prompt": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Name a fruit."},
+        ],
+        "completion": "An apple.",
+    },
 ]
 
 
