@@ -31,7 +31,10 @@ def current_annotator() -> int | None:
         name = st.sidebar.text_input("Annotator", value="local", key="annotate_annotator", help="Your name or handle")
     if not name.strip():
         return None
-    return annotation.ensure_annotator(store, name)
+    known = st.session_state.get("annotate_annotator_id")  # (name, id): one write per session, not one per run
+    if not known or known[0] != name:
+        known = st.session_state["annotate_annotator_id"] = (name, annotation.ensure_annotator(store, name))
+    return known[1]
 
 
 def show_progress(annotator_id: int) -> dict:
@@ -148,7 +151,7 @@ def ranking_form(item: annotation.Item, settings: dict) -> None:
 
 
 def handle_press(annotator_id: int) -> None:
-    """Store a press made on the item this session was shown, before any next item is claimed.
+    """Store a press made on the item this session was shown, before any next item is claimed, and say so.
 
     Handled here rather than where the form is drawn: if the item was lost meanwhile (its claim went stale and
     someone else took it, or another tab submitted it), the form is not drawn again, and the press must still
@@ -185,10 +188,11 @@ def handle_press(annotator_id: int) -> None:
     except RankingError as error:
         st.error(as_text(error))
         return
-    st.session_state["annotate_saved"] = {"ranked": "Ranking saved.", "skipped": "Skipped.", "flagged": "Flagged."}[
-        status
-    ]
-    st.rerun()
+    # This run goes on to draw the next item: a rerun here would draw the whole page twice per press.
+    st.toast(
+        {"ranked": "Ranking saved.", "skipped": "Skipped.", "flagged": "Flagged."}[status],
+        icon=":material/check_circle:",
+    )
 
 
 st.title("Annotate")
@@ -196,8 +200,6 @@ annotator_id = current_annotator()
 if annotator_id is None:
     st.info("Enter your name in the sidebar to start.")
     st.stop()
-if saved := st.session_state.pop("annotate_saved", None):
-    st.toast(saved, icon=":material/check_circle:")
 handle_press(annotator_id)
 counts = show_progress(annotator_id)
 settings = load_settings(store)
