@@ -39,6 +39,7 @@ from data.store import Store
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 APP_ROOT = '[data-testid="stApp"]'
+SIGN_IN_TRIES = 5  # refusals after which a session gives up signing in
 IDLE_SECONDS = 5.0  # the server's CPU with every session open and nobody pressing anything, measured this long
 RESPONSE = (
     "Answer {n}: start with the question itself, then the one fact that settles it, then an example a reader can "
@@ -48,14 +49,19 @@ RESPONSE = (
 PRESS_SIGN_IN_AT = """at => setTimeout(
     () => [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Sign in').click(),
     Math.max(0, at - Date.now()))"""
-# Counts the page's script runs (Streamlit marks its root "running" at the start of each).
+# Notes when the page's script starts running (Streamlit marks its root "running"): a press got its answer.
 COUNT_RUNS = """() => {
     const app = document.querySelector('[data-testid="stApp"]');
+    if (window.__studioObserver) window.__studioObserver.disconnect();
     window.__studioRuns = 0;
-    new MutationObserver(() => {
+    window.__studioObserver = new MutationObserver(() => {
         if (app.getAttribute('data-test-script-state') === 'running') window.__studioRuns += 1;
-    }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+    });
+    window.__studioObserver.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
 }"""
+# Every script run starts with a new-session message naming the main script; back-to-back runs (a rerun) show as
+# one stretch of "running" on the page, so runs are counted from the connection instead.
+RUN_STARTED = b"main.py"
 
 
 def parse_args():
@@ -121,15 +127,30 @@ def browser_cpu_seconds(server: subprocess.Popen) -> float:
     return cpu_seconds(os.getpid(), leave_out=server.pid) - sum(psutil.Process().cpu_times()[:2])
 
 
+class RunCounter:
+    """Counts the script runs the pages' connections announce while `counting` is set."""
+
+    def __init__(self):
+        self.counting, self.runs = False, 0
+
+    def watch(self, page) -> None:
+        page.on("websocket", lambda socket: socket.on("framereceived", self.received))
+
+    def received(self, frame) -> None:
+        if self.counting and isinstance(frame, bytes) and RUN_STARTED in frame:
+            self.runs += 1
+
+
 async def settled(page) -> None:
     from playwright.async_api import expect
 
     await expect(page.locator(APP_ROOT)).to_have_attribute("data-test-script-state", "notRunning", timeout=120_000)
 
 
-async def open_sign_in(browser, url: str, name: str):
+async def open_sign_in(browser, url: str, name: str, runs: RunCounter):
     """Return a page of a fresh browser session with the sign-in form filled in for `name`."""
     page = await (await browser.new_context()).new_page()
+    runs.watch(page)
     await page.goto(url)
     await page.get_by_role("textbox", name="User name").fill(name)
     await page.get_by_role("textbox", name="Password").fill(f"{name} password")
@@ -137,23 +158,29 @@ async def open_sign_in(browser, url: str, name: str):
     return page
 
 
-async def signed_in(page, press_at_ms: int) -> list[str]:
-    """Press Sign in at the given moment, and again after each refusal's wait; return the refusals."""
+async def signed_in(page, press_at_ms: int) -> tuple[list[str], bool]:
+    """Press Sign in at the given moment, and again after each refusal's wait; return the refusals, and whether
+    the session got in (a session refused SIGN_IN_TRIES times gives up)."""
     from playwright.async_api import expect
 
     refusals = []
-    while True:
+    annotate, error = page.get_by_role("heading", name="Annotate"), page.get_by_test_id("stAlertContentError")
+    while len(refusals) < SIGN_IN_TRIES:
+        await page.evaluate(COUNT_RUNS)
         await page.evaluate(PRESS_SIGN_IN_AT, press_at_ms)
-        annotate, error = page.get_by_role("heading", name="Annotate"), page.get_by_test_id("stAlertContentError")
+        timeout_ms = max(0, press_at_ms - time.time() * 1000) + 120_000
+        await page.wait_for_function("window.__studioRuns > 0", timeout=timeout_ms)  # this press's run, not the last
+        await settled(page)
         await expect(annotate.or_(error).first).to_be_visible(timeout=120_000)
         await settled(page)
-        if not await error.count():
-            return refusals
+        if await annotate.count():
+            return refusals, True
         refusals.append(await error.first.inner_text())
         wait = re.search(r"try again in (\d+) s", refusals[-1])
         if wait is None:
             raise RuntimeError(f"sign-in failed: {refusals[-1]}")
         press_at_ms = int(time.time() * 1000) + 1000 * int(wait.group(1))
+    return refusals, False
 
 
 async def rank(page, items: int, k: int) -> tuple[list[float], int]:
@@ -184,30 +211,33 @@ async def run_team(url: str, server: subprocess.Popen, names: list[str], items: 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            pages = [await open_sign_in(browser, url, name) for name in names]
+            runs = RunCounter()
+            pages = [await open_sign_in(browser, url, name, runs) for name in names]
             press_at_ms = int(time.time() * 1000) + 1000
             sign_in_cpu = server_cpu_seconds(server)
-            refusals = await asyncio.gather(*(signed_in(page, press_at_ms) for page in pages))
+            outcomes = await asyncio.gather(*(signed_in(page, press_at_ms) for page in pages))
             sign_in_cpu = server_cpu_seconds(server) - sign_in_cpu
-            for page in pages:
-                await settled(page)
-                await page.evaluate(COUNT_RUNS)
+            refusals = [page_refusals for page_refusals, _ in outcomes]
+            names = [name for name, (_, got_in) in zip(names, outcomes, strict=True) if got_in]
+            pages = [page for page, (_, got_in) in zip(pages, outcomes, strict=True) if got_in]
             idle_cpu = server_cpu_seconds(server)
             await asyncio.sleep(IDLE_SECONDS)
             idle_cpu_per_s = (server_cpu_seconds(server) - idle_cpu) / IDLE_SECONDS
             cpu, browsers_cpu, started = server_cpu_seconds(server), browser_cpu_seconds(server), time.perf_counter()
+            runs.counting = True
             ranked = await asyncio.gather(*(rank(page, items, k) for page in pages))
+            runs.counting = False
             seconds, cpu = time.perf_counter() - started, server_cpu_seconds(server) - cpu
             browsers_cpu = browser_cpu_seconds(server) - browsers_cpu
-            runs = [await page.evaluate("window.__studioRuns") for page in pages]
         finally:
             await browser.close()
-    latencies = sorted(latency for page_latencies, _ in ranked for latency in page_latencies)
-    submits = len(latencies)
+    latencies = sorted(latency for page_latencies, _ in ranked for latency in page_latencies) or [float("nan")]
+    submits = max(1, sum(count for _, count in ranked))
     return {
         "refusals": sum(len(r) for r in refusals),
         "annotators_refused": sum(bool(r) for r in refusals),
-        "server_cpu_s_per_sign_in": sign_in_cpu / len(pages),  # the password check and the first Annotate page
+        "server_cpu_s_per_sign_in": sign_in_cpu / len(outcomes),  # the password check and the first Annotate page
+        "signed_in": len(pages),
         "refusal_messages": sorted({re.sub(r"\d+ s", "N s", m) for r in refusals for m in r}),
         "acknowledged": {name: count for name, (_, count) in zip(names, ranked, strict=True)},
         "latency_p50_s": statistics.median(latencies),
@@ -217,7 +247,7 @@ async def run_team(url: str, server: subprocess.Popen, names: list[str], items: 
         "server_cpu_s_per_submit": (cpu - idle_cpu_per_s * seconds) / submits,
         "server_idle_cpu_share": idle_cpu_per_s,
         "browsers_cpu_s_per_submit": browsers_cpu / submits,
-        "script_runs_per_item": sum(runs) / submits,
+        "script_runs_per_item": runs.runs / submits,
     }
 
 
@@ -265,7 +295,8 @@ def main() -> int:
     print(
         f"| annotators | right passwords refused | annotators refused | stored vs acknowledged | "
         f"Submit -> next item p50 / p95 / max | items per minute | server CPU per Submit | script runs per item |\n"
-        f"| {args.annotators} | {result['refusals']} | {result['annotators_refused']} of {args.annotators} | "
+        f"| {args.annotators} | {result['refusals']} | {result['annotators_refused']} of {args.annotators} "
+        f"({result['signed_in']} signed in) | "
         f"{result['stored']} vs {result['acknowledged']}, {twice} twice | {result['latency_p50_s']:.2f} / "
         f"{result['latency_p95_s']:.2f} / {result['latency_max_s']:.2f} s | {result['items_per_minute']:.0f} | "
         f"{1000 * result['server_cpu_s_per_submit']:.0f} ms | {result['script_runs_per_item']:.1f} |"
