@@ -47,10 +47,13 @@ def cmd_serve(args) -> int:
     env = os.environ | {"RLHF_STUDIO_DB": str(Path(args.db).resolve()), "RLHF_STUDIO_HOST": args.host}
     if args.model:
         env["RLHF_STUDIO_MODEL"] = args.model
+    # No file watcher: it reloads edited code, which a served app does not need, and each browser session's
+    # watcher scans every loaded module (torch, transformers) after its runs: a third of a sign-in's server CPU
+    # at 12 sessions (bench/annotators.py: 0.72 -> 0.52 s).
     command = [
         sys.executable, "-m", "streamlit", "run", str(main_page),
         "--server.address", args.host, "--server.port", str(args.port),
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
     ]  # fmt: skip
     announce = f"RLHF Studio on http://{args.host}:{args.port}  (database: {env['RLHF_STUDIO_DB']})"
     return run_forwarding_signals(command, env, announce)

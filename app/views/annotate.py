@@ -33,7 +33,10 @@ def current_annotator() -> int | None:
         name = st.sidebar.text_input("Annotator", value="local", key="annotate_annotator", help="Your name or handle")
     if not name.strip():
         return None
-    return annotation.ensure_annotator(store, name)
+    known = st.session_state.get("annotate_annotator_id")  # (name, id): one write per session, not one per run
+    if not known or known[0] != name:
+        known = st.session_state["annotate_annotator_id"] = (name, annotation.ensure_annotator(store, name))
+    return known[1]
 
 
 def show_progress(annotator_id: int) -> dict:
@@ -156,7 +159,7 @@ def ranking_form(item: annotation.Item, settings: dict) -> None:
 
 
 def handle_press(annotator_id: int) -> None:
-    """Store a press made on the item this session was shown, before any next item is claimed.
+    """Store a press made on the item this session was shown, before any next item is claimed, and say so.
 
     Handled here rather than where the form is drawn: if the item was lost meanwhile (its claim went stale and
     someone else took it, or another tab submitted it), the form is not drawn again, and the press must still
@@ -196,8 +199,8 @@ def handle_press(annotator_id: int) -> None:
         st.error(as_text(error))
         return
     saved = {"ranked": "Ranking saved.", "skipped": "Skipped.", "flagged": "Flagged."}[status]
-    st.session_state["annotate_saved"] = saved + (" Your follow-up is queued as a new item." if follow_up else "")
-    st.rerun()
+    # This run goes on to draw the next item: a rerun here would draw the whole page twice per press.
+    st.toast(saved + (" Your follow-up is queued as a new item." if follow_up else ""), icon=":material/check_circle:")
 
 
 st.title("Annotate")
@@ -205,8 +208,6 @@ annotator_id = current_annotator()
 if annotator_id is None:
     st.info("Enter your name in the sidebar to start.")
     st.stop()
-if saved := st.session_state.pop("annotate_saved", None):
-    st.toast(saved, icon=":material/check_circle:")
 handle_press(annotator_id)
 counts = show_progress(annotator_id)
 settings = load_settings(store)

@@ -62,8 +62,6 @@ def test_after_a_failure_even_the_right_password_waits_unchecked(store, scrypt_c
         users.login(store, "ada", "correct horse")
     with pytest.raises(users.LoginThrottled):  # per name: another client waits too
         users.login(store, "ada", "correct horse", client="10.0.0.9")
-    with pytest.raises(users.LoginThrottled):  # per client: another name from that client waits too
-        users.login(store, "bob", "correct horse")
     assert len(scrypt_calls) == 1  # only the first attempt was checked
     forget_failures(store)
     assert users.session_user(store, users.login(store, "ada", "correct horse")) == users.User("ada", "admin")
@@ -104,6 +102,53 @@ def test_parallel_sessions_get_one_check_between_them(store, scrypt_calls):
         outcomes = sorted(pool.map(attempt, range(8)))
     assert outcomes == ["checked"] + ["throttled"] * 7
     assert len(scrypt_calls) == 1
+
+
+def test_a_team_behind_one_address_signs_in_at_once_with_the_right_passwords(store):
+    names = [f"annotator{i}" for i in range(8)]
+    for name in names:
+        users.add_user(store, name, "annotator", f"{name} password")
+
+    def sign_in(name: str) -> users.User | None:
+        return users.session_user(store, users.login(store, name, f"{name} password", client="10.0.0.1"))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        signed_in = list(pool.map(sign_in, names))
+    assert signed_in == [users.User(name, "annotator") for name in names]
+    assert store.query("SELECT count(*) FROM login_throttle")[0][0] == 0  # a right password is no failure
+    assert store.query("SELECT count(*) FROM login_checks")[0][0] == 0
+
+
+def test_an_address_guessing_in_parallel_gets_no_more_checks_than_its_limit(store, scrypt_calls, monkeypatch):
+    monkeypatch.setattr(users, "CLIENT_FAILURE_LIMIT", 4)
+    users.add_user(store, "ada", "admin", "correct horse")
+    scrypt_calls.clear()
+
+    def guess(name: str) -> str:
+        try:
+            users.login(store, name, "guess-guess", client="10.0.0.1", base_delay=60)
+        except users.LoginThrottled:
+            return "throttled"
+        except users.LoginError:
+            return "checked"
+        return "signed in"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = sorted(pool.map(guess, [f"name{i}" for i in range(8)]))  # one guess on each of 8 names
+    assert outcomes == ["checked"] * 4 + ["throttled"] * 4
+    assert len(scrypt_calls) == 4
+    with pytest.raises(users.LoginThrottled, match="too many failed"):  # even a right password, from there
+        users.login(store, "ada", "correct horse", client="10.0.0.1")
+    assert users.session_user(store, users.login(store, "ada", "correct horse", client="10.0.0.2")).is_admin
+
+
+def test_a_failing_check_ends_as_a_failure_and_frees_its_name(store, monkeypatch):
+    users.add_user(store, "ada", "admin", "correct horse")
+    monkeypatch.setattr(users, "verify_password", lambda *_: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        users.login(store, "ada", "correct horse")
+    assert store.query("SELECT count(*) FROM login_checks")[0][0] == 0
+    assert store.query("SELECT count(*) FROM login_throttle")[0][0] == 2  # the name and the address
 
 
 def test_an_unknown_name_costs_the_same_hash_as_a_wrong_password(store, scrypt_calls):
