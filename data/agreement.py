@@ -46,7 +46,9 @@ def agreement(store: Store) -> tuple[list[dict], float]:
     )
     per_pair: dict[tuple[str, str], list[float]] = {}
     for _, name_x, ranking_x, name_y, ranking_y in rows:
-        tau = kendall_tau_b(rank_of(ranking_x), rank_of(ranking_y))
+        first, second = rank_of(ranking_x), rank_of(ranking_y)
+        shared = first.keys() & second.keys()  # each person's own written answer is theirs alone
+        tau = kendall_tau_b({i: first[i] for i in shared}, {i: second[i] for i in shared})
         if not math.isnan(tau):
             per_pair.setdefault(tuple(sorted((name_x, name_y))), []).append(tau)
     table = [

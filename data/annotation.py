@@ -5,8 +5,10 @@ import numbers
 from dataclasses import dataclass, field
 
 from core.chat import ConversationError
+from data import demonstrations
 from data.continuation import insert_follow_up
 from data.conversations import from_stored
+from data.demonstrations import SAMPLED, Demonstration, DemonstrationError
 from data.prompts import MESSAGES_JOIN, PROMPTS_WITH_MESSAGES
 from data.store import Store
 
@@ -121,8 +123,9 @@ def _load_item(cursor, batch_id: int) -> Item:
         [batch_id],
     ).fetchone()
     prompt = from_stored(text, messages)
-    rows = cursor.execute(
-        "SELECT id, text, finish_reason FROM responses WHERE batch_id = ? ORDER BY position", [batch_id]
+    rows = cursor.execute(  # an annotator's own answer stays theirs: the next person ranks the sampled ones
+        f"SELECT id, text, finish_reason FROM responses r WHERE batch_id = ? AND {SAMPLED} ORDER BY position",
+        [batch_id],
     ).fetchall()
     return Item(batch_id, prompt_id, prompt, [r[0] for r in rows], [r[1] for r in rows], model, [r[2] for r in rows])
 
@@ -213,8 +216,11 @@ def _response_id(value) -> int:
     raise RankingError(f"response ids are integers; got {value!r} ({type(value).__name__})")
 
 
-def _check_ranking(cursor, batch_id: int, annotator_id: int, status: str, ranking: list[list[int]]) -> int:
-    """Return the batch's prompt id, or raise RankingError naming what is wrong with the submission."""
+def _check_ranking(
+    cursor, batch_id: int, annotator_id: int, status: str, ranking: list[list[int]], answer_id: int | None = None
+) -> int:
+    """Return the batch's prompt id, or raise RankingError naming what is wrong with the submission (which ranks
+    the batch's sampled responses, and `answer_id`, the annotator's own answer, when there is one)."""
     if status not in STATUSES:
         raise RankingError(f"unknown status {status!r}; expected one of {STATUSES}")
     row = cursor.execute(
@@ -237,7 +243,8 @@ def _check_ranking(cursor, batch_id: int, annotator_id: int, status: str, rankin
         if ranking:
             raise RankingError(f"a {status} item carries no ranking")
         return prompt_id
-    expected = {r[0] for r in cursor.execute("SELECT id FROM responses WHERE batch_id = ?", [batch_id]).fetchall()}
+    sampled = cursor.execute(f"SELECT id FROM responses r WHERE batch_id = ? AND {SAMPLED}", [batch_id]).fetchall()
+    expected = {row[0] for row in sampled} | ({answer_id} if answer_id is not None else set())
     given = [response_id for group in ranking for response_id in group]
     if any(not group for group in ranking):
         raise RankingError("the ranking has an empty tie group")
@@ -261,19 +268,24 @@ def submit_ranking(
     seconds_spent: float | None = None,
     submission_token: str | None = None,
     follow_up: str | None = None,
+    demonstration: Demonstration | None = None,
 ) -> int:
     """Store one submission in one transaction and return its id; a repeated submission token returns the first.
 
     A token belongs to the annotator and item it was first submitted for: the same token on anything else is
-    refused, never taken as a repeat. A `follow_up` (the next user message after the best response) stores the
-    continued conversation as a new prompt in the same transaction (`data.continuation`).
+    refused, never taken as a repeat. A `demonstration` (the annotator's own or edited answer) is stored as a
+    response and ranked with the others (`data.demonstrations`), and a `follow_up` (the next user message after the
+    best response) stores the continued conversation as a new prompt, both in the same transaction.
     """
     ranking = [[_response_id(i) for i in group] for group in ranking]
     follow_up = (follow_up or "").strip() or None
     if follow_up and status != "ranked":
         raise RankingError(f"a {status} item cannot be continued: rank it to continue the conversation")
-    if follow_up and ranking and len(ranking[0]) > 1:
-        raise RankingError("a follow-up continues the one best response: break the tie for first place")
+    if demonstration is not None:
+        try:
+            demonstrations.check(demonstration, status, ranking)
+        except DemonstrationError as error:
+            raise RankingError(str(error)) from None
 
     def insert(cursor) -> int:
         if submission_token is not None:
@@ -284,15 +296,26 @@ def submit_ranking(
                 raise RankingError("this submission token was already used for another item or annotator")
             if seen:
                 return seen[0]
-        prompt_id = _check_ranking(cursor, batch_id, annotator_id, status, ranking)
+        final, answer_id = ranking, None
+        if demonstration is not None:
+            try:
+                answer_id = demonstrations.insert_answer(cursor, batch_id, demonstration)
+            except DemonstrationError as error:
+                raise RankingError(str(error)) from None
+            final = demonstrations.place(ranking, answer_id, demonstration)
+        prompt_id = _check_ranking(cursor, batch_id, annotator_id, status, final, answer_id)
+        if follow_up and len(final[0]) > 1:
+            raise RankingError("a follow-up continues the one best response: break the tie for first place")
         ranking_id = cursor.execute(
             "INSERT INTO rankings (batch_id, prompt_id, annotator_id, status, ranking, comment, seconds_spent,"
             " submission_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [batch_id, prompt_id, annotator_id, status, ranking, comment or None, seconds_spent, submission_token],
+            [batch_id, prompt_id, annotator_id, status, final, comment or None, seconds_spent, submission_token],
         ).fetchone()[0]
+        if answer_id is not None:
+            demonstrations.record_answer(cursor, answer_id, ranking_id, annotator_id, demonstration.parent_response_id)
         if follow_up:
             try:
-                insert_follow_up(cursor, ranking_id, ranking[0][0], follow_up)
+                insert_follow_up(cursor, ranking_id, final[0][0], follow_up)
             except ConversationError as error:
                 raise RankingError(f"cannot continue the conversation: {error}") from None
         return ranking_id

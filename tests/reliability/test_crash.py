@@ -1,4 +1,5 @@
-"""Kill the process that holds the database with SIGKILL mid-submissions: every acknowledged ranking survives."""
+"""Kill the process that holds the database with SIGKILL mid-submissions: every acknowledged ranking survives,
+and so does every annotator's answer submitted with one."""
 
 import os
 import signal
@@ -16,9 +17,11 @@ SERVER = textwrap.dedent(
     """
     import sys, threading
     from data import annotation
+    from data.demonstrations import Demonstration
     from data.store import Store
 
     store = Store(sys.argv[1])
+    with_answers = sys.argv[2:] == ["answers"]
     lock = threading.Lock()
 
     def annotate(worker):
@@ -29,7 +32,10 @@ SERVER = textwrap.dedent(
                 return
             token = f"{worker}-{n}"
             groups = [[i] for i in item.response_ids]
-            annotation.submit_ranking(store, annotator, item.batch_id, groups, submission_token=token)
+            answer = Demonstration(f"answer {token}", item.response_ids[-1]) if with_answers else None
+            annotation.submit_ranking(
+                store, annotator, item.batch_id, groups, submission_token=token, demonstration=answer
+            )
             with lock:
                 print("ACK", token, flush=True)
 
@@ -42,14 +48,10 @@ SERVER = textwrap.dedent(
 )
 
 
-def test_acknowledged_rankings_survive_sigkill(tmp_path):
-    path = tmp_path / "studio.duckdb"
-    store = Store(path)
-    fill_items(store, 600)
-    store.close()
-
+def run_until_killed(path, *args: str) -> list[str]:
+    """Run the stand-in app until 150 submissions are acknowledged, SIGKILL it, return the acknowledged tokens."""
     server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(path)], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
+        [sys.executable, "-c", SERVER, str(path), *args], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
     )
     acknowledged = []
     deadline = time.monotonic() + 120
@@ -61,10 +63,39 @@ def test_acknowledged_rankings_survive_sigkill(tmp_path):
     server.wait()
     acknowledged += [line.split()[1] for line in server.stdout.read().splitlines() if line.startswith("ACK ")]
     assert len(acknowledged) >= 150, "the stand-in app did not get going"
+    return acknowledged
+
+
+def test_acknowledged_rankings_survive_sigkill(tmp_path):
+    path = tmp_path / "studio.duckdb"
+    store = Store(path)
+    fill_items(store, 600)
+    store.close()
+    acknowledged = run_until_killed(path)
 
     reopened = Store(path)  # replays the write-ahead log; must open cleanly
     stored = [row[0] for row in reopened.query("SELECT submission_token FROM rankings")]
     assert len(stored) == len(set(stored)), "a submission was stored twice"
     assert set(acknowledged) <= set(stored), "an acknowledged submission was lost"
     assert reopened.query("SELECT count(*) FROM rankings WHERE ranking = []") == [(0,)]
+    reopened.close()
+
+
+def test_acknowledged_answers_survive_sigkill_with_their_rankings(tmp_path):
+    path = tmp_path / "studio.duckdb"
+    store = Store(path)
+    fill_items(store, 600)
+    store.close()
+    acknowledged = run_until_killed(path, "answers")
+
+    reopened = Store(path)
+    stored = dict(reopened.query("SELECT submission_token, id FROM rankings"))
+    answers = reopened.query(
+        "SELECT k.submission_token, r.text, k.ranking[2] = [h.response_id] FROM human_responses h "
+        "JOIN rankings k ON k.id = h.ranking_id JOIN responses r ON r.id = h.response_id"
+    )
+    assert set(acknowledged) <= set(stored), "an acknowledged submission was lost"
+    assert sorted(token for token, _, _ in answers) == sorted(stored), "a ranking without its answer, or two"
+    assert all(text == f"answer {token}" and placed for token, text, placed in answers)
+    assert reopened.query("SELECT count(*) FROM responses WHERE model = 'human'") == [(len(stored),)]
     reopened.close()
