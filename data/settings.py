@@ -19,6 +19,7 @@ DEFAULTS = {
     "suggestions": "off",  # 'off', 'scores' or 'preorder': off by default so people are not anchored
     "guidelines": "",  # markdown shown beside every annotation item
     "continue_conversations": True,  # annotators may write the next user message after the best response
+    "demonstrations": True,  # annotators may edit a response or write their own answer, ranked with the others
 }
 
 

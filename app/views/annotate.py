@@ -1,5 +1,6 @@
-"""Annotate: read a prompt (or a conversation) and its K sampled responses, rank them (equal ranks tie), submit,
-optionally continue the conversation after the best one, get the next item."""
+"""Annotate: read a prompt (or a conversation) and its K sampled responses, rank them (equal ranks tie), optionally
+edit one or write your own answer (ranked with them), submit, optionally continue the conversation after the best
+one, get the next item."""
 
 import string
 import time
@@ -14,6 +15,7 @@ from app.text import LAST_TURN_NOTE, as_text, show_answer, show_prompt, show_tex
 from core.chat import is_conversation
 from data import annotation
 from data.annotation import RankingError
+from data.demonstrations import Demonstration
 from data.settings import load_settings
 
 store = resources.store()
@@ -89,6 +91,7 @@ def shown_item(item: annotation.Item) -> dict:
         shown = {
             "batch_id": item.batch_id,
             "response_ids": item.response_ids,
+            "responses": item.responses,
             "token": str(uuid.uuid4()),
             "since": time.monotonic(),
         }
@@ -98,9 +101,10 @@ def shown_item(item: annotation.Item) -> dict:
 
 def response_card(
     label: str, text: str, k: int, key: str, score: float | None = None, prefill: int | None = None,
-    cut_off: bool = False, conversation: bool = False,
+    cut_off: bool = False, conversation: bool = False, edit_key: str | None = None,
 ) -> int | None:  # fmt: skip
-    """Draw one response with its rank picker (pre-set to `prefill`) and any suggested score; return the rank."""
+    """Draw one response with its rank picker (pre-set to `prefill`), any suggested score and, under `edit_key`, a
+    box to edit it in; return the rank."""
     with st.container(border=True):
         index = None if prefill is None else prefill - 1
         rank = st.radio(f"Rank of {label}", range(1, k + 1), index=index, horizontal=True, key=key)
@@ -112,6 +116,12 @@ def response_card(
                 "✂ Cut off: the response reached the token limit (max new tokens) before it ended.",
                 help="Judge what is there; a response does not lose for being cut off unless that hurts it.",
             )
+        if edit_key:
+            with st.expander("Edit this response", icon=":material/edit:"):
+                st.text_area(
+                    f"Your edit of {label}", value=text, key=edit_key, height=150,
+                    help="Submitted changed, your version is stored as your own answer, ranked just above this one.",
+                )  # fmt: skip
     return rank
 
 
@@ -133,10 +143,19 @@ def ranking_form(item: annotation.Item, settings: dict) -> None:
                     response_id = item.response_ids[index]
                     key = f"annotate_rank_{item.batch_id}_{response_id}"
                     cut_off = index < len(item.finish_reasons) and item.finish_reasons[index] == "length"
+                    edit_key = f"annotate_edit_{item.batch_id}_{response_id}" if settings["demonstrations"] else None
                     ranks[response_id] = response_card(
                         string.ascii_uppercase[index], item.responses[index], k, key,
                         shown_scores.get(response_id), prefill.get(response_id), cut_off, is_conversation(item.prompt),
+                        edit_key,
                     )  # fmt: skip
+        if settings["demonstrations"]:
+            st.text_area(
+                "Write your own answer (optional)", key=f"annotate_answer_{item.batch_id}", height=100,
+                placeholder="An answer better than all of these; it is ranked first",
+                help="Stored as a human-written response and ranked with the others: a demonstration for "
+                "supervised fine-tuning. One answer of your own per item: write one, or edit one response.",
+            )  # fmt: skip
         st.text_input("Comment (optional)", key=f"annotate_comment_{item.batch_id}")
         if settings["continue_conversations"]:
             st.text_area(
@@ -156,6 +175,22 @@ def ranking_form(item: annotation.Item, settings: dict) -> None:
                 st.error(f"Give every response a rank; missing: {', '.join(missing[1])}.", icon=":material/error:")
         st.caption(SHORTCUTS_HELP)
     components.html(f"<script>{SHORTCUTS_SCRIPT}</script>", height=0)
+
+
+def own_answer(shown: dict) -> Demonstration | None:
+    """Return the annotator's own answer: a response edited in its box, or one written from scratch; RankingError
+    when there are several (one per item)."""
+    batch_id, answers = shown["batch_id"], []
+    for response_id, sampled in zip(shown["response_ids"], shown["responses"], strict=True):
+        edited = st.session_state.get(f"annotate_edit_{batch_id}_{response_id}") or ""
+        if edited.strip() and edited.strip() != sampled.strip():  # an emptied box is no answer
+            answers.append(Demonstration(edited, parent_response_id=response_id))
+    written = st.session_state.get(f"annotate_answer_{batch_id}") or ""
+    if written.strip():
+        answers.append(Demonstration(written))
+    if len(answers) > 1:
+        raise RankingError("Give one answer of your own per item: edit one response or write one answer.")
+    return answers[0] if answers else None
 
 
 def handle_press(annotator_id: int) -> None:
@@ -184,6 +219,7 @@ def handle_press(annotator_id: int) -> None:
         ranking = annotation.ranks_to_groups(ranks)
     st.session_state.pop("annotate_missing", None)
     try:
+        answer = own_answer(shown) if status == "ranked" else None
         annotation.submit_ranking(
             store,
             annotator_id,
@@ -194,12 +230,14 @@ def handle_press(annotator_id: int) -> None:
             seconds_spent=time.monotonic() - shown["since"],
             submission_token=shown["token"],
             follow_up=follow_up or None,
+            demonstration=answer,
         )
     except RankingError as error:
         st.error(as_text(error))
         return
     saved = {"ranked": "Ranking saved.", "skipped": "Skipped.", "flagged": "Flagged."}[status]
     # This run goes on to draw the next item: a rerun here would draw the whole page twice per press.
+    saved += " Your answer is stored, ranked with the others." if answer else ""
     st.toast(saved + (" Your follow-up is queued as a new item." if follow_up else ""), icon=":material/check_circle:")
 
 

@@ -11,6 +11,7 @@ from app.text import as_text
 from data import annotation
 from data.agreement import agreement
 from data.backup import backup, backup_path
+from data.demonstrations import demonstration_counts
 from data.export import export_bytes
 from data.store import StoreError
 
@@ -20,9 +21,15 @@ MIME = {"parquet": "application/vnd.apache.parquet", "jsonl": "application/jsonl
 
 st.title("Data")
 
-counts = annotation.counts(store)
-for column, (table, count) in zip(st.columns(len(counts)), counts.items(), strict=True):
-    column.metric(table.capitalize(), count)
+counts = {table.capitalize(): count for table, count in annotation.counts(store).items()}
+demonstrations = demonstration_counts(store)
+counts["Demonstrations"] = demonstrations["demonstrations"]
+written_help = (
+    f"answers annotators wrote: {demonstrations['edited']} edited from a sampled response, "
+    f"{demonstrations['written']} written from scratch"
+)
+for column, (label, count) in zip(st.columns(len(counts)), counts.items(), strict=True):
+    column.metric(label, count, help=written_help if label == "Demonstrations" else None)
 
 st.subheader("Rankings per annotator")
 per_annotator = annotation.rankings_per_annotator(store)

@@ -121,6 +121,11 @@ with st.form("settings_form"):
         help="after ranking, an annotator may write the next user message after the best response: that "
         "conversation becomes a new prompt to rank (multi-turn preference data)",
     )  # fmt: skip
+    demonstrations = st.checkbox(
+        "Annotators may edit a response or write their own answer", value=bool(current["demonstrations"]),
+        help="stored as a human-written response, ranked with the sampled ones: demonstrations for supervised "
+        "fine-tuning",
+    )  # fmt: skip
     if st.form_submit_button("Save", type="primary"):
         changes = {
             "generator_model": model.strip(),
@@ -136,6 +141,7 @@ with st.form("settings_form"):
             "suggestions": suggestions,
             "guidelines": guidelines.strip(),
             "continue_conversations": bool(continue_conversations),
+            "demonstrations": bool(demonstrations),
         }
         try:
             check(changes)

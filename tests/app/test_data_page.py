@@ -14,7 +14,9 @@ def test_data_page_summarises_rankings(studio):
 
     at = studio.open("data")
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics == {"Prompts": "2", "Batches": "2", "Responses": "4", "Rankings": "1", "Annotators": "2"}
+    assert metrics == {
+        "Prompts": "2", "Batches": "2", "Responses": "4", "Rankings": "1", "Annotators": "2", "Demonstrations": "0"
+    }  # fmt: skip
     per_annotator = at.dataframe[0].value
     assert per_annotator[["annotator", "ranked", "skipped", "flagged"]].values.tolist() == [["bob", 1, 0, 0]]
     assert len(at.get("vega_lite_chart")) == 1
