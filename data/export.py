@@ -1,4 +1,5 @@
-"""Export rankings as a Hugging Face `datasets` table, listwise or expanded to prompt/chosen/rejected pairs.
+"""Export rankings as a Hugging Face `datasets` table, listwise or expanded to prompt/chosen/rejected pairs, and
+SFT sets (each ranking's best response, an annotator's own answer included) in TRL's `messages` format.
 
 Single-turn data exports as plain strings (TRL's standard format). Once any prompt is a conversation, the whole
 export is TRL's conversational format (a column holds one type): each prompt a list of messages, and in pairs
@@ -17,7 +18,7 @@ from data.store import Store
 MESSAGE = datasets.Features({"role": datasets.Value("string"), "content": datasets.Value("string")})
 
 FORMATS = ("parquet", "jsonl")
-KINDS = ("rankings", "pairs")
+KINDS = ("rankings", "pairs", "sft")
 
 
 def ranked_items(store: Store) -> list[dict]:
@@ -127,15 +128,68 @@ def pairs_dataset(store: Store) -> datasets.Dataset:
     return _table(pairs, features)
 
 
+def as_messages(prompt, completion: str) -> list[dict]:
+    """Return a prompt (text or messages) and its answer as one TRL `messages` conversation, the answer last."""
+    return conversation(prompt) + [{"role": "assistant", "content": completion}]
+
+
+SFT_FEATURES = datasets.Features(
+    {
+        "prompt_id": datasets.Value("int64"),
+        "messages": datasets.List(MESSAGE),
+        "source": datasets.Value("string"),  # 'human' (an annotator's answer), 'model', or how it was chosen
+    }
+)
+
+
+def sft_table(rows: list[dict]) -> datasets.Dataset:
+    """Return {"prompt_id", "prompt", "completion", "source"} rows as an SFT set in TRL's `messages` format."""
+    rows = [
+        {
+            "prompt_id": row["prompt_id"],
+            "messages": as_messages(row["prompt"], row["completion"]),
+            "source": row["source"],
+        }
+        for row in rows
+    ]
+    return _table(rows, SFT_FEATURES)
+
+
+def sft_rows(store: Store) -> list[dict]:
+    """Return each ranking's best response (each of a tied best group) with its prompt and whether a person wrote it."""
+    human = {row[0] for row in store.query("SELECT response_id FROM human_responses")}
+    return [
+        {
+            "prompt_id": item["prompt_id"],
+            "prompt": item["prompt"],
+            "completion": text,
+            "source": "human" if response_id in human else "model",
+        }  # fmt: skip
+        for item in ranked_items(store)
+        for response_id, text in zip(item["ranked_response_ids"][0], item["ranked_responses"][0], strict=True)
+    ]
+
+
+def sft_dataset(store: Store) -> datasets.Dataset:
+    return sft_table(sft_rows(store))
+
+
+DATASETS = {"rankings": rankings_dataset, "pairs": pairs_dataset, "sft": sft_dataset}
+
+
 def export(store: Store, path: str | Path, kind: str = "pairs", fmt: str | None = None) -> int:
-    """Write rankings or pairs to a Parquet or JSONL file; return the number of rows written."""
-    path = Path(path)
-    fmt = fmt or path.suffix.lstrip(".").lower()
+    """Write rankings, pairs or the SFT set to a Parquet or JSONL file; return the number of rows written."""
     if kind not in KINDS:
         raise ValueError(f"unknown export kind {kind!r}; expected one of {KINDS}")
+    return write_table(DATASETS[kind](store), path, fmt)
+
+
+def write_table(table: datasets.Dataset, path: str | Path, fmt: str | None = None) -> int:
+    """Write a table to a Parquet or JSONL file (the suffix's, unless `fmt`); return the number of rows written."""
+    path = Path(path)
+    fmt = fmt or path.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {FORMATS}")
-    table = rankings_dataset(store) if kind == "rankings" else pairs_dataset(store)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     if fmt == "parquet":
@@ -158,9 +212,5 @@ def export_bytes(store: Store, kind: str, fmt: str) -> bytes:
 
 def best_ranked_demonstrations(store: Store) -> list[dict]:
     """Return the best-ranked response of each ranking as a TRL prompt/completion row (rejection sampling by
-    people); each response of a tied best group is one."""
-    return [
-        {"prompt": item["prompt"], "completion": response}
-        for item in ranked_items(store)
-        for response in item["ranked_responses"][0]
-    ]
+    people); each response of a tied best group is one, and an annotator's own answer ranked best is one."""
+    return [{"prompt": row["prompt"], "completion": row["completion"]} for row in sft_rows(store)]

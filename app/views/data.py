@@ -17,6 +17,7 @@ from data.store import StoreError
 
 auth.require_admin()
 store = resources.store()
+EXPORT_LABELS = {"rankings": "rankings", "pairs": "pairs", "sft": "SFT set"}
 MIME = {"parquet": "application/vnd.apache.parquet", "jsonl": "application/jsonl"}
 
 st.title("Data")
@@ -70,12 +71,13 @@ else:
 st.subheader("Export")
 st.caption(
     "Rankings: one row per ranking, responses as tie groups, best first. "
-    "Pairs: every better/worse pair of a ranking as prompt, chosen, rejected (ties make no pair)."
+    "Pairs: every better/worse pair of a ranking as prompt, chosen, rejected (ties make no pair). "
+    "SFT set: each ranking's best response, annotators' own answers included, in TRL's `messages` format."
 )
-for column, kind in zip(st.columns(2), ("rankings", "pairs"), strict=True):
+for column, (kind, label) in zip(st.columns(3), EXPORT_LABELS.items(), strict=True):
     for fmt in ("parquet", "jsonl"):
         column.download_button(
-            f"{kind} as {fmt}",
+            f"{label} as {fmt}",
             data=lambda kind=kind, fmt=fmt: export_bytes(store, kind, fmt),  # built only when clicked
             file_name=f"{kind}.{fmt}",
             mime=MIME[fmt],

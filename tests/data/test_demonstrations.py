@@ -1,12 +1,14 @@
 """Demonstrations: an annotator's edited or written answer is stored with its ranking, once per token, ranked."""
 
 import pytest
+from trl.data_utils import is_conversational
 
 from data import annotation, demonstrations
 from data.agreement import agreement
 from data.annotation import RankingError, claim_next_item, ensure_annotator, submit_ranking
 from data.demonstrations import Demonstration
-from data.export import best_ranked_demonstrations, ranked_items
+from data.export import best_ranked_demonstrations, export, ranked_items
+from data.tables import load_table
 from tests.data.test_annotation import add_items
 
 
@@ -122,3 +124,37 @@ def test_a_human_answer_ranked_best_is_a_demonstration_for_sft(store):
     [item] = ranked_items(store)
     assert item["ranked_responses"] == [["The best answer."], ["response 1.0"], ["response 1.1"]]
     assert best_ranked_demonstrations(store) == [{"prompt": "prompt 0", "completion": "The best answer."}]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_the_sft_export_is_trls_messages_format_and_sft_reads_it_back(store, tmp_path, fmt):
+    from orchestration.cli import main
+    from policy.sft import load_demonstrations
+
+    first, second = add_items(store, 2, k=2)
+    alice = ensure_annotator(store, "alice")
+    a, b = claim_next_item(store, alice).response_ids
+    submit_ranking(store, alice, first, [[b], [a]], demonstration=Demonstration("Edited.", parent_response_id=b))
+    c, d = claim_next_item(store, alice).response_ids
+    submit_ranking(store, alice, second, [[c, d]], demonstration=Demonstration("Worst.", rank=2))
+    expected = [
+        {"prompt": [{"role": "user", "content": "prompt 0"}], "completion": "Edited."},
+        {"prompt": [{"role": "user", "content": "prompt 1"}], "completion": "response 2.0"},
+        {"prompt": [{"role": "user", "content": "prompt 1"}], "completion": "response 2.1"},
+    ]
+
+    path = tmp_path / f"sft.{fmt}"
+    assert export(store, path, kind="sft") == 3
+    table = load_table(str(path))[1]
+    assert table[0]["messages"] == [
+        {"role": "user", "content": "prompt 0"}, {"role": "assistant", "content": "Edited."}
+    ]  # fmt: skip
+    assert [row["source"] for row in table] == ["human", "model", "model"]
+    assert all(is_conversational(row) for row in table)  # TRL's SFTTrainer takes it as a messages dataset
+    assert load_demonstrations(path) == expected
+    assert [row["completion"] for row in load_demonstrations(store)] == [row["completion"] for row in expected]
+
+    store.close()
+    again = tmp_path / f"again.{fmt}"
+    assert main(["--db", str(store.path), "export", str(again), "--kind", "sft"]) == 0
+    assert load_demonstrations(again) == expected
