@@ -72,6 +72,8 @@ def cmd_import_prompts(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    if args.best_of is not None:
+        return cmd_best_of(args)
     from tqdm import tqdm
 
     from data.settings import load_settings
@@ -89,6 +91,45 @@ def cmd_sample(args) -> int:
     with tqdm(total=args.prompts, desc="sampling", unit="prompt") as bar:
         made = fill(store, Generator(args.device), args.prompts, progress=lambda _: bar.update(1), settings=settings)
     print(f"sampled {made} batches")
+    return 0
+
+
+def cmd_best_of(args) -> int:
+    """Sample N responses per prompt, keep the reward model's best, write them as an SFT set (TRL messages)."""
+    from tqdm import tqdm
+
+    from core.models import load_causal_lm
+    from data.prompts import all_prompts
+    from data.registry import path_of
+    from data.settings import load_settings
+    from orchestration.best_of_n import best_of_n, write_sft_set
+    from orchestration.sampler import prompts_per_call, sampling_params
+    from rm.score import RewardScorer
+
+    if not args.reward_model or not args.output:
+        raise ValueError("--best-of needs --reward-model (a reward-model run) and --output (the SFT set file)")
+    if args.best_of < 2 or args.prompts < 1:
+        raise ValueError(f"--best-of must be >= 2 and --prompts >= 1, got {args.best_of} and {args.prompts}")
+    store = _open_store(args)
+    changes = {key: getattr(args, key) for key in ("temperature", "top_p", "max_new_tokens", "seed")}
+    settings = load_settings(store) | {key: value for key, value in changes.items() if value is not None}
+    settings |= {"k": args.best_of} | ({"generator_model": args.model} if args.model else {})
+    params = sampling_params(settings)  # refuse bad values before loading any model
+    prompts = all_prompts(store)[: args.prompts]
+    if not prompts:
+        raise ValueError("no prompts: import some first (rlhf-studio import-prompts)")
+    scorer = RewardScorer.from_run(path_of(store, args.reward_model), args.device)
+    model, tokenizer = load_causal_lm(path_of(store, settings["generator_model"]), args.device)
+    with tqdm(total=len(prompts), desc=f"best of {args.best_of}", unit="prompt") as bar:
+        results = best_of_n(
+            model, tokenizer, scorer, prompts, params.k, params.temperature, params.top_p, params.max_new_tokens,
+            params.seed, prompts_per_call(settings), progress=lambda _: bar.update(1),
+        )  # fmt: skip
+    written = write_sft_set(results, args.output)
+    kept = [r.rewards[r.best] for r in results if r.best is not None]
+    every = [reward for r in results for reward in r.rewards]
+    rewards = f"mean reward kept {sum(kept) / len(kept):+.3f}, of all samples {sum(every) / len(every):+.3f}"
+    print(f"wrote {written} best-of-{args.best_of} responses to {args.output} ({rewards if kept else 'all empty'})")
     return 0
 
 
@@ -153,8 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="*", help="default: the prompts shipped with RLHF Studio")
     p.set_defaults(func=cmd_import_prompts)
 
-    p = commands.add_parser("sample", help="sample K responses for prompts that have none waiting")
+    p = commands.add_parser(
+        "sample", help="sample K responses for prompts that have none waiting, or best-of-N into an SFT set"
+    )
     p.add_argument("--prompts", type=int, default=10, help="how many prompts to sample for")
+    p.add_argument(
+        "--best-of", dest="best_of", type=int, metavar="N",
+        help="sample N responses per prompt (the first --prompts prompts) and keep the reward model's best, "
+        "written to --output as an SFT set in TRL's messages format (rejection sampling); nothing is stored",
+    )  # fmt: skip
+    p.add_argument("--reward-model", dest="reward_model", help="with --best-of: a reward-model run (name or folder)")
+    p.add_argument("--output", help="with --best-of: the SFT set file (.jsonl or .parquet)")
     p.add_argument("--model", help="generator: 'default', a hub id, a folder or a policy run")
     p.add_argument("--k", type=int)
     p.add_argument("--temperature", type=float)

@@ -3,13 +3,16 @@
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
+from transformers import AutoModelForSequenceClassification
 
 from app import resources
 from core.generation import Sample
 from data import annotation, importers
 from data.prompts import add_prompts
 from data.settings import save_settings
+from tests.conftest import tiny_llama_config
 
 APP_MAIN = Path(__file__).parents[2] / "app" / "main.py"
 
@@ -65,3 +68,15 @@ def studio(store, tiny_model_dir, monkeypatch):
     save_settings(store, {"ready_per_annotator": 0})
     yield Studio(store)
     resources.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_dir(tmp_path_factory, tokenizer):
+    """A random one-output sequence-classification model folder: scores anything, fast."""
+    folder = tmp_path_factory.mktemp("tiny-rm")
+    torch.manual_seed(0)
+    config = tiny_llama_config(tokenizer)
+    config.num_labels = 1
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -3,9 +3,7 @@
 import json
 
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
-from transformers import AutoModelForSequenceClassification
 
 from app.models import OTHER
 from core.generation import Sample
@@ -17,19 +15,6 @@ from rm.config import RewardConfig
 from rm.synthetic import synthetic_rankings
 from rm.train import train_reward_model
 from tests.app.conftest import APP_MAIN
-from tests.conftest import tiny_llama_config
-
-
-@pytest.fixture(scope="module")
-def tiny_reward_dir(tmp_path_factory, tokenizer):
-    """A random one-output sequence-classification model folder: scores anything, fast."""
-    folder = tmp_path_factory.mktemp("tiny-rm")
-    torch.manual_seed(0)
-    config = tiny_llama_config(tokenizer)
-    config.num_labels = 1
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def choose_path(at, key: str, path) -> None:
