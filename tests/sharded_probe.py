@@ -3,7 +3,8 @@
 Usage: sharded_probe.py KIND MODEL_DIR [OUTPUT_DIR], KIND one of
 - policy, reward: a LoRA policy or reward model through `Sharding.prepare`;
 - ppo: a PPO run's models through the runner (LoRA policy, separate value trunk, value head);
-- full-grpo: a full fine-tuning GRPO run's models through the runner (the trained policy and its frozen reference).
+- full-grpo: a full fine-tuning GRPO run's models through the runner (the trained policy and its frozen reference),
+  then one GRPO step on them: sampling in lockstep, the split reference's forward, the update.
 Prints one JSON line per rank: for each part, the parameters it stores (ZeRO-3 keeps a shard: `ds_tensor`) and
 its total.
 """
@@ -41,6 +42,7 @@ def prepared_alone(kind: str, model_dir: str) -> tuple[Sharding, dict]:
 
 def prepared_by_the_runner(kind: str, model_dir: str, output_dir: str) -> tuple[Sharding, dict]:
     from policy.config import GRPOConfig, PPOConfig
+    from policy.grpo import grpo_step
     from policy.ppo import build_model
     from policy.runner import make_optimizer, prepare_training, start_policy_gradient_run
 
@@ -48,15 +50,16 @@ def prepared_by_the_runner(kind: str, model_dir: str, output_dir: str) -> tuple[
     if kind == "ppo":
         config = PPOConfig(**common, lora_rank=4, lora_alpha=8, value_model="separate")
     else:
-        config = GRPOConfig(**common, lora_rank=0, beta=0.04)
+        config = GRPOConfig(**common, lora_rank=0, beta=0.04, num_generations=2, batch_prompts=1, max_new_tokens=4)
     ctx = start_policy_gradient_run(config, reward=lambda prompts, responses: [0.0] * len(responses), prompts=["hi"])
     model = build_model(ctx, config) if kind == "ppo" else ctx.policy
-    model, _ = prepare_training(ctx, model, make_optimizer(model, 1e-4), rows_per_step=2)
+    model, optimizer = prepare_training(ctx, model, make_optimizer(model, 1e-4), rows_per_step=2)
     unwrapped = ctx.accelerator.unwrap_model(model)
     if kind == "ppo":
         parts = {"value_trunk": held(unwrapped.value_trunk), "value_head": held(unwrapped.value_head)}
     else:
         parts = {"policy": held(unwrapped), "reference": held(ctx.reference)}
+        parts["step"] = {name: float(value) for name, value in grpo_step(ctx, model, optimizer, 0).items()}
     return ctx.sharding, parts
 
 

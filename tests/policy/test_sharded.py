@@ -115,13 +115,15 @@ def test_ppo_value_trunk_and_head_are_split_about_half_per_rank(zero3_config, ti
             assert 0.45 <= rank[part]["held"] / rank[part]["total"] <= 0.55, (part, rank)
 
 
-def test_a_full_fine_tuning_reference_is_split_about_half_per_rank(zero3_config, tiny_model_dir, tmp_path):
+def test_a_full_fine_tuning_reference_is_split_about_half_per_rank_and_trains(zero3_config, tiny_model_dir, tmp_path):
     ranks = parameters_held_per_rank(zero3_config, "full-grpo", tiny_model_dir, str(tmp_path / "grpo"))
     assert sorted(rank["rank"] for rank in ranks) == [0, 1]
     for rank in ranks:
         assert rank["reference"]["total"] == rank["policy"]["total"] > 0  # a whole frozen copy, not the adapter
         for part in ("policy", "reference"):
             assert 0.45 <= rank[part]["held"] / rank[part]["total"] <= 0.55, (part, rank)
+        # A step ran on the split models: sampling in lockstep, the reference's KL, the update.
+        assert rank["step"]["objective/kl"] >= 0 and rank["step"]["losses/grad_norm"] >= 0, rank["step"]
 
 
 def test_ppo_trains_sharded_saves_whole_and_resumes_exactly(zero3_config, stopping_model_dir, tmp_path):
