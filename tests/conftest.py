@@ -2,10 +2,15 @@
 
 import pytest
 import torch
+from playwright.sync_api import expect
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from core.models import load_tokenizer, prepare_default_model
 from data.store import Store
+
+# A page draws slowly on a loaded machine (CI shares its cores): what a browser test expects to see may take up to
+# a minute, not Playwright's default 5 s. Each wait still ends as soon as the page shows it.
+expect.set_options(timeout=60_000)
 
 
 @pytest.fixture
