@@ -4,10 +4,11 @@ from pathlib import Path
 
 import datasets
 
+from data.prompt_columns import export_prompts
 from data.store import Store
 
 FORMATS = ("parquet", "jsonl")
-KINDS = ("rankings", "pairs")
+KINDS = ("rankings", "pairs", "prompts")  # prompts: each with its columns (answer, ...), as imported
 
 
 def ranked_items(store: Store) -> list[dict]:
@@ -102,6 +103,8 @@ def export(store: Store, path: str | Path, kind: str = "pairs", fmt: str | None 
         raise ValueError(f"unknown export kind {kind!r}; expected one of {KINDS}")
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {FORMATS}")
+    if kind == "prompts":
+        return export_prompts(store, path, fmt)
     table = rankings_dataset(store) if kind == "rankings" else pairs_dataset(store)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")

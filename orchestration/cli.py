@@ -161,9 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.set_defaults(func=cmd_sample)
 
-    p = commands.add_parser("export", help="export rankings or chosen/rejected pairs")
+    p = commands.add_parser("export", help="export rankings, chosen/rejected pairs, or prompts with their columns")
     p.add_argument("output", help="a .parquet or .jsonl file")
-    p.add_argument("--kind", choices=["pairs", "rankings"], default="pairs")
+    p.add_argument("--kind", choices=["pairs", "rankings", "prompts"], default="pairs")
     p.add_argument("--format", choices=["parquet", "jsonl"], help="default: from the file's suffix")
     p.set_defaults(func=cmd_export)
 
