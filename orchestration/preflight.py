@@ -341,8 +341,8 @@ def policy_checks(config, prompts: list[str], pair_count: int, online: bool | No
         problems += check_pairs(pair_count)
     else:
         problems += check_prompts(len(prompts))
-        if config.reward_kind == "model":
-            problems += check_reward_run(config.reward_model)
+        for reward_run in reward_model_runs(config):
+            problems += check_reward_run(reward_run)
     if problems:
         return problems, []
     try:
@@ -350,9 +350,9 @@ def policy_checks(config, prompts: list[str], pair_count: int, online: bool | No
     except (OSError, ValueError):
         return problems, [f"policy {config.model!r} will be downloaded by the job; memory was not checked"]
     reward_tokenizer = None
-    if config.algo != "dpo" and config.reward_kind == "model":
+    if config.algo != "dpo" and reward_model_runs(config):
         try:
-            reward_tokenizer = load_local_tokenizer(config.reward_model)
+            reward_tokenizer = load_local_tokenizer(reward_model_runs(config)[0])
         except (OSError, ValueError) as error:
             return [f"the reward model's tokenizer does not load: {_first_line(error)}"], []
         problems += check_tokenizer(reward_tokenizer, "reward model")
@@ -367,6 +367,17 @@ def policy_checks(config, prompts: list[str], pair_count: int, online: bool | No
         config.accelerate_config,
     )  # fmt: skip
     return memory_problems, warnings + memory_warnings
+
+
+def reward_model_runs(config) -> list[str]:
+    """Return the reward-model runs a PPO or GRPO run scores with (its `rewards`' model components, or its one)."""
+    if config.algo == "dpo":
+        return []
+    try:
+        specs = config.reward_specs()
+    except ValueError:  # no reward named: check_reward_run says so
+        return [config.reward_model]
+    return [spec.target for spec in specs if spec.kind == "model"]
 
 
 def _policy_batch(config, prompts: list[str], tokenizer) -> tuple[int, int]:

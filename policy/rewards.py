@@ -181,3 +181,8 @@ def prefer_short(prompts: list, responses: list[str]) -> list[float]:
 def prefer_long(prompts: list, responses: list[str]) -> list[float]:
     """Return each response's length in words / 10, capped at 1: longer is better, up to ten words."""
     return [min(len(response.split()) / 10, 1.0) for response in responses]
+
+
+# What the Train page lists (each named `policy.rewards:NAME` in a run's `rewards`).
+BUILT_IN = ("exact_answer", "format_answer_line", "format_reasoning", "truncated_penalty", "length_10_to_200_words",
+            "prefer_short", "prefer_long")  # fmt: skip

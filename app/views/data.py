@@ -63,9 +63,10 @@ else:
 st.subheader("Export")
 st.caption(
     "Rankings: one row per ranking, responses as tie groups, best first. "
-    "Pairs: every better/worse pair of a ranking as prompt, chosen, rejected (ties make no pair)."
+    "Pairs: every better/worse pair of a ranking as prompt, chosen, rejected (ties make no pair). "
+    "Prompts: every prompt with its columns (answer, ...), ready to import again."
 )
-for column, kind in zip(st.columns(2), ("rankings", "pairs"), strict=True):
+for column, kind in zip(st.columns(3), ("rankings", "pairs", "prompts"), strict=True):
     for fmt in ("parquet", "jsonl"):
         column.download_button(
             f"{kind} as {fmt}",

@@ -9,6 +9,7 @@ from app import auth, resources
 from app.text import as_text
 from data import importers, prompts
 from data.importers import PromptFileError
+from data.prompt_columns import columns_text, stored_columns
 
 auth.require_admin()
 store = resources.store()
@@ -35,13 +36,15 @@ with st.form("prompts_import", clear_on_submit=True):
         type=["jsonl", "json", "csv", "parquet"],
         key="prompts_file",
         help="JSONL (one object per line with a 'prompt', 'text', 'question' or 'instruction' field, or a string), "
-        "CSV with a header, or Parquet. Duplicates are skipped; a malformed file imports nothing.",
+        "CSV with a header, or Parquet. Other columns (answer, solution, difficulty, ...) are kept with each prompt "
+        "for reward functions. Duplicates are skipped; a malformed file imports nothing.",
     )
     if st.form_submit_button("Import", icon=":material/upload:") and uploaded is not None:
         import_upload(uploaded)
 
 search = st.text_input("Search", key="prompts_search", placeholder="words in the prompt")
 table = prompts.browse_prompts(store, search)
+table.insert(2, "columns", [columns_text(row) for row in stored_columns(store, table["id"].tolist())])
 st.caption(f"{prompts.prompt_count(store)} prompts in all; showing {len(table)}.")
 st.dataframe(
     table,
@@ -49,6 +52,9 @@ st.dataframe(
     column_config={
         "id": st.column_config.NumberColumn("id", width="small"),
         "text": st.column_config.TextColumn("prompt", width="large"),
+        "columns": st.column_config.TextColumn(
+            "columns", help="the file's other columns (answer, ...), which reward functions read by name"
+        ),  # fmt: skip
         "responses": st.column_config.NumberColumn("responses", help="responses sampled for this prompt"),
         "rankings": st.column_config.NumberColumn("rankings", help="times this prompt was ranked"),
         "created_at": st.column_config.DatetimeColumn("added", format="YYYY-MM-DD HH:mm"),
