@@ -21,7 +21,8 @@ def test_data_page_summarises_rankings(studio):
     spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
     assert spec["encoding"]["x"]["axis"]["labelAngle"] == 0  # counts read level, not rotated 90 degrees
     labels = sorted(button.label for button in at.get("download_button"))
-    assert labels == ["pairs as jsonl", "pairs as parquet", "rankings as jsonl", "rankings as parquet"]
+    assert labels == ["pairs as jsonl", "pairs as parquet", "prompts as jsonl", "prompts as parquet",
+                      "rankings as jsonl", "rankings as parquet"]  # fmt: skip
 
 
 def test_data_page_without_rankings_says_so(studio):
