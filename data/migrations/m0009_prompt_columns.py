@@ -1,10 +1,10 @@
 """Prompt columns: the other columns of an imported prompts file (answer, solution, tests, difficulty, ...).
 
-A side table, so no prompt row is rewritten: a prompt without a row here has no columns. Numbered 8 so it
-follows the conversations and sign-in migrations that take 7.
+A side table, so no prompt row is rewritten: a prompt without a row here has no columns. Numbered 9: main's
+conversations (7) and sign-in checks (8) come first.
 """
 
-VERSION = 8
+VERSION = 9
 
 
 def up(cursor):
