@@ -12,13 +12,14 @@ import datasets
 
 from core.chat import conversation
 from data.conversations import from_stored
+from data.prompt_columns import export_prompts
 from data.prompts import MESSAGES_JOIN
 from data.store import Store
 
 MESSAGE = datasets.Features({"role": datasets.Value("string"), "content": datasets.Value("string")})
 
 FORMATS = ("parquet", "jsonl")
-KINDS = ("rankings", "pairs", "sft")
+KINDS = ("rankings", "pairs", "sft", "prompts")  # prompts: each with its columns (answer, ...), as imported
 
 
 def ranked_items(store: Store) -> list[dict]:
@@ -178,9 +179,15 @@ DATASETS = {"rankings": rankings_dataset, "pairs": pairs_dataset, "sft": sft_dat
 
 
 def export(store: Store, path: str | Path, kind: str = "pairs", fmt: str | None = None) -> int:
-    """Write rankings, pairs or the SFT set to a Parquet or JSONL file; return the number of rows written."""
+    """Write rankings, pairs, the SFT set or the prompts with their columns to a Parquet or JSONL file; return the
+    number of rows written."""
     if kind not in KINDS:
         raise ValueError(f"unknown export kind {kind!r}; expected one of {KINDS}")
+    if kind == "prompts":
+        fmt = fmt or Path(path).suffix.lstrip(".").lower()
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown export format {fmt!r}; expected one of {FORMATS}")
+        return export_prompts(store, path, fmt)
     return write_table(DATASETS[kind](store), path, fmt)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from core.chat import ConversationError
 from data.conversations import prompt_of, prompt_of_row, stored_text
+from data.prompt_columns import column_problem, read_columns, save_columns
 from data.prompts import MAX_PROMPT_CHARS, add_prompts
 from data.store import Store
 
@@ -242,10 +243,22 @@ def read_prompts(name_or_path: str | Path) -> list[str]:
     return read_datasets(str(name_or_path))
 
 
+def read_prompts_with_columns(name_or_path: str | Path) -> tuple[list, list[dict]]:
+    """Return (prompts, each prompt's other columns: answer, solution, ...), or raise PromptFileError."""
+    prompts = read_prompts(name_or_path)
+    columns = read_columns(name_or_path, ROW_FIELDS)  # a conversation's own fields are the prompt, not columns
+    if len(columns) != len(prompts):  # the two readers disagree on what a row is: never pair them up silently
+        raise PromptFileError(str(name_or_path), "", f"read {len(prompts)} prompts but {len(columns)} rows of columns")
+    if problem := column_problem(columns):
+        raise PromptFileError(str(name_or_path), f"row {problem[0]}", problem[1])
+    return prompts, columns
+
+
 def import_prompts(store: Store, name_or_path: str | Path, source: str | None = None) -> ImportReport:
-    """Read all prompts first, then add them in one transaction: a bad file writes nothing."""
-    texts = read_prompts(name_or_path)  # each reader stops at MAX_IMPORT_ROWS before reading further
+    """Read all prompts and their columns first, then add them: a bad file writes nothing."""
+    texts, columns = read_prompts_with_columns(name_or_path)  # each reader stops at MAX_IMPORT_ROWS
     report = add_prompts(store, texts, source or Path(str(name_or_path)).name)
+    save_columns(store, texts, columns)
     return ImportReport(str(name_or_path), len(texts), report.added, report.skipped_duplicates)
 
 

@@ -214,11 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.set_defaults(func=cmd_sample)
 
-    p = commands.add_parser("export", help="export rankings, chosen/rejected pairs or the SFT set")
+    p = commands.add_parser("export", help="export rankings, chosen/rejected pairs, the SFT set, or prompts")
     p.add_argument("output", help="a .parquet or .jsonl file")
     p.add_argument(
-        "--kind", choices=["pairs", "rankings", "sft"], default="pairs",
-        help="sft: each ranking's best response (annotators' own answers included) in TRL's messages format",
+        "--kind", choices=["pairs", "rankings", "sft", "prompts"], default="pairs",
+        help="sft: each ranking's best response (annotators' own answers included) in TRL's messages format; "
+        "prompts: every prompt with its columns (answer, ...), ready to import again",
     )  # fmt: skip
     p.add_argument("--format", choices=["parquet", "jsonl"], help="default: from the file's suffix")
     p.set_defaults(func=cmd_export)

@@ -59,7 +59,24 @@ def plotted_metrics(job_kind: str, config: dict) -> tuple[str, ...]:
 
     trainers = {"train-rm": reward_model_training, "ppo": ppo, "grpo": grpo, "dpo": dpo, "sft": sft}
     trainer = trainers.get("train-rm" if job_kind == "train-rm" else config.get("algo", ""))
-    return trainer.PLOTTED_METRICS if trainer else ()
+    if trainer is None:
+        return ()
+    if config.get("algo") in ("ppo", "grpo"):  # each reward component's mean, next to the total
+        return trainer.PLOTTED_METRICS + reward_component_metrics(config)
+    return trainer.PLOTTED_METRICS
+
+
+def reward_component_metrics(config: dict) -> tuple[str, ...]:
+    """Return `rewards/<name>/mean` of each reward component a PPO or GRPO run's config names."""
+    from policy.reward_specs import component_metric_names, reward_specs_of
+
+    try:
+        specs = reward_specs_of(
+            *(config.get(key) for key in ("rewards", "reward_kind", "reward_function", "reward_model"))
+        )
+    except ValueError:  # a config written before the run checked it: no components to plot
+        return ()
+    return component_metric_names(specs)
 
 
 def run_config(run_dir: str | Path) -> dict:

@@ -10,12 +10,15 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from data import jobs as job_table
+from data import registry
 from data.export import best_ranked_demonstrations, export, ranked_items
+from data.prompt_columns import stored_columns
 from data.prompts import all_prompts
 from data.store import Store
 from orchestration import jobs
 from orchestration.preflight import policy_checks, reward_model_checks
 from policy.config import CONFIGS
+from policy.reward_specs import MODEL_PREFIX, RewardSpec, format_rewards, parse_rewards
 from rm.config import RewardConfig
 
 
@@ -72,6 +75,8 @@ def launch_policy(store: Store, algo: str, values: dict, online: bool | None = N
         return Launch(problems=[f"unknown algorithm {algo!r}; expected one of {sorted(CONFIGS)}"])
     run_dir = jobs.new_run_dir(f"train-{algo}")
     try:
+        if values.get("rewards"):  # a job has no database: reward-model runs go by folder, not registry name
+            values = values | {"rewards": reward_run_folders(store, values["rewards"])}
         config = CONFIGS[algo](**values | {"output_dir": str(run_dir)})
         config.check_reward_source()
     except (TypeError, ValueError) as error:
@@ -94,16 +99,32 @@ def launch_policy(store: Store, algo: str, values: dict, online: bool | None = N
     elif algo == "sft":
         config.sft_file = str(demonstrations)
     else:
-        config.prompts_file = str(_write_prompts(prompts, inputs_dir(run_dir) / "prompts.jsonl"))
+        columns = stored_columns(store, prompt_ids)  # answer, ...: what reward functions may read
+        config.prompts_file = str(_write_prompts(prompts, columns, inputs_dir(run_dir) / "prompts.jsonl"))
     given = {*values, "prompts_file", "pairs_file", "sft_file"}
     return _queue(store, "train-policy", ["--algo", algo, *config_flags(config, given)], run_dir, warnings)
 
 
-def _write_prompts(prompts: list, path: Path) -> Path:
-    """Write prompts as JSONL: {"prompt": text or a conversation's messages}, read back by `read_prompts`."""
+def _write_prompts(prompts: list, columns: list[dict], path: Path) -> Path:
+    """Write prompts as JSONL: {"prompt": text or a conversation's messages, **columns}, read back by the importer."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"prompt": prompt}, ensure_ascii=False) + "\n" for prompt in prompts))
+    rows = ({"prompt": prompt, **row} for prompt, row in zip(prompts, columns, strict=True))
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return path
+
+
+def reward_run_folders(store: Store, rewards: str) -> str:
+    """Return a `rewards` string with each reward-model run named by its folder (a registry name looked up)."""
+    specs = []
+    for spec in parse_rewards(rewards):
+        if spec.kind == "model" and not Path(spec.target).expanduser().is_dir():
+            try:
+                record = registry.get_model(store, spec.target)
+            except KeyError:
+                raise ValueError(f"reward {spec.source!r}: no reward-model run of that name or folder") from None
+            spec = RewardSpec(MODEL_PREFIX + record["path"], spec.weight, spec.name)
+        specs.append(spec)
+    return format_rewards(specs)
 
 
 def _export_pairs(store: Store, path: Path) -> int:

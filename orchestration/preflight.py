@@ -375,8 +375,8 @@ def policy_checks(
         problems += check_pairs(pair_count) if config.algo == "dpo" else check_demonstrations(pair_count)
     else:
         problems += check_prompts(len(prompts))
-        if config.reward_kind == "model":
-            problems += check_reward_run(config.reward_model)
+        for reward_run in reward_model_runs(config):
+            problems += check_reward_run(reward_run)
     if problems:
         return problems, []
     try:
@@ -384,9 +384,9 @@ def policy_checks(
     except (OSError, ValueError):
         return problems, [f"policy {config.model!r} will be downloaded by the job; memory was not checked"]
     reward_tokenizer = None
-    if config.samples and config.reward_kind == "model":
+    if config.samples and reward_model_runs(config):
         try:
-            reward_tokenizer = load_local_tokenizer(config.reward_model)
+            reward_tokenizer = load_local_tokenizer(reward_model_runs(config)[0])
         except (OSError, ValueError) as error:
             return [f"the reward model's tokenizer does not load: {_first_line(error)}"], []
         problems += check_tokenizer(reward_tokenizer, "reward model")
@@ -403,6 +403,17 @@ def policy_checks(
         config.accelerate_config,
     )  # fmt: skip
     return memory_problems, warnings + memory_warnings
+
+
+def reward_model_runs(config) -> list[str]:
+    """Return the reward-model runs a PPO or GRPO run scores with (its `rewards`' model components, or its one)."""
+    if not config.samples:
+        return []
+    try:
+        specs = config.reward_specs()
+    except ValueError:  # no reward named: check_reward_run says so
+        return [config.reward_model]
+    return [spec.target for spec in specs if spec.kind == "model"]
 
 
 def _policy_batch(config, prompts: list[str], tokenizer) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from core.fields import DEVICES, check_choices, documented
 from core.layouts import ACCELERATE_CONFIG_HELP, layout_file
 from core.paths import runs_dir
 from core.runs import REPORT_TO, REPORT_TO_HELP, check_trackers
+from policy.reward_specs import RewardSpec, parse_rewards, reward_specs_of
 
 REWARD_KINDS = ("model", "function")
 GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo")  # each one a function in policy/grpo.py LOSS_AVERAGING
@@ -54,6 +55,13 @@ class RunConfig:
     reward_function: str | None = documented(
         None, "'package.module:function' taking (prompts, responses) -> list of floats (reward_kind='function')"
     )
+    rewards: str | None = documented(
+        None,
+        "weighted reward components, comma-separated SOURCE=WEIGHT, SOURCE a 'package.module:function' or"
+        " 'model:RUN' (a reward-model run folder or registry name); e.g. 'policy.rewards:exact_answer=1,"
+        "policy.rewards:format_answer_line=0.5,model:runs/rm-x=1'. The run optimizes the weighted sum; set, it"
+        " replaces reward_kind, reward_model and reward_function",
+    )
     prompts_file: str | None = documented(
         None, "prompts from a .jsonl/.csv/.parquet file or datasets folder (default: DuckDB)"
     )
@@ -89,15 +97,24 @@ class RunConfig:
             layout_file(
                 self.accelerate_config
             )  # a clear error for an unknown name or a missing file  # a missing tracker package fails now, not after the model has loaded
+        if self.rewards is not None:
+            parse_rewards(self.rewards)  # a clear error now for a malformed component or weight
         if self.reward_function is not None and ":" not in self.reward_function:
             raise ValueError(f"reward_function must look like 'package.module:function', got {self.reward_function!r}")
 
     def check_reward_source(self) -> None:
         """Raise unless the reward the run needs is named (PPO and GRPO need one, DPO does not)."""
+        if self.rewards:
+            return
         if self.reward_kind == "function" and not self.reward_function:
             raise ValueError("reward_kind='function' needs reward_function ('package.module:function')")
         if self.reward_kind == "model" and not self.reward_model:
             raise ValueError("no reward: name a reward model (a reward-model run folder or registry name)")
+
+    def reward_specs(self) -> list[RewardSpec]:
+        """Return the run's reward components: `rewards` parsed, else the one reward_kind names (weight 1)."""
+        self.check_reward_source()
+        return reward_specs_of(self.rewards, self.reward_kind, self.reward_function, self.reward_model)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -12,9 +12,11 @@ import torch
 from core.runs import MetricWindow, is_log_step
 from policy.config import GRPOConfig
 from policy.logprobs import token_logprobs
+from policy.reward_mix import reward_metrics
 from policy.rollout import collect_rollout, lockstep_sharing
 from policy.runner import (
     RunContext,
+    failure_marked,
     finish_run,
     make_optimizer,
     prepare_training,
@@ -24,7 +26,7 @@ from policy.runner import (
     start_policy_gradient_run,
 )
 
-# What the Jobs page plots for a GRPO run (names as written to metrics.jsonl).
+# What the Jobs page plots for a GRPO run (names as written to metrics.jsonl), beside each reward component's mean.
 PLOTTED_METRICS = ("objective/reward_mean", "objective/kl", "policy/entropy", "charts/response_length")
 STD_EPS = 1e-4  # as TRL: keeps a group whose rewards all tie at advantage 0 instead of 0/0
 
@@ -113,13 +115,14 @@ def train_grpo(
     optimizer = make_optimizer(ctx.policy, config.learning_rate, eps=1e-8)
     model, optimizer = prepare_training(ctx, ctx.policy, optimizer, config.batch_prompts * config.num_generations)
     record, window = {}, MetricWindow()
-    for step in progress_bar(ctx, "grpo"):
-        window.add(grpo_step(ctx, model, optimizer, step))
-        if is_log_step(step + 1, config.steps, config.log_every):
-            record = ctx.writer.write(step + 1, window.read(ctx.sharding) | {"charts/kl_coef": config.beta})
-        if config.save_every and (step + 1) % config.save_every == 0:
-            save_run(ctx, step + 1, model, optimizer)
-    objective = {key: value for key, value in record.items() if key.startswith("objective/")}
+    with failure_marked(ctx):
+        for step in progress_bar(ctx, "grpo"):
+            window.add(grpo_step(ctx, model, optimizer, step))
+            if is_log_step(step + 1, config.steps, config.log_every):
+                record = ctx.writer.write(step + 1, window.read(ctx.sharding) | {"charts/kl_coef": config.beta})
+            if config.save_every and (step + 1) % config.save_every == 0:
+                save_run(ctx, step + 1, model, optimizer)
+    objective = {key: value for key, value in record.items() if key.startswith(("objective/", "rewards/"))}
     return finish_run(ctx, store, model, objective, lambda: save_run(ctx, config.steps, model, optimizer))
 
 
@@ -127,7 +130,8 @@ def grpo_step(ctx: RunContext, model, optimizer, step: int) -> dict:
     """Sample G responses per prompt, compute group advantages, take num_iterations optimizer steps; return this
     process's metrics, left on the device (`MetricWindow` reads them)."""
     config, accelerator = ctx.config, ctx.accelerator
-    prompts = prompt_batch(ctx.inputs, step, config.batch_prompts, ctx.sharding.rank, ctx.sharding.world, config.seed)
+    batch = (step, config.batch_prompts, ctx.sharding.rank, ctx.sharding.world, config.seed)
+    prompts, columns = prompt_batch(ctx.inputs, *batch), prompt_batch(ctx.prompt_columns, *batch)
     rollout = collect_rollout(
         ctx.policy,
         ctx.tokenizer,
@@ -142,6 +146,7 @@ def grpo_step(ctx: RunContext, model, optimizer, step: int) -> dict:
         need_old_logprobs=config.num_iterations > 1,  # mu = 1: old = detached current, no extra pass
         need_ref_logprobs=config.beta != 0.0,  # beta = 0: no reference pass at all
         lockstep=ctx.sharding.lockstep,
+        columns=columns,
     )
     advantages = grpo_advantages(rollout.rewards, config.num_generations, config.scale_rewards)
     mask = rollout.completion_mask.float()
@@ -191,6 +196,7 @@ def grpo_metrics(config, rollout, advantages, logprobs, entropy, ratio, loss, gr
         "charts/response_length": rollout.response_lengths.float().mean(),
         "charts/eos_frac": rollout.has_eos.float().mean(),
         "charts/tokens": mask.sum(),
+        **reward_metrics(rollout.reward_components),
     }
     if rollout.ref_logprobs is not None:
         metrics["objective/kl"] = (k3_kl(logprobs, rollout.ref_logprobs) * mask).sum() / mask.sum().clamp(min=1)

@@ -16,9 +16,11 @@ from policy.config import PPOConfig
 from policy.gae import gae, masked_mean, masked_whiten
 from policy.logprobs import logprobs_from_logits, position_ids_from_mask
 from policy.lora import LoraSettings, load_policy
+from policy.reward_mix import reward_metrics
 from policy.rollout import Rollout, collect_rollout
 from policy.runner import (
     RunContext,
+    failure_marked,
     finish_run,
     make_optimizer,
     prepare_training,
@@ -193,14 +195,15 @@ def train_ppo(
         return {"value_model": value_state(combined), "kl_coef": kl_controller.value}
 
     record, window = {}, MetricWindow()
-    for step in progress_bar(ctx, "ppo"):
-        kl_coef = kl_controller.value  # the step's β (an adaptive controller updates it after the step)
-        window.add(ppo_step(ctx, model, optimizer, kl_controller, step))
-        if is_log_step(step + 1, config.steps, config.log_every):
-            record = ctx.writer.write(step + 1, window.read(ctx.sharding) | {"charts/kl_coef": kl_coef})
-        if config.save_every and (step + 1) % config.save_every == 0:
-            save_run(ctx, step + 1, model, optimizer, trainer_state)
-    objective = {key: value for key, value in record.items() if key.startswith("objective/")}
+    with failure_marked(ctx):
+        for step in progress_bar(ctx, "ppo"):
+            kl_coef = kl_controller.value  # the step's β (an adaptive controller updates it after the step)
+            window.add(ppo_step(ctx, model, optimizer, kl_controller, step))
+            if is_log_step(step + 1, config.steps, config.log_every):
+                record = ctx.writer.write(step + 1, window.read(ctx.sharding) | {"charts/kl_coef": kl_coef})
+            if config.save_every and (step + 1) % config.save_every == 0:
+                save_run(ctx, step + 1, model, optimizer, trainer_state)
+    objective = {key: value for key, value in record.items() if key.startswith(("objective/", "rewards/"))}
     return finish_run(
         ctx, store, model, objective, lambda: save_run(ctx, config.steps, model, optimizer, trainer_state)
     )
@@ -209,7 +212,8 @@ def train_ppo(
 def ppo_step(ctx: RunContext, model, optimizer, kl_controller, step: int) -> dict:
     """Collect one rollout batch, compute advantages, run ppo_epochs over minibatches; return metrics."""
     config, accelerator = ctx.config, ctx.accelerator
-    prompts = prompt_batch(ctx.inputs, step, config.batch_prompts, ctx.sharding.rank, ctx.sharding.world, config.seed)
+    batch = (step, config.batch_prompts, ctx.sharding.rank, ctx.sharding.world, config.seed)
+    prompts, columns = prompt_batch(ctx.inputs, *batch), prompt_batch(ctx.prompt_columns, *batch)
     unwrapped = accelerator.unwrap_model(model)
     rollout = collect_rollout(
         unwrapped.policy,
@@ -223,6 +227,7 @@ def ppo_step(ctx: RunContext, model, optimizer, kl_controller, step: int) -> dic
         missing_eos_penalty=config.missing_eos_penalty,
         need_old_logprobs=False,  # computed below in the same pass as the values
         lockstep=ctx.sharding.lockstep,
+        columns=columns,
     )
     width = rollout.prompt_width
     mask = rollout.completion_mask[:, width:].float()  # (B, C)
@@ -300,5 +305,6 @@ def ppo_metrics(rollout, kl, kl_coef, stats, returns, old_values, mask) -> dict:
         "charts/response_length": rollout.response_lengths.float().mean(),
         "charts/eos_frac": rollout.has_eos.float().mean(),
         "charts/tokens": mask.sum(),
+        **reward_metrics(rollout.reward_components),
         **stats,
     }

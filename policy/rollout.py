@@ -8,7 +8,7 @@ and anything after the EOS (RLHF_NOTES: pad != EOS, EOS stays visible so the pol
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -17,6 +17,7 @@ from core.chat import chat_prompt_ids, conversation, plain_layout
 from core.generation import Engine
 from policy.logprobs import PromptSharing, token_logprobs
 from policy.lora import reference_mode
+from policy.reward_mix import as_reward_mix
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Rollout:
     texts: list[str]  # decoded responses, cut at EOS
     has_eos: torch.Tensor  # (B,) bool: the response ended with EOS rather than max_new_tokens
     prompt_width: int  # P: completion tokens start at column P
+    reward_components: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (B,) raw, unweighted
+    columns: list[dict] = field(default_factory=list)  # each row's prompt columns (answer, ...), per response
 
     @property
     def response_lengths(self) -> torch.Tensor:
@@ -58,6 +61,8 @@ class Rollout:
             texts=[self.texts[i] for i in pick],
             has_eos=self.has_eos[index],
             prompt_width=self.prompt_width,
+            reward_components={name: scores[index] for name, scores in self.reward_components.items()},
+            columns=[self.columns[i] for i in pick] if self.columns else [],
         )
 
 
@@ -186,19 +191,23 @@ def collect_rollout(
     need_old_logprobs: bool = True,
     need_ref_logprobs: bool = True,
     lockstep: bool = False,
+    columns: list[dict] | None = None,
 ) -> Rollout:
     """Sample `responses_per_prompt` responses per prompt, score them, and compute the log-probs asked for.
 
     `policy` is the plain model (under DDP: accelerator.unwrap_model(model)): nothing here needs gradients.
-    With LoRA, `reference` None means "the policy with its adapter off".
+    With LoRA, `reference` None means "the policy with its adapter off". `reward_fn`: a `RewardMix` (total and
+    components), a scorer or a (prompts, responses) callable; `columns`: each prompt's columns, which reward
+    functions receive as keywords.
     """
     repeated = [prompt for prompt in prompts for _ in range(responses_per_prompt)]
+    repeated_columns = [row for row in (columns or [{}] * len(prompts)) for _ in range(responses_per_prompt)]
     group_ids = torch.arange(len(prompts)).repeat_interleave(responses_per_prompt)
     input_ids, attention_mask, completion_mask, has_eos, prompt_width = generate(
         policy, tokenizer, repeated, max_new_tokens, temperature, max_prompt_tokens, lockstep
     )
     texts = decode_completions(tokenizer, input_ids, completion_mask)
-    rewards = score_responses(reward_fn, repeated, texts)
+    rewards, components = as_reward_mix(reward_fn).score(repeated, texts, repeated_columns, (~has_eos).tolist())
     if missing_eos_penalty is not None:
         rewards = rewards - missing_eos_penalty * (~has_eos).float().cpu()
     old_logprobs = ref_logprobs = None
@@ -222,4 +231,6 @@ def collect_rollout(
         texts=texts,
         has_eos=has_eos,
         prompt_width=prompt_width,
+        reward_components={name: scores.to(input_ids.device) for name, scores in components.items()},
+        columns=repeated_columns,
     )

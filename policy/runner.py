@@ -6,9 +6,12 @@ launch`) runs the same command data-parallel or sharded: each process samples it
 of the pairs), gradients are averaged by the engine, the main process writes files.
 """
 
+import json
 import random
 import shutil
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,15 +24,19 @@ from transformers import AutoModelForCausalLM
 from core.distributed import Sharding
 from core.models import disable_dropout, training_dtype
 from core.runs import METRICS_FILE, MetricsWriter
-from data.importers import read_prompts
+from data.importers import read_prompts_with_columns
+from data.prompt_columns import stored_columns
 from data.prompts import all_prompts
 from data.registry import check_run_name, get_model
 from data.registry import record_run as record_run_in_registry
 from policy.config import RunConfig
 from policy.lora import LoraSettings, load_policy, save_checkpoint
-from policy.rollout import RewardFn, as_reward_fn, load_reward_function
+from policy.reward_mix import RewardMix, RewardSpec, as_reward_mix, build_mix
+from policy.reward_specs import MODEL_PREFIX
+from policy.rollout import RewardFn
 
 STATE_FILE = "trainer_state.pt"
+FAILED_FILE = "failed.json"  # written when a run stops on an error: what stopped it, and when
 ENGINE_STATE = "engine_state"  # DeepSpeed's per-process optimizer and weight shards
 
 
@@ -48,8 +55,9 @@ class RunContext:
     writer: MetricsWriter
     start_step: int = 0
     resumed_state: dict = field(default_factory=dict)
-    reward_fn: RewardFn | None = None
-    reward_model: object | None = None  # a loaded reward-model scorer, whose model is placed by `prepare_training`
+    reward_fn: RewardMix | None = None  # the weighted reward components (`policy.reward_mix`)
+    reward_models: list = field(default_factory=list)  # loaded reward-model scorers, placed by `prepare_training`
+    prompt_columns: list[dict] = field(default_factory=list)  # each prompt's other columns (answer, ...)
 
     @property
     def accelerator(self):
@@ -85,6 +93,7 @@ def start_run(config: RunConfig, read_inputs: Callable[[], tuple[object, dict]],
         _restore_weights(policy, run_dir)
     disable_dropout(policy)
     if sharding.is_main:
+        (run_dir / FAILED_FILE).unlink(missing_ok=True)  # a failed run resumed from its last checkpoint
         config.save(run_dir)
     return RunContext(
         config=config,
@@ -104,39 +113,58 @@ def start_run(config: RunConfig, read_inputs: Callable[[], tuple[object, dict]],
 def start_policy_gradient_run(
     config: RunConfig,
     reward=None,
-    prompts: list[str] | None = None,
+    prompts: list | None = None,
     store=None,
     resume: bool = False,
     load_reward_model: Callable[[str, str | None], RewardFn] | None = None,
 ) -> RunContext:
     """Return the RunContext of a PPO or GRPO run: `start_run` with prompts as inputs, and the reward.
 
-    `reward`: a callable (prompts, responses) -> floats (a RewardScorer, say), or None to build it from the config:
-    a Python function by name, or a reward-model run loaded with `load_reward_model(run_folder, device)`.
-    Loading reward models is `rm`'s job, which this package does not import: the caller passes
-    `rm.score.RewardScorer.from_run` (as `rlhf-studio train-policy` does).
-    `prompts`: a list, or None to read config.prompts_file, else every prompt in the DuckDB store.
+    `reward`: a callable (prompts, responses) -> floats (a RewardScorer, say) or a `RewardMix`, or None to build
+    the mix from the config's `rewards` (or its one reward_kind): Python functions by name, reward-model runs
+    loaded with `load_reward_model(run_folder, device)`. Loading reward models is `rm`'s job, which this package
+    does not import: the caller passes `rm.score.RewardScorer.from_run` (as `rlhf-studio train-policy` does).
+    `prompts`: a list (each a prompt, or a row {"prompt": ..., "answer": ..., ...} whose other keys are its
+    columns), or None to read config.prompts_file, else every prompt in the DuckDB store.
     """
+    specs = None
     if reward is None:
-        config.check_reward_source()
-        if config.reward_kind == "model" and load_reward_model is None:
+        specs = config.reward_specs()  # raises for a missing or malformed reward before anything is read
+        if any(spec.kind == "model" for spec in specs) and load_reward_model is None:
             raise ValueError("a reward-model run needs a loader: pass load_reward_model=RewardScorer.from_run")
 
     def read_inputs():
-        found, prompts_source = _prompts(config, prompts, store)
-        return found, {"reward": _reward_source(config, reward, store), "prompts": prompts_source}
+        found, columns, prompts_source = _prompts(config, prompts, store)
+        resolved = _resolved_specs(specs, store) if specs is not None else None
+        lineage = {"reward": _reward_source(reward, resolved), "prompts": prompts_source}
+        if resolved is not None:
+            lineage["rewards"] = [{"name": s.name, "weight": s.weight, "source": s.source} for s in resolved]
+        return (found, columns, resolved), lineage
 
     ctx = start_run(config, read_inputs, store, resume)
-    reward_source = ctx.lineage["reward"]
+    ctx.inputs, ctx.prompt_columns, resolved = ctx.inputs
     if reward is not None:
-        ctx.reward_fn = as_reward_fn(reward)
-    elif config.reward_kind == "function":
-        ctx.reward_fn = load_reward_function(reward_source)
+        ctx.reward_fn = as_reward_mix(reward)
     else:
-        scorer = load_reward_model(reward_source, "cpu" if ctx.sharding.device.type == "cpu" else None)
-        ctx.reward_model = scorer
-        ctx.reward_fn = as_reward_fn(scorer)
+        device = "cpu" if ctx.sharding.device.type == "cpu" else None
+        ctx.reward_fn = build_mix(resolved, load_reward_model, device)
+    ctx.reward_models = [c.reward for c in ctx.reward_fn.components if hasattr(c.reward, "model")]
     return ctx
+
+
+@contextmanager
+def failure_marked(ctx: RunContext):
+    """Run a training loop; on any error write `failed.json` (the error, the time) in the run folder, close the
+    writer, and re-raise. Checkpoints are written whole or not at all (`save_run`), so a failed run's folder holds
+    its config, its metrics so far, its last whole checkpoint if any, and this mark; nothing is recorded."""
+    try:
+        yield
+    except BaseException as error:
+        if ctx.sharding.is_main:
+            record = {"status": "failed", "error": f"{type(error).__name__}: {error}", "time": time.time()}
+            (ctx.run_dir / FAILED_FILE).write_text(json.dumps(record, indent=2))
+        ctx.writer.close()
+        raise
 
 
 def prepare_training(ctx: RunContext, model, optimizer, rows_per_step: int):
@@ -145,8 +173,8 @@ def prepare_training(ctx: RunContext, model, optimizer, rows_per_step: int):
     sharding = ctx.sharding
     model, optimizer = sharding.prepare(model, optimizer, rows_per_step, ctx.config.max_grad_norm)
     ctx.reference = sharding.prepare_frozen(ctx.reference)
-    if ctx.reward_model is not None:
-        ctx.reward_model.model = sharding.prepare_frozen(ctx.reward_model.model)
+    for scorer in ctx.reward_models:
+        scorer.model = sharding.prepare_frozen(scorer.model)
     if ctx.resumed_state:
         sharding.load_optimizer(optimizer, ctx.resumed_state, ctx.run_dir)
     return model, optimizer
@@ -157,19 +185,27 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
     has_state = (run_dir / STATE_FILE).exists()
     if resume and not has_state:
         raise ValueError(f"cannot resume {run_dir}: it holds no {STATE_FILE} (no checkpoint was saved)")
-    if not resume and (has_state or (run_dir / METRICS_FILE).exists()):
+    if not resume and (has_state or (run_dir / METRICS_FILE).exists() or (run_dir / FAILED_FILE).exists()):
         raise ValueError(f"{run_dir} already holds a run; resume it (--resume) or choose another output dir")
 
 
-def _reward_source(config: RunConfig, reward, store) -> str | None:
-    """Return where the reward comes from: a reward-model run folder, a 'module:function', or a label."""
+def _resolved_specs(specs: list[RewardSpec], store) -> list[RewardSpec]:
+    """Return the components with each reward-model run named by its folder (a registry name resolved)."""
+    return [
+        RewardSpec(MODEL_PREFIX + resolve_reward_run(spec.target, store), spec.weight, spec.name)
+        if spec.kind == "model"
+        else spec
+        for spec in specs
+    ]
+
+
+def _reward_source(reward, specs: list[RewardSpec] | None) -> str | None:
+    """Return where the reward comes from: the first reward-model run folder, else the first 'module:function',
+    or a label for a reward given as an object."""
     if reward is not None:
         return getattr(reward, "run_dir", None) or getattr(reward, "__name__", "python")
-    if config.reward_kind == "function":
-        return config.reward_function
-    if not config.reward_model:
-        raise ValueError("no reward: pass --reward-model (a reward-model run folder or registry name)")
-    return resolve_reward_run(config.reward_model, store)
+    models = [spec.target for spec in specs if spec.kind == "model"]
+    return models[0] if models else specs[0].target
 
 
 def resolve_reward_run(name_or_path: str, store=None) -> str:
@@ -186,24 +222,33 @@ def resolve_reward_run(name_or_path: str, store=None) -> str:
     raise ValueError(f"reward model {name_or_path!r} is neither a run folder nor a recorded reward-model run")
 
 
-def _prompts(config: RunConfig, prompts, store) -> tuple[list[str], str]:
+def _prompts(config: RunConfig, prompts, store) -> tuple[list, list[dict], str]:
+    """Return (prompts, each prompt's other columns, where they came from)."""
     if prompts is not None:
-        source = "given"
+        rows = [row if isinstance(row, dict) else {"prompt": row} for row in prompts]
+        prompts, columns, source = [row["prompt"] for row in rows], [_others(row) for row in rows], "given"
     elif config.prompts_file:
-        prompts, source = read_prompts(config.prompts_file), config.prompts_file
+        (prompts, columns), source = read_prompts_with_columns(config.prompts_file), config.prompts_file
     elif store is not None:
-        prompts, source = [prompt for _, prompt in all_prompts(store)], "duckdb"  # text or a conversation
+        stored = all_prompts(store)  # text or a conversation
+        prompt_ids, prompts = [prompt_id for prompt_id, _ in stored], [prompt for _, prompt in stored]
+        columns, source = stored_columns(store, prompt_ids), "duckdb"
     else:
         raise ValueError("no prompts: give a prompts file or a database")
     if not prompts:
         raise ValueError("no prompts to train on: import some first (`rlhf-studio import-prompts`)")
-    return list(prompts), source
+    return list(prompts), columns, source
 
 
-def prompt_batch(prompts: list[str], step: int, size: int, rank: int, world: int, seed: int) -> list[str]:
+def _others(row: dict) -> dict:
+    return {key: value for key, value in row.items() if key != "prompt"}
+
+
+def prompt_batch(prompts: list, step: int, size: int, rank: int, world: int, seed: int) -> list:
     """Return this process's prompts for a step: a fixed shuffle per epoch, disjoint across processes.
 
-    A function of the step alone, so a resumed run continues where it stopped.
+    A function of the step and the list's length alone, so a resumed run continues where it stopped, and the
+    prompts' columns picked with the same arguments line up with the prompts.
     """
     first = (step * world + rank) * size
     orders: dict[int, list[int]] = {}
@@ -272,13 +317,19 @@ def save_run(ctx: RunContext, step: int, model, optimizer, extra_state: Callable
 
 
 def finish_run(ctx: RunContext, store, model, metrics: dict, save: Callable[[], None]) -> Path:
-    """End a run: `save()` the final checkpoint, record the run in the registry (kind 'policy', with its lineage),
-    close the writer and the process group; return the run folder."""
+    """End a run: `save()` the final checkpoint, record the run in the registry (kind 'policy', with its lineage
+    and reward components), close the writer and the process group; return the run folder."""
     save()
     if store is not None and ctx.sharding.is_main:
         config = {"algo": ctx.config.algo, **ctx.config.to_dict(), "lineage": ctx.lineage}
-        if ctx.lineage.get("reward") and getattr(ctx.config, "reward_kind", None) == "model":
-            config["reward_model"] = ctx.lineage["reward"]  # the folder a registry name resolved to
+        components = ctx.lineage.get("rewards")
+        if components is not None:
+            config["reward_components"] = components
+            models = [
+                c["source"].removeprefix(MODEL_PREFIX) for c in components if c["source"].startswith(MODEL_PREFIX)
+            ]
+            # The parent of a policy run is the (first) reward model it learned from: the folder a name resolved to.
+            config["reward_kind"], config["reward_model"] = ("model", models[0]) if models else ("function", None)
         record_run_in_registry(store, "policy", ctx.run_dir, config, metrics)
     ctx.writer.close()
     ctx.sharding.end()

@@ -17,7 +17,7 @@ from data.store import StoreError
 
 auth.require_admin()
 store = resources.store()
-EXPORT_LABELS = {"rankings": "rankings", "pairs": "pairs", "sft": "SFT set"}
+EXPORT_LABELS = {"rankings": "rankings", "pairs": "pairs", "sft": "SFT set", "prompts": "prompts"}
 MIME = {"parquet": "application/vnd.apache.parquet", "jsonl": "application/jsonl"}
 
 st.title("Data")
@@ -72,9 +72,10 @@ st.subheader("Export")
 st.caption(
     "Rankings: one row per ranking, responses as tie groups, best first. "
     "Pairs: every better/worse pair of a ranking as prompt, chosen, rejected (ties make no pair). "
-    "SFT set: each ranking's best response, annotators' own answers included, in TRL's `messages` format."
+    "SFT set: each ranking's best response, annotators' own answers included, in TRL's `messages` format. "
+    "Prompts: every prompt with its columns (answer, ...), ready to import again."
 )
-for column, (kind, label) in zip(st.columns(3), EXPORT_LABELS.items(), strict=True):
+for column, (kind, label) in zip(st.columns(len(EXPORT_LABELS)), EXPORT_LABELS.items(), strict=True):
     for fmt in ("parquet", "jsonl"):
         column.download_button(
             f"{label} as {fmt}",

@@ -16,6 +16,7 @@ from data.export import ranked_items
 from data.settings import load_settings
 from orchestration.launch import Launch, launch_policy, launch_reward_model
 from orchestration.preflight import MIN_PROMPTS, MIN_RANKED_ITEMS, check_rankings
+from policy import rewards as built_in_rewards
 from policy.config import CONFIGS
 from rm.accuracy import MIN_RANKINGS
 from rm.config import RewardConfig
@@ -131,6 +132,25 @@ def reward_model_form() -> None:
         show(st.session_state["train_rm_result"])
 
 
+def reward_mix_input(config_class, reward_run_names: list[str]) -> str | None:
+    """Draw the weighted reward components field and what can go in it; return the text, or None when empty."""
+    with st.expander("Verifiable rewards and mixes (built-in checks, your functions, several reward models)"):
+        st.caption("Write `SOURCE=WEIGHT`, comma-separated; the run optimizes the weighted sum and plots each "
+                   "component. A function reads each prompt's columns (an imported `answer`, ...) by name.")  # fmt: skip
+        st.dataframe(
+            [{"source": f"policy.rewards:{name}", "what": (getattr(built_in_rewards, name).__doc__ or "").split("\n")[0]}
+             for name in built_in_rewards.BUILT_IN]
+            + [{"source": f"model:{name}", "what": "a reward-model run"} for name in reward_run_names],
+            hide_index=True,
+        )  # fmt: skip
+    typed = st.text_input(
+        "Rewards (empty: the reward-model run above alone)", key="train_policy_rewards",
+        help=config_class.__dataclass_fields__["rewards"].metadata["help"],
+        placeholder="policy.rewards:exact_answer=1,policy.rewards:format_answer_line=0.5",
+    )  # fmt: skip
+    return typed.strip() or None
+
+
 def policy_form() -> None:
     algo = st.radio("Algorithm", list(CONFIGS), format_func=str.upper, horizontal=True, key="train_algo",
                     help="PPO and GRPO optimize the reward model's score; DPO learns from the ranked pairs directly")  # fmt: skip
@@ -148,6 +168,7 @@ def policy_form() -> None:
             run = st.selectbox("Reward-model run", list(reward_runs), key="train_policy_rm", index=0 if reward_runs
                                else None, help=config_class.__dataclass_fields__["reward_model"].metadata["help"])  # fmt: skip
             values["reward_model"] = reward_runs.get(run)
+            values["rewards"] = reward_mix_input(config_class, list(reward_runs))
         values |= field_inputs(config_class, POLICY_FIELDS, f"train_{algo}")
         st.markdown(f"**{algo.upper()} settings**")
         values |= field_inputs(config_class, ALGO_FIELDS[algo], f"train_{algo}")

@@ -24,8 +24,8 @@ def test_data_page_summarises_rankings(studio):
     assert spec["encoding"]["x"]["axis"]["labelAngle"] == 0  # counts read level, not rotated 90 degrees
     labels = sorted(button.label for button in at.get("download_button"))
     assert labels == [
-        "SFT set as jsonl", "SFT set as parquet", "pairs as jsonl", "pairs as parquet", "rankings as jsonl",
-        "rankings as parquet",
+        "SFT set as jsonl", "SFT set as parquet", "pairs as jsonl", "pairs as parquet", "prompts as jsonl",
+        "prompts as parquet", "rankings as jsonl", "rankings as parquet",
     ]  # fmt: skip
 
 
