@@ -79,7 +79,7 @@ def test_rank_by_keyboard_see_cut_responses_and_only_generators(server):
             assert marker.evaluate(CARD_OF) == "Rank of B"
             # A's block ends where the model meant it: the prose after it is prose, the indentation is kept.
             expect(page.locator("pre").get_by_text("Prose after the code.")).to_have_count(0)
-            expect(page.get_by_text("Prose after the code.")).to_be_visible()
+            expect(page.get_by_text("Prose after the code.", exact=True)).to_be_visible()  # not its edit box
             code = page.locator("pre").filter(has_text="print(len(values))")
             assert "    print(len(values))" in code.inner_text()
             # The long line wraps inside its card instead of being cut off.
