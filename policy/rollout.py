@@ -5,15 +5,13 @@ The completion mask is 1 from the first response token up to and including the f
 and anything after the EOS (RLHF_NOTES: pad != EOS, EOS stays visible so the policy learns to stop).
 """
 
-import importlib
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from core.batching import left_pad
-from core.chat import chat_prompt_ids, conversation, plain_layout
+from core.chat import chat_prompt_ids
 from core.generation import Engine
 from policy.logprobs import PromptSharing, token_logprobs
 from policy.lora import reference_mode
@@ -67,49 +65,6 @@ class Rollout:
 
 
 RewardFn = Callable[[list[str], list[str]], "list[float] | torch.Tensor"]
-
-
-def as_reward_fn(reward) -> RewardFn:
-    """Return a (prompts, responses) -> float tensor function from a RewardScorer (has .score) or a callable."""
-    if hasattr(reward, "score"):
-        return lambda prompts, responses: reward.score(prompts, responses)
-    if callable(reward):
-        return with_plain_prompts(reward)
-    raise TypeError(f"a reward must be a scorer with .score(prompts, responses) or a callable, got {type(reward)}")
-
-
-def load_reward_function(spec: str) -> RewardFn:
-    """Return the callable named 'package.module:function'."""
-    module_name, _, attribute = spec.partition(":")
-    try:
-        function = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"cannot load reward function {spec!r}: {error}") from error
-    if not callable(function):
-        raise ValueError(f"reward function {spec!r} is not callable")
-    return with_plain_prompts(function)
-
-
-def with_plain_prompts(function) -> RewardFn:
-    """Return a Python reward function called as `function(prompts, responses)` with each prompt a string.
-
-    A single-turn prompt is its text, as always; a conversation is its plain transcript (`core.chat.plain_layout`).
-    A function that takes a `messages` keyword also gets every prompt's messages (a single-turn prompt as one user
-    message), so it can read the history turn by turn.
-    """
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
-        parameters = []
-    takes_messages = any(p.name == "messages" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-
-    def reward_fn(prompts, responses):
-        texts = [plain_layout(p, generation_prompt=False) for p in prompts]
-        if takes_messages:
-            return function(texts, responses, messages=[conversation(p) for p in prompts])
-        return function(texts, responses)
-
-    return reward_fn
 
 
 def score_responses(reward_fn: RewardFn, prompts: list[str], responses: list[str]) -> torch.Tensor:

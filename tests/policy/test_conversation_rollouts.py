@@ -9,7 +9,8 @@ from transformers import AutoModelForCausalLM
 
 from core.chat import PromptTooLong, plain_layout
 from orchestration.preflight import check_prompt_lengths
-from policy.rollout import collect_rollout, prompt_rows, with_plain_prompts
+from policy.reward_mix import as_reward_mix
+from policy.rollout import collect_rollout, prompt_rows
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},
@@ -29,7 +30,7 @@ def test_a_rollout_feeds_the_chat_template_of_the_whole_history(tiny_model_dir, 
 
     torch.manual_seed(0)
     rollout = collect_rollout(
-        model, tokenizer, [CONVERSATION, "Say hi."], with_plain_prompts(reward), responses_per_prompt=2,
+        model, tokenizer, [CONVERSATION, "Say hi."], as_reward_mix(reward), responses_per_prompt=2,
         max_new_tokens=4, max_prompt_tokens=256, need_old_logprobs=False, need_ref_logprobs=False,
     )  # fmt: skip
     expected = tokenizer.apply_chat_template(CONVERSATION, add_generation_prompt=True, return_dict=False)
@@ -46,8 +47,8 @@ def test_a_rollout_feeds_the_chat_template_of_the_whole_history(tiny_model_dir, 
 
 def test_reward_functions_without_messages_get_strings_only():
     calls = []
-    reward = with_plain_prompts(lambda prompts, responses: calls.append(prompts) or [1.0] * len(responses))
-    assert reward(["hi", CONVERSATION], ["a", "b"]) == [1.0, 1.0]
+    reward = as_reward_mix(lambda prompts, responses: calls.append(prompts) or [1.0] * len(responses))
+    assert reward(["hi", CONVERSATION], ["a", "b"]).tolist() == [1.0, 1.0]
     assert calls == [["hi", plain_layout(CONVERSATION, generation_prompt=False)]]
 
 

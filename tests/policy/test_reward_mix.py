@@ -77,8 +77,9 @@ def test_a_function_receives_its_prompts_columns_and_the_two_argument_form_still
                     None, None)  # fmt: skip
     prompts = ["what is 3+4?", [{"role": "user", "content": "and 5+5?"}]]  # text or messages
     total, parts = mix.score(prompts, ["7", "ten"], [{"answer": "7", "difficulty": 1}, {"answer": "10"}], [False, True])
-    assert reward_fixtures.CALLS[0] == {"prompts": prompts, "answer": ["7", "10"]}
-    assert reward_fixtures.CALLS[1] == {"keywords": ["answer", "difficulty", "truncated"]}
+    # Prompts arrive as text: a conversation as its plain transcript; its turns come as `messages` to who asks.
+    assert reward_fixtures.CALLS[0] == {"prompts": ["what is 3+4?", "User: and 5+5?"], "answer": ["7", "10"]}
+    assert reward_fixtures.CALLS[1] == {"keywords": ["answer", "difficulty", "messages", "truncated"]}
     assert parts["two_arguments"].tolist() == [1.0, 3.0]
     assert total.tolist() == [2.5, 4.5]
 

@@ -29,7 +29,7 @@ def test_html_in_prompts_and_responses_is_shown_as_text_and_runs_nothing(tmp_pat
             page.on("request", lambda request: requests.append(request.url))
             page.goto(url)
             expect(page.get_by_role("radiogroup", name="Rank of B")).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("plain answer")).to_be_visible()
+            expect(page.get_by_role("paragraph").filter(has_text="plain answer")).to_be_visible()  # not its edit box
             page.wait_for_timeout(1000)
             assert page.evaluate("window.__xss") is None
             assert page.locator('img[src*="127.0.0.1:9"]').count() == 0
