@@ -14,7 +14,7 @@ def test_the_interval_and_counts_match_hand_worked_numbers():
 
 
 def test_one_ranking_is_flagged_not_shown_as_a_bare_percentage():
-    accuracy = Accuracy(0, 1, 1)  # the "0.0% from 1 ranking" of issue 12
+    accuracy = Accuracy(0, 1, 1)  # the "0.0% from 1 ranking" a user once saw
     low, high = accuracy.interval
     assert low == 0 and high == pytest.approx(0.7935, abs=1e-4)
     assert str(accuracy) == "0% (95% CI 0%–79%, 1 pair from 1 ranking)"
