@@ -45,3 +45,4 @@ bench: $(VENV)/.installed-test prepare
 	$(PY) bench/generation.py --batches 4 16 --new-tokens 64
 	$(PY) bench/annotation.py
 	$(PY) bench/annotators.py --annotators 12 --items 5
+	$(PY) bench/sft.py
