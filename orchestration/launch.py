@@ -9,6 +9,7 @@ import shutil
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
+from core.memory import MemoryEstimate
 from data import jobs as job_table
 from data import registry
 from data.export import best_ranked_demonstrations, export, ranked_items
@@ -16,7 +17,7 @@ from data.prompt_columns import stored_columns
 from data.prompts import all_prompts
 from data.store import Store
 from orchestration import jobs
-from orchestration.preflight import policy_checks, reward_model_checks
+from orchestration.preflight import Checked, policy_checks, reward_model_checks
 from policy.config import CONFIGS
 from policy.reward_specs import MODEL_PREFIX, RewardSpec, format_rewards, parse_rewards
 from rm.config import RewardConfig
@@ -31,6 +32,7 @@ class Launch:
     job_id: int | None = None
     command: str | None = None
     run_dir: Path | None = None
+    memory: MemoryEstimate | None = None  # the estimate's parts, shown beside the verdict
 
 
 def config_flags(config, given=None) -> list[str]:
@@ -62,11 +64,11 @@ def launch_reward_model(store: Store, values: dict, online: bool | None = None) 
         config = RewardConfig(**values | {"output_dir": str(run_dir), "rankings": str(rankings)})
     except (TypeError, ValueError) as error:
         return Launch(problems=[str(error)])
-    problems, warnings = reward_model_checks(config, ranked_items(store), online)
-    if problems:
-        return Launch(problems, warnings)
+    checked = reward_model_checks(config, ranked_items(store), online)
+    if checked.problems:
+        return Launch(checked.problems, checked.warnings, memory=checked.memory)
     export(store, rankings, kind="rankings", fmt="jsonl")
-    return _queue(store, "train-rm", config_flags(config, {*values, "rankings"}), run_dir, warnings)
+    return _queue(store, "train-rm", config_flags(config, {*values, "rankings"}), run_dir, checked)
 
 
 def launch_policy(store: Store, algo: str, values: dict, online: bool | None = None) -> Launch:
@@ -85,15 +87,15 @@ def launch_policy(store: Store, algo: str, values: dict, online: bool | None = N
     prompt_ids, prompts = [prompt_id for prompt_id, _ in stored], [prompt for _, prompt in stored]
     pairs = inputs_dir(run_dir) / "pairs.jsonl"
     demonstrations = inputs_dir(run_dir) / "demonstrations.jsonl"
-    data_count = {
+    exported = {
         "dpo": lambda: _export_pairs(store, pairs),
         "sft": lambda: _export_demonstrations(store, demonstrations),
     }
-    example_count = data_count[algo]() if algo in data_count else 0
-    problems, warnings = policy_checks(config, prompts, example_count, online, prompt_ids)
-    if problems:
+    examples = exported[algo]() if algo in exported else []
+    checked = policy_checks(config, prompts, examples, online, prompt_ids)
+    if checked.problems:
         _remove_inputs(run_dir)
-        return Launch(problems, warnings)
+        return Launch(checked.problems, checked.warnings, memory=checked.memory)
     if algo == "dpo":
         config.pairs_file = str(pairs)
     elif algo == "sft":
@@ -102,7 +104,7 @@ def launch_policy(store: Store, algo: str, values: dict, online: bool | None = N
         columns = stored_columns(store, prompt_ids)  # answer, ...: what reward functions may read
         config.prompts_file = str(_write_prompts(prompts, columns, inputs_dir(run_dir) / "prompts.jsonl"))
     given = {*values, "prompts_file", "pairs_file", "sft_file"}
-    return _queue(store, "train-policy", ["--algo", algo, *config_flags(config, given)], run_dir, warnings)
+    return _queue(store, "train-policy", ["--algo", algo, *config_flags(config, given)], run_dir, checked)
 
 
 def _write_prompts(prompts: list, columns: list[dict], path: Path) -> Path:
@@ -127,26 +129,28 @@ def reward_run_folders(store: Store, rewards: str) -> str:
     return format_rewards(specs)
 
 
-def _export_pairs(store: Store, path: Path) -> int:
-    return export(store, path, kind="pairs", fmt="jsonl")
+def _export_pairs(store: Store, path: Path) -> list[dict]:
+    """Write the rankings' chosen/rejected pairs as JSONL; return them."""
+    export(store, path, kind="pairs", fmt="jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _export_demonstrations(store: Store, path: Path) -> int:
-    """Write the best-ranked response of each ranking as TRL prompt/completion rows; return how many."""
+def _export_demonstrations(store: Store, path: Path) -> list[dict]:
+    """Write the best-ranked response of each ranking as TRL prompt/completion rows; return them."""
     rows = best_ranked_demonstrations(store)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return len(rows)
+    return rows
 
 
 def _remove_inputs(run_dir: Path) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _queue(store: Store, kind: str, args: list[str], run_dir: Path, warnings: list[str]) -> Launch:
+def _queue(store: Store, kind: str, args: list[str], run_dir: Path, checked: Checked) -> Launch:
     job_id = jobs.submit(store, kind, args, run_dir)
     command = jobs.command_line(job_table.get_job(store, job_id)["argv"])
-    return Launch([], warnings, job_id, command, run_dir)
+    return Launch([], checked.warnings, job_id, command, run_dir, checked.memory)
 
 
 def inputs_dir(run_dir: Path) -> Path:

@@ -8,12 +8,14 @@ missing or the model does not fit in memory.
 import math
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core.chat import PromptTooLong, chat_prompt_ids
 from core.layouts import Layout, read_layout
+from core.memory import MemoryEstimate, ModelShape, available_memory, estimate
 from core.models import ModelNotFound, pick_device, resolve_model
+from rm.config import RewardConfig
 
 MIN_RANKED_ITEMS = 4  # ranked items with at least one comparison (a ranking of ties teaches nothing)
 MIN_PROMPTS = 2  # distinct prompts, so the split by prompt leaves a validation set
@@ -162,20 +164,6 @@ def tokenizer_warnings(policy_tokenizer, reward_tokenizer) -> list[str]:
 # ------------------------------------------------------------------------------------------------ memory
 
 
-@dataclass
-class MemoryEstimate:
-    """Bytes a training step needs, by part; rough and on the high side (padding to the longest sequence)."""
-
-    weights: int
-    training_state: int  # gradients + Adam's two moments of the trainable parameters (fp32)
-    reference: int  # a frozen reference copy (full fine-tuning of a policy)
-    activations: int
-
-    @property
-    def total(self) -> int:
-        return self.weights + self.training_state + self.reference + self.activations
-
-
 def count_parameters(config, causal_lm: bool = True) -> int:
     """Return the number of parameters of a model built from its config, on the meta device (no memory used)."""
     import torch
@@ -189,91 +177,105 @@ def count_parameters(config, causal_lm: bool = True) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def estimate_memory(
-    parameters: int,
-    hidden_size: int,
-    layers: int,
-    vocab_size: int,
-    sequences: int,
-    sequence_length: int,
-    lora_rank: int,
-    bytes_per_value: int,
-    lm_logits: bool,
-    reference_copy: bool,
-) -> MemoryEstimate:
-    """Return the memory of one training step of `sequences` sequences of `sequence_length` tokens.
-
-    LoRA on every linear layer trains about 2r/d of the weights; gradients and Adam moments are fp32 (12 bytes).
-    Activations: ~24 values per token per layer and hidden unit (attention and MLP inputs kept for backward),
-    plus fp32 logits and their log-softmax over the vocabulary for a causal LM.
-    """
-    trainable = parameters if lora_rank == 0 else min(parameters, parameters * 2 * lora_rank // hidden_size)
-    tokens = sequences * sequence_length
-    activations = tokens * layers * hidden_size * 24 * bytes_per_value
-    if lm_logits:
-        activations += tokens * vocab_size * 4 * 2
-    return MemoryEstimate(
-        weights=parameters * bytes_per_value,
-        training_state=trainable * 12,
-        reference=parameters * bytes_per_value if reference_copy and lora_rank == 0 else 0,
-        activations=activations,
-    )
+def model_shape(name: str, causal_lm: bool = True) -> ModelShape:
+    """Return the shape the memory estimate reads off a model choice's config (no weights loaded)."""
+    config = model_config(name)
+    return ModelShape.of(config, count_parameters(getattr(config, "text_config", None) or config, causal_lm))
 
 
-def available_memory(device: str) -> int:
-    """Return free bytes: free GPU memory on CUDA, else MemAvailable from /proc/meminfo."""
+@dataclass
+class RunShape:
+    """The batch a run's largest training pass sees, per process."""
+
+    sequences: int  # rows of a pass (RM: rankings x K; DPO: 2 x pairs; GRPO: prompts x G; PPO: a minibatch)
+    length: int  # tokens per row, padding included
+    answer: int = 0  # tokens per row that get vocabulary logits (SFT and DPO: the answer; PPO, GRPO: max new)
+
+
+@dataclass
+class Checked:
+    """What checking a run found: problems block it, warnings do not; the memory estimate when it was made."""
+
+    problems: list[str]
+    warnings: list[str] = field(default_factory=list)
+    memory: MemoryEstimate | None = None
+
+
+def estimate_run(config, shape: RunShape, layout: Layout | None = None) -> MemoryEstimate:
+    """Return what one device needs for a run of this config on batches of this shape, from the models and passes
+    its trainer declares (`memory_plan` beside the code that loads them)."""
+    device, _ = _device_of(config.device)
+    layout = layout or read_layout(config.accelerate_config)
+    if isinstance(config, RewardConfig):
+        from rm.train import memory_plan
+
+        models, passes = memory_plan(config, model_shape(config.backbone, False), shape.sequences, shape.length, device)
+    else:
+        from policy import dpo, grpo, ppo, sft
+
+        policy_shape = model_shape(config.model)
+        if config.samples:
+            rewards = [model_shape(run, False) for run in _reward_model_folders(config)]
+            plan = (grpo if config.algo == "grpo" else ppo).memory_plan
+            models, passes = plan(config, policy_shape, rewards, shape.length, device)
+        else:
+            plan = (dpo if config.algo == "dpo" else sft).memory_plan
+            models, passes = plan(config, policy_shape, shape.length, shape.answer, device)
+    return estimate(models, passes, layout, device)
+
+
+def knobs_that_fit(config, shape: RunShape, available: int) -> list[str]:
+    """Return the changes, one at a time, under which the run's estimate fits the free memory."""
+    trials = []
+    if not config.gradient_checkpointing:
+        trials.append(("turn on gradient checkpointing", replace(config, gradient_checkpointing=True), shape))
+    rows = config.batch_size if isinstance(config, RewardConfig) else config.batch_prompts
+    for smaller in (rows // 2, rows // 4, 1):
+        if 1 <= smaller < rows:
+            name = "batch_size" if isinstance(config, RewardConfig) else "batch_prompts"
+            scaled = replace(shape, sequences=max(1, shape.sequences * smaller // rows))
+            trials.append((f"lower {name} to {smaller}", replace(config, **{name: smaller}), scaled))
+    if shape.length > 128:
+        half = replace(shape, length=shape.length // 2, answer=min(shape.answer, shape.length // 2))
+        trials.append((f"halve the length to {half.length} tokens", config, half))
+    if config.lora_rank == 0:
+        trials.append(("use LoRA (rank 16) instead of full fine-tuning", replace(config, lora_rank=16), shape))
+    fitting = [name for name, trial, trial_shape in trials if estimate_run(trial, trial_shape).total <= available]
+    device, _ = _device_of(config.device)
     if device == "cuda":
-        import torch
-
-        return torch.cuda.mem_get_info()[0]
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    raise OSError("/proc/meminfo has no MemAvailable line")
+        for layout in ("zero2-8gpu", "zero3-8gpu"):
+            if estimate_run(config, shape, read_layout(layout)).total <= available:
+                fitting.append(f"shard it: --accelerate-config {layout}")
+                break
+    return fitting
 
 
-def per_device(estimate: MemoryEstimate, layout: Layout) -> MemoryEstimate:
-    """Return what one device holds under a layout: ZeRO-3 and FSDP split weights (and a reference copy) over the
-    processes, ZeRO-2/3 and FSDP split gradients and optimizer state; activations are each process's own batch."""
-    return MemoryEstimate(
-        weights=estimate.weights // layout.weights_shards,
-        training_state=estimate.training_state // layout.training_state_shards,
-        reference=estimate.reference // layout.weights_shards,
-        activations=estimate.activations,
-    )
-
-
-def fitting_layout(estimate: MemoryEstimate, available: int) -> str | None:
-    """Return the first shipped multi-GPU layout under which a device of this size would hold the run, if any."""
-    for name in ("zero2-8gpu", "zero3-8gpu"):
-        if per_device(estimate, read_layout(name)).total <= available:
-            return name
-    return None
-
-
-def check_memory(
-    estimate: MemoryEstimate, available: int, device: str, layout: Layout | None = None
-) -> tuple[list[str], list[str]]:
-    """Return (problems, warnings) for one device under the layout: blocked when over the free memory, warned when
-    close. A blocked run names a shipped layout that would fit, when one does."""
-    whole, layout = estimate, layout or read_layout(None)
-    estimate = per_device(estimate, layout)
-    need, free = _gib(estimate.total), _gib(available)
-    parts = (
-        f"weights {_gib(estimate.weights)}, gradients + Adam {_gib(estimate.training_state)}, "
-        f"reference {_gib(estimate.reference)}, activations {_gib(estimate.activations)}"
-    )
-    if estimate.total > available:
-        fits = fitting_layout(whole, available)
-        hint = f", or shard it: --accelerate-config {fits} fits devices like this one" if fits else ""
-        return [
-            f"not enough memory on {device} ({layout.describe()}): a step needs about {need} GiB per device "
-            f"({parts}) but {free} GiB are free; lower the batch size or the maximum length, or use LoRA "
-            f"(rank > 0){hint}"
-        ], []
-    if estimate.total > MEMORY_WARN_SHARE * available:
-        return [], [f"memory is tight on {device} ({layout.describe()}): about {need} GiB of {free} GiB free ({parts})"]
-    return [], []
+def check_memory(config, shape: RunShape) -> tuple[list[str], list[str], MemoryEstimate | None]:
+    """Return (problems, warnings, estimate) of a run on this machine: blocked when over the free memory (naming
+    the changes that would make it fit), warned when close."""
+    try:
+        device, _ = _device_of(config.device)
+    except RuntimeError as error:  # 'cuda' asked for on a machine without a GPU
+        return [str(error)], [], None
+    layout = read_layout(config.accelerate_config)
+    found = estimate_run(config, shape, layout)
+    available = available_memory(device)
+    need, free = _gib(found.total), _gib(available)
+    if found.total > available:
+        knobs = knobs_that_fit(config, shape, available)
+        hint = f"; it would fit if you {' or '.join(knobs)}" if knobs else "; no single change makes it fit"
+        return (
+            [
+                f"not enough memory on {device} ({layout.describe()}): a step needs about {need} GiB per device "
+                f"({found.describe()}) but {free} GiB are free{hint}"
+            ],
+            [],
+            found,
+        )
+    if found.total > MEMORY_WARN_SHARE * available:
+        return [], [f"memory is tight on {device} ({layout.describe()}): about {need} GiB of {free} GiB free "
+                    f"({found.describe()})"], found  # fmt: skip
+    return [], [], found
 
 
 def _gib(count: int) -> str:
@@ -286,28 +288,10 @@ def _device_of(config_device: str) -> tuple[str, int]:
     return choice.device.type, 2 if choice.device.type == "cuda" else 4
 
 
-def memory_check(
-    model: str,
-    device: str,
-    sequences: int,
-    length: int,
-    lora_rank: int,
-    causal: bool,
-    reference: bool,
-    accelerate_config: str | None = None,
-) -> tuple[list[str], list[str]]:
-    """Return (problems, warnings) of the memory a run would need on this machine."""
-    try:
-        device_type, bytes_per_value = _device_of(device)
-    except RuntimeError as error:  # 'cuda' asked for on a machine without a GPU
-        return [str(error)], []
-    config = model_config(model)
-    config = getattr(config, "text_config", None) or config
-    estimate = estimate_memory(
-        count_parameters(config, causal), config.hidden_size, config.num_hidden_layers, config.vocab_size,
-        sequences, length, lora_rank, bytes_per_value, causal, reference,
-    )  # fmt: skip
-    return check_memory(estimate, available_memory(device_type), device_type, read_layout(accelerate_config))
+def _reward_model_folders(config) -> list[str]:
+    """Return the model folders of the reward-model runs a PPO or GRPO run scores with."""
+    runs = [run for run in reward_model_runs(config) if run]  # an unnamed one: check_reward_run says so
+    return [str(Path(run) / "model") if (Path(run) / "model").is_dir() else run for run in runs]
 
 
 def longest_tokens(tokenizer, prompts: list, limit: int, sample: int = 2000) -> int:
@@ -343,66 +327,68 @@ def check_prompt_lengths(tokenizer, prompts: list, limit: int, prompt_ids: list 
 # ------------------------------------------------------------------------------------ the two launch forms
 
 
-def reward_model_checks(config, items: list[dict], online: bool | None) -> tuple[list[str], list[str]]:
-    """Return (problems, warnings) for training a reward model with this config on these ranked items."""
+def reward_model_checks(config, items: list[dict], online: bool | None) -> Checked:
+    """Return the problems, warnings and memory estimate of a reward model with this config on these ranked items."""
     problems = check_rankings(items) + check_model(config.backbone, online, "backbone")
     if problems:
-        return problems, []
+        return Checked(problems)
     try:
         tokenizer = load_local_tokenizer(config.backbone)
     except (OSError, ValueError):
-        return problems, [f"backbone {config.backbone!r} will be downloaded by the job; memory was not checked"]
+        return Checked(
+            problems, [f"backbone {config.backbone!r} will be downloaded by the job; memory was not checked"]
+        )
     problems += check_tokenizer(tokenizer, "backbone")
     if problems:
-        return problems, []
+        return Checked(problems)
     texts = [item["prompt"] + "\n" + text for item in items for group in item["ranked_responses"] for text in group]
     responses_per_item = max(sum(len(group) for group in item["ranked_responses"]) for item in items)
     length = longest_tokens(tokenizer, texts, config.max_length)
     processes = read_layout(config.accelerate_config).processes  # the batch is split between the processes
     sequences = math.ceil(config.batch_size / processes) * responses_per_item
-    return memory_check(
-        config.backbone, config.device, sequences, length, config.lora_rank, False, False, config.accelerate_config
-    )
+    return Checked(*check_memory(config, RunShape(sequences, length)))
 
 
 def policy_checks(
-    config, prompts: list, pair_count: int, online: bool | None, prompt_ids: list | None = None
-) -> tuple[list[str], list[str]]:
-    """Return (problems, warnings) for a PPO, GRPO, DPO or SFT run with this config (`pair_count`: the pairs or
-    demonstrations a DPO or SFT run learns from; `prompt_ids` name long prompts)."""
+    config, prompts: list, examples: list[dict], online: bool | None, prompt_ids: list | None = None
+) -> Checked:
+    """Return the problems, warnings and memory estimate of a PPO, GRPO, DPO or SFT run with this config
+    (`examples`: the pairs or demonstrations a DPO or SFT run learns from; `prompt_ids` name long prompts)."""
     problems = check_model(config.model, online, "policy")
     if not config.samples:
-        problems += check_pairs(pair_count) if config.algo == "dpo" else check_demonstrations(pair_count)
+        problems += check_pairs(len(examples)) if config.algo == "dpo" else check_demonstrations(len(examples))
     else:
         problems += check_prompts(len(prompts))
         for reward_run in reward_model_runs(config):
             problems += check_reward_run(reward_run)
     if problems:
-        return problems, []
+        return Checked(problems)
     try:
         policy_tokenizer = load_local_tokenizer(config.model)
     except (OSError, ValueError):
-        return problems, [f"policy {config.model!r} will be downloaded by the job; memory was not checked"]
+        return Checked(problems, [f"policy {config.model!r} will be downloaded by the job; memory was not checked"])
     reward_tokenizer = None
     if config.samples and reward_model_runs(config):
         try:
             reward_tokenizer = load_local_tokenizer(reward_model_runs(config)[0])
         except (OSError, ValueError) as error:
-            return [f"the reward model's tokenizer does not load: {_first_line(error)}"], []
+            return Checked([f"the reward model's tokenizer does not load: {_first_line(error)}"])
         problems += check_tokenizer(reward_tokenizer, "reward model")
     problems += check_tokenizer(policy_tokenizer, "policy")
     if config.samples and not problems:
         problems += check_prompt_lengths(policy_tokenizer, prompts, config.max_prompt_tokens, prompt_ids)
+    if not config.samples and not problems:
+        try:
+            shape = _example_shape(config, examples, policy_tokenizer)
+        except ValueError as error:  # a prompt whose last turn alone is over the limit, named
+            problems.append(str(error))
     if problems:
-        return problems, []
+        return Checked(problems)
     warnings = tokenizer_warnings(policy_tokenizer, reward_tokenizer)
-    sequences, length = _policy_batch(config, prompts, policy_tokenizer)
-    keeps_reference = config.samples  # DPO caches the reference log-probs, then drops the copy; SFT has none
-    memory_problems, memory_warnings = memory_check(
-        config.model, config.device, sequences, length, config.lora_rank, True, keeps_reference,
-        config.accelerate_config,
-    )  # fmt: skip
-    return memory_problems, warnings + memory_warnings
+    if config.samples:
+        shape = RunShape(0, longest_tokens(policy_tokenizer, prompts, config.max_prompt_tokens) + config.max_new_tokens)
+    memory_problems, memory_warnings, found = check_memory(config, shape)
+    return Checked(memory_problems, warnings + memory_warnings, found)
 
 
 def reward_model_runs(config) -> list[str]:
@@ -416,13 +402,26 @@ def reward_model_runs(config) -> list[str]:
     return [spec.target for spec in specs if spec.kind == "model"]
 
 
-def _policy_batch(config, prompts: list[str], tokenizer) -> tuple[int, int]:
-    """Return (sequences per step, tokens per sequence) of a policy run."""
-    if not config.samples:
-        return (2 if config.algo == "dpo" else 1) * config.batch_prompts, config.max_length
-    prompt_tokens = longest_tokens(tokenizer, prompts, config.max_prompt_tokens)
-    sequences = config.batch_prompts * (config.num_generations if config.algo == "grpo" else 1)
-    return sequences, prompt_tokens + config.max_new_tokens
+def _example_shape(config, examples: list[dict], tokenizer, sample: int = 2000) -> RunShape:
+    """Return the longest row and answer of (up to `sample` of) a DPO or SFT run's examples, tokenized as the run
+    tokenizes them (cut to max_length); a prompt too long to fit raises ValueError naming it."""
+    import datasets
+
+    from policy.pairs import tokenize_pairs
+    from policy.sft import as_demonstration, tokenize_demonstrations
+
+    rows = examples[:sample]
+    if config.algo == "dpo":
+        tokenized = tokenize_pairs(
+            tokenizer, datasets.Dataset.from_list(rows), config.max_length, config.max_prompt_tokens
+        )
+        answers = [max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in tokenized]
+    else:
+        demonstrations = [as_demonstration(row, number, "demonstrations") for number, row in enumerate(rows)]
+        tokenized = tokenize_demonstrations(tokenizer, demonstrations, config.max_length, config.max_prompt_tokens)
+        answers = [len(e["completion_ids"]) for e in tokenized]
+    lengths = [len(e["prompt_ids"]) + answer for e, answer in zip(tokenized, answers, strict=True)]
+    return RunShape(0, max(lengths, default=1), max(answers, default=1))
 
 
 def _first_line(error: Exception) -> str:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from core.distributed import Sharding
+from core.memory import ModelShape, training_pass
 from core.models import disable_dropout
 from core.runs import MetricsWriter, MetricWindow, is_log_step
 from core.splits import split_by_prompt
@@ -36,7 +37,7 @@ from policy.pairs import (
     tokenize_pairs,
 )
 from policy.reference import ReferenceCache, cache_reference_logps
-from policy.runner import finish_run, make_optimizer, save_weights, start_run
+from policy.runner import finish_run, make_optimizer, run_memory, save_weights, start_run
 
 # What the Jobs page plots for a DPO run (names as written to metrics.jsonl).
 PLOTTED_METRICS = ("losses/policy_loss", "rewards/margins", "rewards/accuracies", "eval/accuracy")
@@ -193,6 +194,14 @@ def fit_dpo(
                 save(policy, step)
     progress.close()
     return policy, metrics | {"steps": step}
+
+
+def memory_plan(config: DPOConfig, shape: ModelShape, length: int, answer: int, device: str):
+    """Return (models kept, training passes) of a step: the policy (a full fine-tuning run's reference too, while
+    it caches the reference log-probs), and one pass over the chosen and rejected rows of a batch of pairs."""
+    models = run_memory(config, shape, [], device)
+    step = training_pass(shape, 2 * config.batch_prompts, length, answer + 1, device, config.gradient_checkpointing)
+    return models, [step]
 
 
 def train_dpo(config: DPOConfig, store=None, pairs=None) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from core.memory import ModelShape, training_pass
 from core.runs import MetricWindow, is_log_step
 from policy.config import GRPOConfig
 from policy.logprobs import token_logprobs
@@ -22,6 +23,7 @@ from policy.runner import (
     prepare_training,
     progress_bar,
     prompt_batch,
+    run_memory,
     save_run,
     start_policy_gradient_run,
 )
@@ -100,6 +102,14 @@ def average_loss(loss_type: str, per_token: torch.Tensor, mask: torch.Tensor, **
 
 # ---------------------------------------------------------------------------------------------------------------
 # The loop.
+
+
+def memory_plan(config: GRPOConfig, shape: ModelShape, reward_shapes: list[ModelShape], length: int, device: str):
+    """Return (models kept, training passes) of a step: the policy (and reference), the reward models, and one pass
+    over the G responses of each prompt, vocabulary logits over the responses' columns."""
+    sequences = config.batch_prompts * config.num_generations
+    step = training_pass(shape, sequences, length, config.max_new_tokens + 1, device, config.gradient_checkpointing)
+    return run_memory(config, shape, reward_shapes, device), [step]
 
 
 def train_grpo(

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from core.generation import position_ids_from_mask
+from core.models import checkpointing
 
 
 @dataclass
@@ -78,7 +79,10 @@ def completion_logits(model, input_ids, attention_mask, completion_mask, sharing
     sharing = sharing or find_prompt_sharing(input_ids, attention_mask, completion_mask)
     width = sharing.width
     positions = position_ids_from_mask(attention_mask)
-    if sharing.prompt_rows is None:  # nothing shared: one plain pass
+    # A checkpointed layer keeps no key/value cache while gradients flow, so a shared prompt could not pass its
+    # states on: such a model runs every row whole (each row holds its own prompt in either layout).
+    recomputes = model.training and torch.is_grad_enabled() and checkpointing(model)
+    if sharing.prompt_rows is None or recomputes:  # nothing shared: one plain pass
         return model(
             input_ids=input_ids,
             attention_mask=attention_mask,

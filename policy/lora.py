@@ -10,6 +10,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
+from core.memory import HeldModel, ModelShape
 from core.models import ensure_pad_token, load_config, load_tokenizer, resolve_model, without_dropout
 
 
@@ -52,6 +53,14 @@ def load_policy(name_or_path: str, lora: LoraSettings, device: torch.device, dty
         task_type="CAUSAL_LM",
     )
     return get_peft_model(base, config), None, tokenizer
+
+
+def policy_memory(shape: ModelShape, rank: int, weight_bytes: int) -> list[HeldModel]:
+    """Return what `load_policy` keeps: with LoRA one copy of the base in the training dtype and its adapters; in
+    full fine-tuning float32 weights that all train, and the frozen reference copy (split like the policy)."""
+    if rank == 0:
+        return [HeldModel("policy", shape, 4, shape.parameters), HeldModel("reference", shape, weight_bytes, 0)]
+    return [HeldModel("policy", shape, weight_bytes, shape.lora_weights(rank))]
 
 
 @contextlib.contextmanager

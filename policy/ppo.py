@@ -5,12 +5,14 @@ and the reward model's score arrives at the last real token (the EOS). A value h
 GAE (policy/gae.py) turns rewards and values into advantages.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from core.models import disable_dropout
+from core.memory import ModelShape, training_pass
+from core.models import disable_dropout, enable_gradient_checkpointing
 from core.runs import MetricWindow, is_log_step
 from policy.config import PPOConfig
 from policy.gae import gae, masked_mean, masked_whiten
@@ -26,6 +28,7 @@ from policy.runner import (
     prepare_training,
     progress_bar,
     prompt_batch,
+    run_memory,
     save_run,
     start_policy_gradient_run,
 )
@@ -158,8 +161,22 @@ def build_model(ctx: RunContext, config: PPOConfig) -> PolicyAndValue:
         with ctx.sharding.loading():
             value_trunk, _, _ = load_policy(config.model, lora, ctx.sharding.device, dtype)
         disable_dropout(value_trunk)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(value_trunk)
         return PolicyAndValue(ctx.policy, value_trunk)
     raise ValueError(f"unknown value_model {config.value_model!r}; expected 'shared' or 'separate'")
+
+
+def memory_plan(config: PPOConfig, shape: ModelShape, reward_shapes: list[ModelShape], length: int, device: str):
+    """Return (models kept, training passes) of a step: the policy (and reference), the reward models, a separate
+    value model as `build_model` loads it, and a minibatch's pass through the policy (and the value trunk)."""
+    models = run_memory(config, shape, reward_shapes, device)
+    rows, checkpointing = config.batch_prompts // config.num_minibatches, config.gradient_checkpointing
+    passes = [training_pass(shape, rows, length, config.max_new_tokens + 1, device, checkpointing)]
+    if config.value_model == "separate":
+        models += [replace(model, role="value model") for model in models if model.role == "policy"]
+        passes.append(training_pass(shape, rows, length, 0, device, checkpointing))
+    return models, passes
 
 
 def value_state(model: PolicyAndValue) -> dict:

@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
 from core.distributed import Sharding
-from core.models import disable_dropout, training_dtype
+from core.memory import HeldModel, ModelShape
+from core.models import disable_dropout, enable_gradient_checkpointing, training_dtype
 from core.runs import METRICS_FILE, MetricsWriter
 from data.importers import read_prompts_with_columns
 from data.prompt_columns import stored_columns
@@ -30,7 +31,7 @@ from data.prompts import all_prompts
 from data.registry import check_run_name, get_model
 from data.registry import record_run as record_run_in_registry
 from policy.config import RunConfig
-from policy.lora import LoraSettings, load_policy, save_checkpoint
+from policy.lora import LoraSettings, load_policy, policy_memory, save_checkpoint
 from policy.reward_mix import RewardMix, RewardSpec, as_reward_mix, build_mix
 from policy.reward_specs import MODEL_PREFIX
 from policy.rollout import RewardFn
@@ -64,6 +65,14 @@ class RunContext:
         return self.sharding.accelerator
 
 
+def run_memory(config: RunConfig, shape: ModelShape, reward_shapes: list[ModelShape], device: str) -> list[HeldModel]:
+    """Return the models a run keeps as `start_run` and `start_policy_gradient_run` load them: the policy (and a
+    full fine-tuning run's reference), and each reward model a PPO or GRPO run scores with, frozen."""
+    weight_bytes = 2 if device == "cuda" else 4  # `training_dtype`: bf16 on a bf16 GPU
+    models = policy_memory(shape, config.lora_rank, weight_bytes)
+    return models + [HeldModel("reward model", s, weight_bytes, 0) for s in reward_shapes]
+
+
 def start_run(config: RunConfig, read_inputs: Callable[[], tuple[object, dict]], store=None, resume: bool = False):
     """Return a RunContext: sharding, inputs, the policy (from the run's last checkpoint when resuming), the writer.
 
@@ -92,6 +101,8 @@ def start_run(config: RunConfig, read_inputs: Callable[[], tuple[object, dict]],
     if state:
         _restore_weights(policy, run_dir)
     disable_dropout(policy)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(policy)
     if sharding.is_main:
         (run_dir / FAILED_FILE).unlink(missing_ok=True)  # a failed run resumed from its last checkpoint
         config.save(run_dir)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from core.batching import left_pad
 from core.chat import chat_prompt_ids
 from core.distributed import Sharding
+from core.memory import ModelShape, training_pass
 from core.models import disable_dropout
 from core.runs import MetricWindow, is_log_step
 from core.splits import split_by_prompt
@@ -25,7 +26,7 @@ from data.store import Store
 from data.tables import load_table
 from policy.config import SFTConfig
 from policy.logprobs import PromptSharing, token_logprobs
-from policy.runner import finish_run, make_optimizer, save_weights, start_run
+from policy.runner import finish_run, make_optimizer, run_memory, save_weights, start_run
 
 # What the Jobs page plots for an SFT run (names as written to metrics.jsonl).
 PLOTTED_METRICS = ("losses/sft_loss", "eval/loss")
@@ -178,6 +179,15 @@ def fit_sft(policy, tokenizer, examples: list[dict], config: SFTConfig, sharding
                 save(policy, step)
     progress.close()
     return policy, metrics | {"steps": step}
+
+
+def memory_plan(config: SFTConfig, shape: ModelShape, length: int, answer: int, device: str):
+    """Return (models kept, training passes) of a step: the policy, and one pass over a batch of demonstrations
+    with vocabulary logits over the answers' columns."""
+    models = run_memory(config, shape, [], device)
+    return models, [
+        training_pass(shape, config.batch_prompts, length, answer + 1, device, config.gradient_checkpointing)
+    ]
 
 
 def train_sft(config: SFTConfig, store=None, demonstrations=None) -> Path:

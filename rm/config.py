@@ -56,6 +56,11 @@ class RewardConfig:
     )
     lora_alpha: int = documented(32, "LoRA scaling alpha (update is alpha/r * B A)")
     max_length: int = documented(512, "longest prompt+response in tokens; prompts lose their start first")
+    gradient_checkpointing: bool = documented(
+        True,
+        "recompute each layer's activations in the backward pass instead of keeping them: a batch of rankings at"
+        " max_length 512 then fits in a few GiB instead of tens, for about a third more compute",
+    )
     margin: float = documented(0.0, "required reward gap m in -log sigma(r_better - r_worse - m) (Touvron et al. 2023)")
     center_coefficient: float = documented(
         0.0, "c of the centering term c*(r_better + r_worse)^2 (TRL's center_rewards_coefficient; 0.01 is common)"

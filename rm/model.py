@@ -12,6 +12,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from core.chat import PromptTooLong, chat_prompt_ids, plain_layout
+from core.memory import HeldModel, ModelShape
 from core.models import disable_dropout, ensure_pad_token, load_config, resolve_model, without_dropout
 
 
@@ -72,6 +73,12 @@ def load_backbone(name_or_path: str, lora_rank: int = 0, lora_alpha: int = 32):
     return model, tokenizer
 
 
+def backbone_memory(shape: ModelShape, lora_rank: int) -> HeldModel:
+    """Return what `load_backbone` keeps: float32 weights, of which LoRA's adapters and the head train (or all)."""
+    trainable = shape.parameters if lora_rank == 0 else shape.lora_weights(lora_rank) + shape.hidden
+    return HeldModel("reward model", shape, 4, trainable)
+
+
 def encode(tokenizer, prompt, response: str, max_length: int, last_token: bool) -> list[int]:
     """Return the token ids the reward model reads for one response to a prompt (text or a conversation).
 
@@ -113,7 +120,9 @@ def sequence_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     inner = unwrap(model)
     if not reads_last_token(inner):
         return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
-    hidden = inner.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+    hidden = inner.base_model(
+        input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+    ).last_hidden_state  # (B, T, H)
     last = attention_mask.sum(dim=-1) - 1  # (B,)
     last_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
     return inner.score(last_hidden)[:, 0].float()

@@ -21,13 +21,15 @@ from transformers import get_linear_schedule_with_warmup
 
 from core.batching import length_grouped, pad_right, padding_for
 from core.distributed import Sharding
+from core.memory import ModelShape, training_pass
+from core.models import enable_gradient_checkpointing
 from core.paths import runs_dir
 from core.runs import MetricsWriter
 from data.registry import check_run_name, record_run
 from rm.config import RewardConfig
 from rm.data import Ranking, rankings_from_store, read_pairs, read_rankings, split_rankings
 from rm.loss import batch_loss, comparison_pairs
-from rm.model import RewardNetwork, encode, load_backbone, reads_last_token
+from rm.model import RewardNetwork, backbone_memory, encode, load_backbone, reads_last_token
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +211,13 @@ def train_epoch(network, optimizer, scheduler, encoded, config, pad_id, sharding
     return {"loss": loss_total / len(encoded), "accuracy": correct / total, "pairs": int(total)}
 
 
+def memory_plan(config: RewardConfig, shape: ModelShape, sequences: int, length: int, device: str):
+    """Return (models kept, training passes) of a step: the backbone, and one pass over each process's share of
+    the batch's responses (K per ranking), read by a score head (no vocabulary logits)."""
+    step = training_pass(shape, sequences, length, 0, device, config.gradient_checkpointing)
+    return [backbone_memory(shape, config.lora_rank)], [step]
+
+
 def load_rankings(config: RewardConfig, store=None, rankings=None) -> tuple[list[Ranking], str]:
     """Return the rankings to learn from and a description of their source."""
     if rankings is not None:
@@ -260,6 +269,8 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
     torch.manual_seed(config.seed)  # the same fresh head in every process
     with sharding.loading():
         model, tokenizer = load_backbone(config.backbone, config.lora_rank, config.lora_alpha)  # a bad name fails here
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / "config.json")

@@ -94,10 +94,19 @@ def show(result: Launch) -> None:
         st.error(problem, icon=":material/block:")
     for warning in result.warnings:
         st.warning(warning)
+    if result.memory is not None:
+        memory_estimate(result.memory)
     if result.job_id is not None:
         st.success(f"Queued as job {result.job_id}. Follow it on the Jobs page.", icon=":material/schedule:")
         st.caption("The same run by hand (or under `torchrun` / `accelerate launch` on a bigger machine):")
         st.code(result.command, language="bash", wrap_lines=True)
+
+
+def memory_estimate(memory) -> None:
+    """Show what one device will hold, part by part, as a bar people read at a glance."""
+    parts = {part: size / 2**30 for part, size in memory.parts().items() if size}
+    st.caption(f"Memory estimate per device: about {memory.total / 2**30:.2f} GiB")
+    st.bar_chart({"GiB": parts}, horizontal=True, height=40 + 28 * len(parts), x_label="GiB")
 
 
 def rankings_needed() -> None:

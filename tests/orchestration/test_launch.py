@@ -7,7 +7,6 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from core.generation import Sample
-from core.layouts import read_layout
 from core.models import fast_encoder_dir
 from core.runs import read_metrics
 from data import annotation, jobs, registry
@@ -99,53 +98,9 @@ def test_tokenizer_warnings_flag_other_vocabularies_and_missing_chat_templates(t
     assert "no chat template" in template
 
 
-def test_parameter_count_and_memory_estimate(default_model_dir):
+def test_parameter_count(default_model_dir):
     config = AutoConfig.from_pretrained(default_model_dir)
     assert preflight.count_parameters(config) == 134_515_008  # SmolLM2-135M's published size, counted on meta
-    estimate = preflight.estimate_memory(1000, 10, 2, 50, sequences=3, sequence_length=4, lora_rank=0,
-                                      bytes_per_value=4, lm_logits=True, reference_copy=True)  # fmt: skip
-    # weights 1000*4; Adam+grads 1000*12; reference 1000*4; activations 12 tokens*2 layers*10*24*4 + 12*50*4*2
-    assert (estimate.weights, estimate.training_state, estimate.reference) == (4000, 12000, 4000)
-    assert estimate.activations == 12 * 2 * 10 * 24 * 4 + 12 * 50 * 8
-    lora = preflight.estimate_memory(1000, 10, 2, 50, 3, 4, lora_rank=1, bytes_per_value=4, lm_logits=False,
-                                  reference_copy=True)  # fmt: skip
-    assert (lora.training_state, lora.reference) == (200 * 12, 0)  # 2r/d = 20% trainable, no reference copy
-
-
-def test_memory_blocks_over_the_free_amount_and_warns_near_it():
-    estimate = preflight.MemoryEstimate(weights=2**30, training_state=2**30, reference=0, activations=2**30)
-    [problem], _ = preflight.check_memory(estimate, 2 * 2**30, "cpu")
-    assert (
-        problem.startswith("not enough memory on cpu (one process): a step needs about 3.00 GiB per device")
-        and "2.00 GiB are free" in problem
-    )
-    assert "--accelerate-config zero3-8gpu fits" in problem  # ZeRO-2 still needs 2.12 GiB; ZeRO-3 0.38 GiB
-    assert preflight.check_memory(estimate, int(3.5 * 2**30), "cpu")[1][0].startswith("memory is tight on cpu")
-    assert preflight.check_memory(estimate, 100 * 2**30, "cpu") == ([], [])
-    assert preflight.available_memory("cpu") > 0
-
-
-def test_memory_per_device_follows_the_layout():
-    """ZeRO-2 splits gradients and optimizer state, ZeRO-3 and FSDP the weights too; activations stay per process."""
-    estimate = preflight.MemoryEstimate(weights=8 * 2**30, training_state=16 * 2**30, reference=8 * 2**30,
-                                        activations=2**30)  # fmt: skip
-    one = preflight.per_device(estimate, read_layout(None))
-    zero2 = preflight.per_device(estimate, read_layout("zero2-8gpu"))
-    zero3 = preflight.per_device(estimate, read_layout("zero3-8gpu"))
-    fsdp = preflight.per_device(estimate, read_layout("fsdp2-8gpu"))
-    assert one == estimate
-    assert (zero2.weights, zero2.training_state, zero2.activations) == (8 * 2**30, 2 * 2**30, 2**30)
-    assert (zero3.weights, zero3.training_state, zero3.reference) == (2**30, 2 * 2**30, 2**30)
-    assert fsdp == zero3
-    assert read_layout("two-machines-zero3").processes == 16
-    [problem], _ = preflight.check_memory(estimate, 6 * 2**30, "cuda", read_layout("zero2-8gpu"))
-    assert "DeepSpeed ZeRO-2 over 8 processes" in problem and "zero3-8gpu fits" in problem
-    assert preflight.check_memory(estimate, 6 * 2**30, "cuda", read_layout("zero3-8gpu")) == (
-        [], ["memory is tight on cuda (DeepSpeed ZeRO-3 over 8 processes): about 5.00 GiB of 6.00 GiB free "
-             "(weights 1.00, gradients + Adam 2.00, reference 1.00, activations 1.00)"],
-    )  # fmt: skip
-    with pytest.raises(ValueError, match="neither a shipped layout"):
-        read_layout("zero9")
 
 
 def test_blocked_reward_model_launch_queues_nothing(store, tiny_model_dir, tmp_path):
@@ -204,7 +159,7 @@ def test_reward_model_memory_check_counts_one_process_share_of_the_batch(store, 
     rank_items(store, 4, prompts=2)
     sequences = []
     monkeypatch.setattr(
-        preflight, "memory_check", lambda _model, _device, count, *_: sequences.append(count) or ([], [])
+        preflight, "check_memory", lambda _config, shape: sequences.append(shape.sequences) or ([], [], None)
     )
     for layout in (None, "zero3-8gpu"):
         values = {"backbone": str(tiny_model_dir), "batch_size": 16, "accelerate_config": layout}
@@ -285,5 +240,9 @@ def test_config_flags_list_only_changed_fields():
 
 
 def test_cuda_is_a_problem_only_without_a_gpu(tiny_model_dir):
-    problems, _ = preflight.memory_check(str(tiny_model_dir), "cuda", 1, 8, 0, True, False)
+    from policy.config import GRPOConfig
+
+    problems, _, _ = preflight.check_memory(
+        GRPOConfig(model=str(tiny_model_dir), device="cuda"), preflight.RunShape(0, 8)
+    )
     assert problems == ([] if torch.cuda.is_available() else ["device 'cuda' was asked for but torch sees no GPU"])

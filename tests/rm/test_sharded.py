@@ -53,8 +53,13 @@ def test_reward_model_sharded_over_two_processes_matches_one_process(
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     assert "accelerate launch --config_file" in sharded.stdout  # relaunched itself under the launcher
     assert sharded.stdout.count("reward model run:") == 1  # the main process reports
-    single = studio("--db", str(tmp_path / "b.duckdb"), *common, "--output-dir", str(tmp_path / "single"))
+    # Sharded with gradient checkpointing (the default), one process without: the same steps either way.
+    single = studio("--db", str(tmp_path / "b.duckdb"), *common, "--output-dir", str(tmp_path / "single"),
+                    "--no-gradient-checkpointing")  # fmt: skip
     assert single.returncode == 0, single.stderr[-3000:]
+
+    configs = [json.loads((tmp_path / run / "config.json").read_text()) for run in ("zero3", "single")]
+    assert [config["gradient_checkpointing"] for config in configs] == [True, False]
 
     def records(run, event):
         return [record for record in read_metrics(tmp_path / run) if record["event"] == event]

@@ -1,0 +1,98 @@
+"""The memory estimate: built from the models each trainer declares, per device for a layout, with the knob that
+makes a run fit named when it does not."""
+
+import pytest
+
+from core import memory
+from core.layouts import read_layout
+from core.memory import HeldModel, ModelShape, TrainingPass, estimate
+from orchestration import preflight
+from policy import dpo, grpo, ppo, sft
+from policy.config import DPOConfig, GRPOConfig, PPOConfig, SFTConfig
+from rm import train as rm_train
+from rm.config import RewardConfig
+
+SHAPE = ModelShape(parameters=1000, hidden=10, layers=2, heads=2, intermediate=30, vocab=50)
+ONE = read_layout(None)
+
+
+def test_activations_by_hand_with_and_without_checkpointing():
+    step = TrainingPass(SHAPE, sequences=3, length=4, logits_length=2, value_bytes=4, checkpointing=False,
+                        fused_attention=False)  # fmt: skip
+    per_layer = (12 * (19 * 10 + 4 * 30) + 2 * 3 * 2 * 4**2) * 4  # tokens x (per hidden + per MLP unit), scores
+    assert memory.layer_activations(step) == per_layer
+    assert memory.activation_bytes(step) == 2 * per_layer
+    assert memory.logit_bytes(step) == 4 * 3 * 2 * 50 * 4  # four float32 copies of (3, 2, 50)
+    checkpointed = TrainingPass(**{**step.__dict__, "checkpointing": True})
+    assert memory.activation_bytes(checkpointed) == 12 * 10 * 2 * 4 + 2 * per_layer  # layer inputs + recomputed
+    fused = TrainingPass(**{**step.__dict__, "fused_attention": True})
+    assert memory.layer_activations(fused) == 12 * (19 * 10 + 4 * 30) * 4  # no length² term
+
+
+def test_a_layout_splits_what_it_shards_and_keeps_the_rest_whole():
+    models = [HeldModel("policy", SHAPE, 4, 1000), HeldModel("reference", SHAPE, 2, 0),
+              HeldModel("reward model", SHAPE, 4, 0, sharded=False)]  # fmt: skip
+    step = TrainingPass(SHAPE, 1, 4, 0, 4, False, True)
+    one = estimate(models, [step], ONE, "cuda")
+    zero2 = estimate(models, [step], read_layout("zero2-8gpu"), "cuda")
+    zero3 = estimate(models, [step], read_layout("zero3-8gpu"), "cuda")
+    assert one.weights == {"policy": 4000, "reference": 2000, "reward model": 4000}
+    assert one.training_state == 12 * 1000 and zero2.training_state == zero3.training_state == 12 * 1000 // 8
+    assert zero2.weights == one.weights
+    assert zero3.weights == {"policy": 500, "reference": 250, "reward model": 4000}
+    assert zero3.activations == one.activations and one.workspace == 0  # a GPU has no CPU allocator slack
+    assert estimate(models, [step], ONE, "cpu").workspace > 0
+
+
+def test_each_trainer_declares_the_models_it_loads():
+    rm_models, [rm_pass] = rm_train.memory_plan(RewardConfig(lora_rank=4), SHAPE, 6, 32, "cpu")
+    assert [(m.role, m.weight_bytes, m.trainable) for m in rm_models] == [
+        ("reward model", 4, SHAPE.lora_weights(4) + SHAPE.hidden)  # adapters and the score head
+    ]
+    assert rm_pass.logits_length == 0 and rm_pass.checkpointing  # a score head; checkpointing by default
+    full, _ = rm_train.memory_plan(RewardConfig(lora_rank=0), SHAPE, 6, 32, "cpu")
+    assert full[0].trainable == SHAPE.parameters
+
+    models, [step] = dpo.memory_plan(DPOConfig(lora_rank=0), SHAPE, 32, 10, "cuda")
+    assert [(m.role, m.weight_bytes, m.trainable) for m in models] == [("policy", 4, 1000), ("reference", 2, 0)]
+    assert (step.sequences, step.logits_length, step.value_bytes) == (2 * 8, 11, 2)  # chosen + rejected rows
+    models, [step] = sft.memory_plan(SFTConfig(), SHAPE, 32, 10, "cpu")
+    assert [m.role for m in models] == ["policy"] and step.sequences == 8
+
+    rewards = [SHAPE, SHAPE]
+    models, [step] = grpo.memory_plan(GRPOConfig(num_generations=4, batch_prompts=2), SHAPE, rewards, 96, "cpu")
+    assert [m.role for m in models] == ["policy", "reward model", "reward model"]
+    assert (step.sequences, step.logits_length, step.checkpointing) == (8, 65, False)
+    models, passes = ppo.memory_plan(PPOConfig(value_model="separate", num_minibatches=2), SHAPE, [], 96, "cpu")
+    assert [m.role for m in models] == ["policy", "value model"]
+    assert [(p.sequences, p.logits_length) for p in passes] == [(4, 65), (4, 0)]  # policy, then value trunk
+
+
+def test_a_run_over_the_free_memory_is_blocked_with_the_knobs_that_would_fit(default_model_dir, monkeypatch):
+    config = RewardConfig(backbone=str(default_model_dir), batch_size=8, gradient_checkpointing=False)
+    shape = preflight.RunShape(sequences=16, length=512)
+    plain = preflight.estimate_run(config, shape)
+    checkpointed = preflight.estimate_run(RewardConfig(backbone=str(default_model_dir), batch_size=8), shape)
+    assert checkpointed.activations < plain.activations / 5
+    monkeypatch.setattr(preflight, "available_memory", lambda _device: (plain.total + checkpointed.total) // 2)
+    [problem], _, found = preflight.check_memory(config, shape)
+    assert found.total == plain.total
+    assert problem.startswith("not enough memory on cpu (one process): a step needs about")
+    assert "it would fit if you turn on gradient checkpointing" in problem
+    monkeypatch.setattr(preflight, "available_memory", lambda _device: int(plain.total / 0.9))
+    assert preflight.check_memory(config, shape)[1][0].startswith("memory is tight on cpu")
+    monkeypatch.setattr(preflight, "available_memory", lambda _device: 10 * plain.total)
+    assert preflight.check_memory(config, shape)[:2] == ([], [])
+
+
+@pytest.mark.parametrize("layout", ["zero2-8gpu", "zero3-8gpu"])
+def test_the_knob_list_names_a_layout_on_a_gpu(layout, default_model_dir, monkeypatch):
+    config = GRPOConfig(model=str(default_model_dir), lora_rank=0, gradient_checkpointing=True, batch_prompts=1,
+                        num_generations=2)  # fmt: skip
+    shape = preflight.RunShape(0, 64)
+    monkeypatch.setattr(preflight, "_device_of", lambda _device: ("cuda", 2))
+    whole = preflight.estimate_run(config, shape).total
+    sharded = preflight.estimate_run(config, shape, read_layout(layout)).total
+    assert sharded < whole
+    knobs = preflight.knobs_that_fit(config, shape, sharded)
+    assert any("--accelerate-config" in knob for knob in knobs)
