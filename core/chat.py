@@ -101,16 +101,21 @@ def chat_prompt_ids(tokenizer, prompt, max_tokens: int | None = None, name=None)
     Too long: the oldest whole exchanges are dropped (the system message stays) until it fits; PromptTooLong,
     naming the prompt (`name`: its id or row), when the last user turn alone does not.
     """
+    return fitted_prompt_ids(tokenizer, prompt, max_tokens, name)[0]
+
+
+def fitted_prompt_ids(tokenizer, prompt, max_tokens: int | None = None, name=None) -> tuple[list[int], bool]:
+    """Return `chat_prompt_ids` and whether turns were dropped to fit (what a run counts as cut)."""
     messages = conversation(prompt)
     ids = _render(tokenizer, messages)
     if max_tokens is None or len(ids) <= max_tokens:
-        return ids
+        return ids, False
     system = messages[:1] if messages[0]["role"] == "system" else []
     turns = messages[len(system) :]
     for start in range(2, len(turns), 2):  # each start is a user turn: the kept history still opens with one
         ids = _render(tokenizer, system + turns[start:])
         if len(ids) <= max_tokens:
-            return ids
+            return ids, True
     label = f"prompt {name}" if name is not None else "a prompt"
     raise PromptTooLong(
         f"{label}: its last user turn alone takes {len(ids)} tokens in the chat template, more than the "

@@ -36,6 +36,20 @@ def check_trackers(report_to: str) -> None:
             )
 
 
+def report_cut(writer: "MetricsWriter", cut: int, total: int, unit: str, max_length: int) -> str:
+    """Say once (the run's output) and record (its metrics) how many inputs were cut to the length limit.
+
+    The rule everywhere: a long answer loses its end, a long conversation its oldest whole turns.
+    """
+    sentence = f"{cut:,} of {total:,} {unit} cut to {max_length:,} tokens"
+    if writer.enabled:  # the main process
+        print(sentence, flush=True)
+    writer.write(
+        0, {"event": "data", "data/cut_to_max_length": cut, "data/examples": total, "data/max_length": max_length}
+    )
+    return sentence
+
+
 class MetricsWriter:
     """Append one JSON object per record and send the same numbers to the run's trackers.
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from core.distributed import Sharding
 from core.memory import ModelShape, training_pass
 from core.models import disable_dropout
-from core.runs import MetricsWriter, MetricWindow, is_log_step
+from core.runs import MetricsWriter, MetricWindow, is_log_step, report_cut
 from core.splits import split_by_prompt
 from policy.config import DPOConfig
 from policy.pairs import (
@@ -224,6 +224,8 @@ def train_dpo(config: DPOConfig, store=None, pairs=None) -> Path:
     )
     ctx.reference = None  # cached: a full-fine-tuning reference copy is no longer needed
     gc.collect()
+    examples = train.examples + (held_out.examples if held_out is not None else [])
+    report_cut(ctx.writer, sum(example["cut"] for example in examples), len(examples), "pairs", config.max_length)
 
     def save(model, step):
         save_weights(ctx, model, step, ctx.run_dir / f"checkpoint-{step}")

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from core.batching import LengthGroupedBatches
-from core.chat import ConversationError, chat_prompt_ids, conversation
+from core.chat import ConversationError, conversation, fitted_prompt_ids
 from data.conversations import NoSharedPrompt, is_hh_transcript, pair_of_row
 from data.export import pairs_dataset
 from data.store import Store
@@ -127,8 +127,8 @@ def tokenize_pairs(tokenizer, pairs: datasets.Dataset, max_length: int, max_prom
         if key not in prompt_cache:
             name = f"{names[index]}" if names else f"in row {index}"
             limit = min(max_prompt_tokens, max_length - 1)
-            prompt_cache[key] = chat_prompt_ids(tokenizer, pair["prompt"], limit, name=name)
-        prompt_ids = prompt_cache[key]
+            prompt_cache[key] = fitted_prompt_ids(tokenizer, pair["prompt"], limit, name=name)
+        prompt_ids, dropped_turns = prompt_cache[key]
         room = max_length - len(prompt_ids)
         completions = tokenizer([pair["chosen"], pair["rejected"]], add_special_tokens=False)["input_ids"]
         chosen_ids, rejected_ids = (ids + [tokenizer.eos_token_id] for ids in completions)
@@ -138,6 +138,7 @@ def tokenize_pairs(tokenizer, pairs: datasets.Dataset, max_length: int, max_prom
                 "prompt_ids": prompt_ids,
                 "chosen_ids": chosen_ids[:room],
                 "rejected_ids": rejected_ids[:room],
+                "cut": dropped_turns or max(len(chosen_ids), len(rejected_ids)) > room,
             }
         )
     return examples

@@ -21,10 +21,11 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
+from core.chat import fitted_prompt_ids
 from core.distributed import Sharding
 from core.memory import HeldModel, ModelShape
 from core.models import disable_dropout, enable_gradient_checkpointing, training_dtype
-from core.runs import METRICS_FILE, MetricsWriter
+from core.runs import METRICS_FILE, MetricsWriter, report_cut
 from data.importers import read_prompts_with_columns
 from data.prompt_columns import stored_columns
 from data.prompts import all_prompts
@@ -160,6 +161,11 @@ def start_policy_gradient_run(
         device = "cpu" if ctx.sharding.device.type == "cpu" else None
         ctx.reward_fn = build_mix(resolved, load_reward_model, device)
     ctx.reward_models = [c.reward for c in ctx.reward_fn.components if hasattr(c.reward, "model")]
+    if ctx.sharding.is_main and not ctx.start_step:  # a prompt too long even alone fails here, before sampling
+        fitted = [
+            fitted_prompt_ids(ctx.tokenizer, p, config.max_prompt_tokens, i + 1) for i, p in enumerate(ctx.inputs)
+        ]
+        report_cut(ctx.writer, sum(cut for _, cut in fitted), len(fitted), "prompts", config.max_prompt_tokens)
     return ctx
 
 

@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from core.batching import left_pad
-from core.chat import chat_prompt_ids
+from core.chat import fitted_prompt_ids
 from core.distributed import Sharding
 from core.memory import ModelShape, training_pass
 from core.models import disable_dropout
-from core.runs import MetricWindow, is_log_step
+from core.runs import MetricWindow, is_log_step, report_cut
 from core.splits import split_by_prompt
 from data.export import best_ranked_demonstrations
 from data.store import Store
@@ -89,9 +89,11 @@ def tokenize_demonstrations(tokenizer, rows: list[dict], max_length: int, max_pr
     limit = min(max_prompt_tokens, max_length - 1)
     examples = []
     for number, row in enumerate(rows):
-        prompt_ids = chat_prompt_ids(tokenizer, row["prompt"], limit, name=f"row {number}")
+        prompt_ids, dropped_turns = fitted_prompt_ids(tokenizer, row["prompt"], limit, name=f"row {number}")
         answer_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        examples.append({"prompt_ids": prompt_ids, "completion_ids": answer_ids[: max_length - len(prompt_ids)]})
+        room = max_length - len(prompt_ids)
+        cut = dropped_turns or len(answer_ids) > room
+        examples.append({"prompt_ids": prompt_ids, "completion_ids": answer_ids[:room], "cut": cut})
     return examples
 
 
@@ -204,6 +206,8 @@ def train_sft(config: SFTConfig, store=None, demonstrations=None) -> Path:
     held_out = tokenize_demonstrations(ctx.tokenizer, eval_rows, config.max_length, config.max_prompt_tokens)
     ctx.reference = None  # imitation needs no reference: a full fine-tuning copy is freed
     gc.collect()
+    cut = sum(example["cut"] for example in train + held_out)
+    report_cut(ctx.writer, cut, len(train) + len(held_out), "demonstrations", config.max_length)
     pad_id = ctx.tokenizer.pad_token_id
     before = evaluate(ctx.policy, held_out, pad_id, config.batch_prompts) if held_out else None
 

@@ -11,7 +11,7 @@ import transformers
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from core.chat import PromptTooLong, chat_prompt_ids, plain_layout
+from core.chat import PromptTooLong, chat_prompt_ids, fitted_prompt_ids, plain_layout
 from core.memory import HeldModel, ModelShape
 from core.models import disable_dropout, ensure_pad_token, load_config, resolve_model, without_dropout
 
@@ -80,7 +80,13 @@ def backbone_memory(shape: ModelShape, lora_rank: int) -> HeldModel:
 
 
 def encode(tokenizer, prompt, response: str, max_length: int, last_token: bool) -> list[int]:
-    """Return the token ids the reward model reads for one response to a prompt (text or a conversation).
+    """Return the token ids the reward model reads for one response to a prompt (`encode_and_cut`'s ids)."""
+    return encode_and_cut(tokenizer, prompt, response, max_length, last_token)[0]
+
+
+def encode_and_cut(tokenizer, prompt, response: str, max_length: int, last_token: bool) -> tuple[list[int], bool]:
+    """Return the token ids the reward model reads for one response to a prompt (text or a conversation), and
+    whether anything was cut to fit `max_length`.
 
     Decoders: the whole history in the chat template (as the policy sees it), the response, then EOS, where the
     reward is read. Too long: a long response loses its end (EOS stays), a conversation its oldest whole turns
@@ -91,17 +97,19 @@ def encode(tokenizer, prompt, response: str, max_length: int, last_token: bool) 
     """
     if not last_token:
         transcript = plain_layout(prompt, generation_prompt=False)
-        return tokenizer(transcript, response, truncation=True, max_length=max_length)["input_ids"]
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"][: max_length - 1]
-    response_ids = response_ids + [tokenizer.eos_token_id]
+        whole = len(tokenizer(transcript, response)["input_ids"])
+        return tokenizer(transcript, response, truncation=True, max_length=max_length)["input_ids"], whole > max_length
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    cut = len(response_ids) > max_length - 1
+    response_ids = response_ids[: max_length - 1] + [tokenizer.eos_token_id]
     budget = max_length - len(response_ids)
     if budget <= 0:
-        return response_ids
+        return response_ids, True
     try:
-        prompt_ids = chat_prompt_ids(tokenizer, prompt, max_tokens=budget)
+        prompt_ids, dropped_turns = fitted_prompt_ids(tokenizer, prompt, max_tokens=budget)
     except PromptTooLong:
-        prompt_ids = chat_prompt_ids(tokenizer, prompt)[-budget:]
-    return prompt_ids + response_ids
+        prompt_ids, dropped_turns = chat_prompt_ids(tokenizer, prompt)[-budget:], True
+    return prompt_ids + response_ids, cut or dropped_turns
 
 
 def right_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

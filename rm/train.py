@@ -24,12 +24,12 @@ from core.distributed import Sharding
 from core.memory import ModelShape, training_pass
 from core.models import enable_gradient_checkpointing
 from core.paths import runs_dir
-from core.runs import MetricsWriter
+from core.runs import MetricsWriter, report_cut
 from data.registry import check_run_name, record_run
 from rm.config import RewardConfig
 from rm.data import Ranking, rankings_from_store, read_pairs, read_rankings, split_rankings
 from rm.loss import batch_loss, comparison_pairs
-from rm.model import RewardNetwork, backbone_memory, encode, load_backbone, reads_last_token
+from rm.model import RewardNetwork, backbone_memory, encode_and_cut, load_backbone, reads_last_token
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class EncodedRanking:
     ranking_id: int
     sequences: list[list[int]]  # K token-id lists, one per response
     tie_groups: torch.Tensor  # (K,), 0 = best group
+    cut: bool = False  # some response (or the prompt's history) was cut to max_length
 
     @property
     def num_pairs(self) -> int:
@@ -58,14 +59,12 @@ class TrainResult:
 
 def encode_rankings(rankings: list[Ranking], tokenizer, max_length: int, last_token: bool) -> list[EncodedRanking]:
     """Return each ranking's responses tokenized once, for every epoch."""
-    return [
-        EncodedRanking(
-            r.ranking_id,
-            [encode(tokenizer, r.prompt, response, max_length, last_token) for response in r.responses],
-            torch.tensor(r.tie_groups),
-        )
-        for r in tqdm(rankings, desc="tokenizing", unit="ranking", leave=False)
-    ]
+    encoded = []
+    for r in tqdm(rankings, desc="tokenizing", unit="ranking", leave=False):
+        pieces = [encode_and_cut(tokenizer, r.prompt, text, max_length, last_token) for text in r.responses]
+        sequences, cut = [ids for ids, _ in pieces], any(cut for _, cut in pieces)
+        encoded.append(EncodedRanking(r.ranking_id, sequences, torch.tensor(r.tie_groups), cut))
+    return encoded
 
 
 def score_rankings(network, batch: list[EncodedRanking], pad_id: int, device, autocast, pad_multiple: int = 1):
@@ -279,8 +278,12 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
     train_encoded = encode_rankings(train_set, tokenizer, config.max_length, last_token)
     validation_encoded = encode_rankings(validation_set, tokenizer, config.max_length, last_token)
 
+    metrics = MetricsWriter(run_dir, main, config.report_to, config.to_dict())
+    encoded = train_encoded + validation_encoded
+    unit = "pairs" if source.startswith("pairs:") else "rankings"
+    report_cut(metrics, sum(ranking.cut for ranking in encoded), len(encoded), unit, config.max_length)
     network, best = _fit(
-        RewardNetwork(model), train_encoded, validation_encoded, config, tokenizer.pad_token_id, sharding, run_dir
+        RewardNetwork(model), train_encoded, validation_encoded, config, tokenizer.pad_token_id, sharding, metrics
     )
     normalization = _reward_normalization(network, train_encoded, config, tokenizer.pad_token_id, sharding)
     trained = sharding.whole_copy(
@@ -297,7 +300,7 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
     return TrainResult(run_dir, best, model_id)
 
 
-def _fit(network, train_encoded, validation_encoded, config, pad_id, sharding, run_dir) -> tuple[object, dict]:
+def _fit(network, train_encoded, validation_encoded, config, pad_id, sharding, metrics) -> tuple[object, dict]:
     """Run the epochs, log each to metrics.jsonl, leave the lowest held-out loss's weights in the network.
 
     Returns (the network as accelerate prepared it, the kept epoch's record). Stops early after
@@ -311,7 +314,6 @@ def _fit(network, train_encoded, validation_encoded, config, pad_id, sharding, r
     rows_per_process = math.ceil(config.batch_size / sharding.world)
     network, optimizer = sharding.prepare(network, optimizer, rows_per_process, config.max_grad_norm)
     main = sharding.is_main
-    metrics = MetricsWriter(run_dir, main, config.report_to, config.to_dict())
     state = {"epoch": 0, "epochs": epochs, "step": 0, "generator": torch.Generator().manual_seed(config.seed)}
     best, best_weights, stale = None, None, 0
     for epoch in range(epochs):
