@@ -37,16 +37,14 @@ def check_trackers(report_to: str) -> None:
 
 
 def report_cut(writer: "MetricsWriter", cut: int, total: int, unit: str, max_length: int) -> str:
-    """Say once (the run's output) and record (its metrics) how many inputs were cut to the length limit.
+    """Say once (the run's output) and record (with its first metrics) how many inputs were cut to the length limit.
 
     The rule everywhere: a long answer loses its end, a long conversation its oldest whole turns.
     """
     sentence = f"{cut:,} of {total:,} {unit} cut to {max_length:,} tokens"
     if writer.enabled:  # the main process
         print(sentence, flush=True)
-    writer.write(
-        0, {"event": "data", "data/cut_to_max_length": cut, "data/examples": total, "data/max_length": max_length}
-    )
+    writer.pending |= {"data/cut_to_max_length": cut, "data/examples": total, "data/max_length": max_length}
     return sentence
 
 
@@ -62,12 +60,14 @@ class MetricsWriter:
         self.path = Path(run_dir) / METRICS_FILE
         self.enabled = enabled
         self.trackers = []
+        self.pending: dict = {}  # metrics said once, written with the next record (what the length limit cut)
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.trackers = _start_trackers(report_to, Path(run_dir), config or {})
 
     def write(self, step: int, metrics: dict) -> dict:
         """Append {"step", "time", **metrics} (tensors become floats, NaN/inf become null) and return it."""
+        metrics, self.pending = metrics | self.pending, {}
         record = {"step": step, "time": time.time(), **{key: _plain(value) for key, value in metrics.items()}}
         if self.enabled:
             with self.path.open("a", encoding="utf-8") as handle:

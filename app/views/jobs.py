@@ -83,6 +83,11 @@ def job_details(job_id: int) -> None:
     st.progress(1.0 if job["status"] == "done" else fraction, text=caption)
     if job["error"]:
         st.error(job["error"])
+    for record in records:
+        if "data/cut_to_max_length" in record:  # how many inputs the length limit cut, said once
+            st.caption(f"{record['data/cut_to_max_length']:,} of {record['data/examples']:,} inputs cut to "
+                       f"{record['data/max_length']:,} tokens (a long answer loses its end, a long conversation "
+                       "its oldest turns)")  # fmt: skip
     rows = metric_rows(records, plotted_metrics(job["kind"], run_config(job["run_dir"])))
     if rows:
         st.altair_chart(metrics_chart(rows))

@@ -21,7 +21,7 @@ COMMON = {"device": "cpu", "lora_rank": 4}
 
 
 def data_record(run_dir) -> dict:
-    [record] = [record for record in read_metrics(run_dir) if record.get("event") == "data"]
+    [record] = [record for record in read_metrics(run_dir) if "data/cut_to_max_length" in record]
     return record
 
 
