@@ -13,6 +13,8 @@ layer at a time is recomputed in full. Vocabulary logits, their log-softmax and 
 float32 for the positions that get them.
 """
 
+import ctypes
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +22,7 @@ import torch
 from core.layouts import Layout
 
 GIB = 2**30
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 VALUES_PER_HIDDEN = 19  # kept per token and layer, for each hidden unit
 VALUES_PER_MLP_UNIT = 4  # kept per token and layer, for each MLP unit (gate, up, activation, product)
 ATTENTION_SQUARES = 2  # heads x length² tensors kept per layer by unfused attention (scores, probabilities)
@@ -146,6 +149,25 @@ def estimate(models: list[HeldModel], passes: list[TrainingPass], layout: Layout
     return MemoryEstimate(
         weights, trainable * ADAM_BYTES // layout.training_state_shards, activations, logits, workspace
     )
+
+
+def return_freed_memory() -> None:
+    """Make freed tensors' memory go back to the system at once (Linux with glibc; elsewhere nothing to do).
+
+    glibc's malloc serves blocks below its mmap threshold from heaps it keeps, and raises that threshold (up to
+    32 MiB) whenever a large block is freed, so a step's freed activations and temporaries stay in the process
+    and its peak grows with them. Measured on SmolLM2-135M (LoRA, 4 x 128 tokens, checkpointing): 1.70 GiB peak
+    resident against 1.12 GiB with a fixed 1 MiB threshold, at which every tensor of 1 MiB or more gets its own
+    mapping, returned when freed. What a CPU run needs is then what it holds, which the estimate counts.
+    """
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # another C library (musl): its allocator keeps no such heaps
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    libc.mallopt(M_TRIM_THRESHOLD, 1 << 20)
 
 
 def fused_attention(device: str) -> bool:
