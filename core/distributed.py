@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, broadcast_object_list
 
 from core.memory import return_freed_memory
 from core.models import DeviceChoice, pick_device, training_dtype
@@ -132,6 +132,12 @@ class Sharding:
         engine, *_ = deepspeed.initialize(model=model, config=config)
         engine.eval()  # DeepSpeed's eval() returns nothing
         return engine
+
+    @property
+    def weights_whole(self) -> bool:
+        """Return whether a module's weights can be read outside its own forward: whole on this process, as on one
+        device or under DDP or ZeRO-1/2; not under ZeRO-3 or FSDP, whose hooks gather each module's shard."""
+        return not self._splits_weights and self.accelerator.distributed_type != DistributedType.FSDP
 
     @property
     def lockstep(self) -> bool:

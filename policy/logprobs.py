@@ -137,3 +137,23 @@ def sequence_logprobs(
     picked = torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     mask = completion_mask[:, completion_mask.shape[1] - logits.shape[1] :].to(picked.dtype)
     return (picked * mask).sum(-1)  # (B,)
+
+
+def answer_logprobs(model, input_ids, attention_mask, completion_mask) -> torch.Tensor:
+    """Return log p of each completion token, flattened row by row: (N,) for the batch's N completion tokens.
+
+    The LM head runs only on the N positions that predict a completion token (hidden states selected by a mask
+    before the projection: transformers' boolean `logits_to_keep`), so neither prompt columns nor padding get
+    vocabulary-wide logits, and log p = −cross-entropy is one fused log-softmax and pick, with no entropy.
+    Any layout works (left- or right-padded, answers starting anywhere); a token at column 0 has no prediction.
+    """
+    predicts = torch.zeros_like(completion_mask, dtype=torch.bool)  # (B, T): position t predicts token t + 1
+    predicts[:, :-1] = completion_mask[:, 1:].bool()
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        logits_to_keep=predicts,
+    ).logits  # (N, V)
+    targets = input_ids[:, 1:][predicts[:, :-1]]  # (N,) the same positions, one column on, in the same order
+    return -F.cross_entropy(logits.float(), targets, reduction="none")

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from core.batching import left_pad
+from core.batching import pad_right
 from core.chat import fitted_prompt_ids
 from core.distributed import Sharding
 from core.memory import ModelShape, training_pass
@@ -25,7 +25,8 @@ from data.export import best_ranked_demonstrations
 from data.store import Store
 from data.tables import load_table
 from policy.config import SFTConfig
-from policy.logprobs import PromptSharing, token_logprobs
+from policy.fused_lora import fused_lora
+from policy.logprobs import answer_logprobs
 from policy.runner import finish_run, make_optimizer, run_memory, save_weights, start_run
 
 # What the Jobs page plots for an SFT run (names as written to metrics.jsonl).
@@ -35,9 +36,12 @@ MIN_PROMPTS_FOR_EVAL = 10
 
 
 # L = −(1/N) Σ_t log π(y_t | x, y_<t)   over the N answer tokens of the batch; prompt tokens carry no loss
-def sft_loss(token_logps: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
-    """Return the mean negative log-likelihood over the batch's answer tokens (TRL's token-mean normalisation)."""
-    return -(token_logps * completion_mask).sum() / completion_mask.sum().clamp(min=1)
+def sft_loss(answer_logps: torch.Tensor) -> torch.Tensor:
+    """Return the mean negative log-likelihood over the batch's answer tokens (TRL's token-mean normalisation).
+
+    answer_logps: (N,) log π(y_t | x, y_<t) of the batch's N answer tokens, no prompt or padding among them.
+    """
+    return -answer_logps.mean()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -98,33 +102,27 @@ def tokenize_demonstrations(tokenizer, rows: list[dict], max_length: int, max_pr
 
 
 def collate_demonstrations(examples: list[dict], pad_token_id: int) -> dict:
-    """Return a batch with prompts left-padded and answers right-padded, so every answer starts at one column."""
-    prompt_ids, prompt_mask = left_pad([example["prompt_ids"] for example in examples], pad_token_id)  # (B, P)
-    width = max(len(example["completion_ids"]) for example in examples)
-    answers = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
-    answer_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    """Return a batch of whole demonstrations (prompt then answer) right-padded to the longest: (B, T) tensors.
+
+    The loss reads answer positions by mask, so answers need not line up in one column; padding each row once
+    leaves no more padding than left-padded prompts followed by right-padded answers, and less when lengths vary.
+    """
+    sequences = [example["prompt_ids"] + example["completion_ids"] for example in examples]
+    input_ids, attention_mask = pad_right(sequences, pad_token_id, "cpu")  # (B, T)
+    completion_mask = torch.zeros_like(attention_mask)
     for row, example in enumerate(examples):
-        answers[row, : len(example["completion_ids"])] = torch.tensor(example["completion_ids"])
-        answer_mask[row, : len(example["completion_ids"])] = 1
-    return {
-        "input_ids": torch.cat([prompt_ids, answers], dim=1),  # (B, P + C)
-        "attention_mask": torch.cat([prompt_mask, answer_mask], dim=1),
-        "completion_mask": torch.cat([torch.zeros_like(prompt_mask), answer_mask], dim=1),
-        "prompt_width": prompt_ids.shape[1],
-    }
+        start = len(example["prompt_ids"])
+        completion_mask[row, start : start + len(example["completion_ids"])] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
 
 
 def batch_loss(model, batch: dict) -> torch.Tensor:
-    """Return the SFT loss of a collated batch: one forward pass, logits kept for the answer columns only."""
+    """Return the SFT loss of a collated batch: one forward pass, the LM head run on answer positions only."""
     device = next(model.parameters()).device
-    logps, _ = token_logprobs(
-        model,
-        batch["input_ids"].to(device),
-        batch["attention_mask"].to(device),
-        batch["completion_mask"].to(device),
-        sharing=PromptSharing(batch["prompt_width"]),  # plain pass: no two rows share a prompt here
-    )
-    return sft_loss(logps, batch["completion_mask"].to(device).to(logps.dtype))
+    answer_logps = answer_logprobs(
+        model, batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["completion_mask"].to(device)
+    )  # (N,)
+    return sft_loss(answer_logps)
 
 
 @torch.no_grad()
@@ -163,22 +161,23 @@ def fit_sft(policy, tokenizer, examples: list[dict], config: SFTConfig, sharding
     policy.train()
     total_steps, step, metrics, window = config.epochs * len(loader), 0, {}, MetricWindow()
     progress = tqdm(total=total_steps, desc="SFT", unit="step", disable=not sharding.is_main)
-    for epoch in range(config.epochs):
-        for number, batch in enumerate(loader, start=1):
-            loss = batch_loss(policy, batch)
-            optimizer.zero_grad(set_to_none=True)
-            sharding.accelerator.backward(loss)
-            sharding.accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-            optimizer.step()
-            step += 1
-            window.add({"losses/sft_loss": loss.detach(), "charts/tokens": batch["attention_mask"].sum()})
-            progress.update(1)
-            if is_log_step(step, total_steps, config.log_every):
-                metrics = window.read(sharding) | {"epoch": epoch + number / len(loader)}
-                writer.write(step, metrics)
-                progress.set_postfix(loss=f"{metrics['losses/sft_loss']:.3f}")
-            if save and config.save_every and step % config.save_every == 0:
-                save(policy, step)
+    with fused_lora(policy, enabled=sharding.weights_whole):  # peft's LoRA layers, fewer passes (fused_lora.py)
+        for epoch in range(config.epochs):
+            for number, batch in enumerate(loader, start=1):
+                loss = batch_loss(policy, batch)
+                optimizer.zero_grad(set_to_none=True)
+                sharding.accelerator.backward(loss)
+                sharding.accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                optimizer.step()
+                step += 1
+                window.add({"losses/sft_loss": loss.detach(), "charts/tokens": batch["attention_mask"].sum()})
+                progress.update(1)
+                if is_log_step(step, total_steps, config.log_every):
+                    metrics = window.read(sharding) | {"epoch": epoch + number / len(loader)}
+                    writer.write(step, metrics)
+                    progress.set_postfix(loss=f"{metrics['losses/sft_loss']:.3f}")
+                if save and config.save_every and step % config.save_every == 0:
+                    save(policy, step)
     progress.close()
     return policy, metrics | {"steps": step}
 

@@ -87,3 +87,18 @@ def test_dpo_form_shows_its_own_settings(train_studio):
     assert {"Beta", "Label smoothing", "Epochs"} <= labels and "KL coef" not in labels
     [b for b in at.button if b.label == "Check and launch"][1].click().run()
     assert "DPO needs at least 4 chosen/rejected pairs; the rankings give 0" in [e.value for e in at.error]
+
+
+def test_a_run_too_big_for_the_memory_is_blocked_and_its_estimate_shown(train_studio, tiny_model_dir, monkeypatch):
+    from orchestration import preflight
+
+    rank(train_studio, 4, prompts=2)
+    monkeypatch.setattr(preflight, "available_memory", lambda _device: 2**20)  # 1 MiB free
+    at = train_studio.open("train")
+    next(c for c in at.checkbox if c.key == "train_rm_gradient_checkpointing").uncheck()
+    at = launch_reward_model(train_studio, at, str(tiny_model_dir))
+    [problem] = [e.value for e in at.error]
+    assert problem.startswith("not enough memory on cpu (one process): a step needs about")
+    assert "reward model weights" in problem and "0.00 GiB are free" in problem
+    assert any(c.value.startswith("Memory estimate per device: about") for c in at.caption)
+    assert jobs.list_jobs(train_studio.store) == []
