@@ -19,14 +19,17 @@ ONE = read_layout(None)
 def test_activations_by_hand_with_and_without_checkpointing():
     step = TrainingPass(SHAPE, sequences=3, length=4, logits_length=2, value_bytes=4, checkpointing=False,
                         fused_attention=False)  # fmt: skip
-    per_layer = (12 * (19 * 10 + 4 * 30) + 2 * 3 * 2 * 4**2) * 4  # tokens x (per hidden + per MLP unit), scores
+    linear = 12 * (memory.VALUES_PER_HIDDEN * 10 + memory.VALUES_PER_MLP_UNIT * 30)  # tokens x values kept
+    squares = memory.ATTENTION_SQUARES * 3 * 2 * 4**2  # sequences x heads x length²
+    per_layer = (linear + squares) * 4
     assert memory.layer_activations(step) == per_layer
     assert memory.activation_bytes(step) == 2 * per_layer
-    assert memory.logit_bytes(step) == 4 * 3 * 2 * 50 * 4  # four float32 copies of (3, 2, 50)
+    assert memory.logit_bytes(step) == memory.LOGIT_COPIES * 3 * 2 * 50 * 4  # float32 copies of (3, 2, 50)
     checkpointed = TrainingPass(**{**step.__dict__, "checkpointing": True})
-    assert memory.activation_bytes(checkpointed) == 12 * 10 * 2 * 4 + 2 * per_layer  # layer inputs + recomputed
+    inputs = 12 * 10 * 2 * 4  # each layer's input, kept
+    assert memory.activation_bytes(checkpointed) == inputs + memory.RECOMPUTE_LAYERS * per_layer
     fused = TrainingPass(**{**step.__dict__, "fused_attention": True})
-    assert memory.layer_activations(fused) == 12 * (19 * 10 + 4 * 30) * 4  # no length² term
+    assert memory.layer_activations(fused) == linear * 4  # no length² term
 
 
 def test_a_layout_splits_what_it_shards_and_keeps_the_rest_whole():
