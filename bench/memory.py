@@ -14,6 +14,7 @@ config and shapes. Target: every estimate within ±25% of its peak, none below i
 import argparse
 import itertools
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -151,7 +152,8 @@ def spawn(trainer, length, batch, checkpointing, steps, reward_run) -> dict:
                "--steps", str(steps), "--device", args_device]  # fmt: skip
     command += ["--checkpointing"] if checkpointing else []
     command += ["--reward-run", reward_run] if reward_run else []
-    done = subprocess.run(command, capture_output=True, text=True)
+    env = os.environ | ({"OMP_NUM_THREADS": str(args_threads)} if args_threads else {})
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
         raise RuntimeError(f"{trainer} {length}x{batch} failed:\n{done.stderr[-3000:]}")
@@ -163,7 +165,7 @@ def gib(count: float) -> str:
 
 
 def main() -> None:
-    global args_device
+    global args_device, args_threads
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS)
     parser.add_argument("--lengths", nargs="+", type=int, default=[128, 256])
@@ -172,11 +174,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--output", help="also write the rows to this JSON file")
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads per case (default: torch's); memory does not depend on it"
+    )
     parser.add_argument("--one", choices=TRAINERS, help=argparse.SUPPRESS)  # a child process: one case
     parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reward-run", help="reward-model run for GRPO and PPO (default: train a small one first)")
     args = parser.parse_args()
-    args_device = args.device
+    args_device, args_threads = args.device, args.threads
     if args.one:
         return child(args)
     reward_run = args.reward_run
@@ -203,7 +208,7 @@ def main() -> None:
           f" (target: all within, none under 0.90)")  # fmt: skip
 
 
-args_device = "cpu"
+args_device, args_threads = "cpu", None
 
 if __name__ == "__main__":
     main()

@@ -23,13 +23,16 @@ from core.layouts import Layout
 
 GIB = 2**30
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-VALUES_PER_HIDDEN = 19  # kept per token and layer, for each hidden unit
+VALUES_PER_HIDDEN = 6  # kept per token and layer, for each hidden unit (norms, projections, attention output)
 VALUES_PER_MLP_UNIT = 4  # kept per token and layer, for each MLP unit (gate, up, activation, product)
-ATTENTION_SQUARES = 2  # heads x length² tensors kept per layer by unfused attention (scores, probabilities)
+ATTENTION_SQUARES = 2  # heads x length² tensors kept per layer by unfused (eager) attention: scores, probabilities
 LOGIT_COPIES = 4  # float32 (B, T, V) tensors alive at once: logits, scaled, log-softmax, their gradient
 RECOMPUTE_LAYERS = 2  # under checkpointing: the layer recomputed plus its gradients' working memory
 ADAM_BYTES = 12  # per trainable weight: a float32 gradient and Adam's two float32 moments
-WORKSPACE = 0.25  # CPU: allocator high-water and transient copies, as a share of the activations
+SERIALIZATION_COPIES = 0.55  # saving a model in place holds about this share of it again (measured, SmolLM2-135M)
+SHARED_SAVING = 0.5  # of a shared prompt's tokens not run again, the share of their activations saved (measured:
+# each row still keeps its copy of the prompt's keys and values and attends over them)
+CPU_RUNTIME = 100 * 2**20  # a CPU process's working memory beyond tensors (thread pools, autograd, buffers)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class ModelShape:
     heads: int
     intermediate: int
     vocab: int
+    attention: str | None = None  # the attention implementation the config asks for (None: sdpa)
 
     @classmethod
     def of(cls, config, parameters: int) -> "ModelShape":
@@ -54,6 +58,7 @@ class ModelShape:
             heads=config.num_attention_heads,
             intermediate=getattr(config, "intermediate_size", None) or 4 * hidden,
             vocab=config.vocab_size,
+            attention=getattr(config, "_attn_implementation", None),
         )
 
     def lora_weights(self, rank: int) -> int:
@@ -71,6 +76,7 @@ class HeldModel:
     weight_bytes: int  # per weight as loaded: 4 (float32) or 2 (bfloat16)
     trainable: int  # weights the optimizer updates (0: frozen)
     sharded: bool = True  # split over the processes where the layout splits weights (ZeRO-3, FSDP)
+    save_copies: float = 0.0  # float32 copies of its weights that saving it at the end holds at once
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,8 @@ class TrainingPass:
     logits_length: int  # positions per sequence that get vocabulary logits (0: a score or value head only)
     value_bytes: int  # 4 in float32, 2 under bf16 autocast
     checkpointing: bool
-    fused_attention: bool  # a fused kernel keeps no length² scores (CUDA's flash or memory-efficient attention)
+    fused_attention: bool  # sdpa's fused kernels keep no length² scores; eager attention keeps them
+    shared_tokens: int = 0  # prompt tokens not run again for rows that share a prompt (GRPO's group, DPO's pair)
 
 
 @dataclass
@@ -95,10 +102,12 @@ class MemoryEstimate:
     activations: int
     logits: int
     workspace: int
+    saving: int  # what saving the model at the end holds beside the weights, when the step's memory is free
 
     @property
     def total(self) -> int:
-        return sum(self.weights.values()) + self.training_state + self.activations + self.logits + self.workspace
+        step = self.activations + self.logits + self.workspace
+        return sum(self.weights.values()) + self.training_state + max(step, self.saving)
 
     def parts(self) -> dict[str, int]:
         """Return {part: bytes}, the weights by role first."""
@@ -107,15 +116,22 @@ class MemoryEstimate:
             "activations": self.activations,
             "logits": self.logits,
             "workspace": self.workspace,
+            "saving (after the steps)": self.saving,
         }
 
     def describe(self) -> str:
-        return ", ".join(f"{part} {size / GIB:.2f}" for part, size in self.parts().items() if size)
+        parts = ", ".join(f"{part} {size / GIB:.2f}" for part, size in self.parts().items() if size)
+        return f"{parts}; the larger of a step and the saving counts"
+
+
+def step_tokens(step: TrainingPass) -> int:
+    """Return the tokens whose activations a pass keeps: its rows' tokens, less what prompt sharing saves."""
+    return step.sequences * step.length - int(SHARED_SAVING * step.shared_tokens)
 
 
 def layer_activations(step: TrainingPass) -> int:
     """Return the bytes one decoder layer keeps for the backward pass of the whole batch."""
-    shape, tokens = step.shape, step.sequences * step.length
+    shape, tokens = step.shape, step_tokens(step)
     linear = tokens * (VALUES_PER_HIDDEN * shape.hidden + VALUES_PER_MLP_UNIT * shape.intermediate)
     squares = 0 if step.fused_attention else ATTENTION_SQUARES * step.sequences * shape.heads * step.length**2
     return (linear + squares) * step.value_bytes
@@ -125,7 +141,7 @@ def activation_bytes(step: TrainingPass) -> int:
     """Return the activations of a training pass: every layer's, or under checkpointing each layer's input plus
     the layers recomputed at a time."""
     if step.checkpointing:
-        inputs = step.sequences * step.length * step.shape.hidden * step.shape.layers * step.value_bytes
+        inputs = step_tokens(step) * step.shape.hidden * step.shape.layers * step.value_bytes
         return inputs + RECOMPUTE_LAYERS * layer_activations(step)
     return step.shape.layers * layer_activations(step)
 
@@ -145,10 +161,10 @@ def estimate(models: list[HeldModel], passes: list[TrainingPass], layout: Layout
     trainable = sum(model.trainable for model in models)
     activations = sum(activation_bytes(step) for step in passes)
     logits = sum(logit_bytes(step) for step in passes)
-    workspace = int(WORKSPACE * (activations + logits)) if device == "cpu" else 0
-    return MemoryEstimate(
-        weights, trainable * ADAM_BYTES // layout.training_state_shards, activations, logits, workspace
-    )
+    workspace = CPU_RUNTIME if device == "cpu" else 0
+    saving = int(sum(model.shape.parameters * 4 * model.save_copies for model in models))
+    state = trainable * ADAM_BYTES // layout.training_state_shards
+    return MemoryEstimate(weights, state, activations, logits, workspace, saving)
 
 
 def return_freed_memory() -> None:
@@ -170,9 +186,10 @@ def return_freed_memory() -> None:
     libc.mallopt(M_TRIM_THRESHOLD, 1 << 20)
 
 
-def fused_attention(device: str) -> bool:
-    """Return whether attention runs a fused kernel that keeps no length² scores: sdpa on CUDA does."""
-    return device == "cuda"
+def fused_attention(implementation: str | None) -> bool:
+    """Return whether attention keeps no length² scores: sdpa (the default: fused kernels on CUDA and on a CPU,
+    measured: 2 x 256 and 4 x 128 tokens keep the same) and flash attention; eager attention keeps them."""
+    return implementation != "eager"
 
 
 def value_bytes(device: str) -> int:
@@ -181,10 +198,10 @@ def value_bytes(device: str) -> int:
 
 
 def training_pass(shape: ModelShape, sequences: int, length: int, logits_length: int, device: str,
-                  checkpointing: bool) -> TrainingPass:  # fmt: skip
-    """Return a training pass on this kind of device (its activation bytes and attention kernel)."""
+                  checkpointing: bool, shared_tokens: int = 0) -> TrainingPass:  # fmt: skip
+    """Return a training pass on this kind of device (its activation bytes; sdpa attention, the default)."""
     return TrainingPass(shape, sequences, length, logits_length, value_bytes(device), checkpointing,
-                        fused_attention(device))  # fmt: skip
+                        fused_attention(shape.attention), shared_tokens)  # fmt: skip
 
 
 def available_memory(device: str) -> int:

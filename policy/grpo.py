@@ -107,8 +107,12 @@ def average_loss(loss_type: str, per_token: torch.Tensor, mask: torch.Tensor, **
 def memory_plan(config: GRPOConfig, shape: ModelShape, reward_shapes: list[ModelShape], length: int, device: str):
     """Return (models kept, training passes) of a step: the policy (and reference), the reward models, and one pass
     over the G responses of each prompt, vocabulary logits over the responses' columns."""
-    sequences = config.batch_prompts * config.num_generations
-    step = training_pass(shape, sequences, length, config.max_new_tokens + 1, device, config.gradient_checkpointing)
+    sequences, new = config.batch_prompts * config.num_generations, config.max_new_tokens
+    # Without checkpointing (and out of lockstep) each prompt runs once for its G responses.
+    shared = (
+        0 if config.gradient_checkpointing else config.batch_prompts * (config.num_generations - 1) * (length - new)
+    )
+    step = training_pass(shape, sequences, length, new + 1, device, config.gradient_checkpointing, shared)
     return run_memory(config, shape, reward_shapes, device), [step]
 
 

@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from core.memory import HeldModel, ModelShape
+from core.memory import SERIALIZATION_COPIES, HeldModel, ModelShape
 from core.models import ensure_pad_token, load_config, load_tokenizer, resolve_model, without_dropout
 
 
@@ -57,10 +57,14 @@ def load_policy(name_or_path: str, lora: LoraSettings, device: torch.device, dty
 
 def policy_memory(shape: ModelShape, rank: int, weight_bytes: int) -> list[HeldModel]:
     """Return what `load_policy` keeps: with LoRA one copy of the base in the training dtype and its adapters; in
-    full fine-tuning float32 weights that all train, and the frozen reference copy (split like the policy)."""
+    full fine-tuning float32 weights that all train, and the frozen reference copy (split like the policy).
+
+    Saving (`save_checkpoint`) builds the merged float32 model beside the weights folded into it: two copies with
+    LoRA; a fully fine-tuned policy saves itself (about half its size again in serialization, measured)."""
     if rank == 0:
-        return [HeldModel("policy", shape, 4, shape.parameters), HeldModel("reference", shape, weight_bytes, 0)]
-    return [HeldModel("policy", shape, weight_bytes, shape.lora_weights(rank))]
+        policy = HeldModel("policy", shape, 4, shape.parameters, save_copies=SERIALIZATION_COPIES)
+        return [policy, HeldModel("reference", shape, weight_bytes, 0)]
+    return [HeldModel("policy", shape, weight_bytes, shape.lora_weights(rank), save_copies=2.0)]
 
 
 @contextlib.contextmanager

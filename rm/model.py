@@ -12,7 +12,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from core.chat import PromptTooLong, chat_prompt_ids, fitted_prompt_ids, plain_layout
-from core.memory import HeldModel, ModelShape
+from core.memory import SERIALIZATION_COPIES, HeldModel, ModelShape
 from core.models import disable_dropout, ensure_pad_token, load_config, resolve_model, without_dropout
 
 
@@ -76,7 +76,7 @@ def load_backbone(name_or_path: str, lora_rank: int = 0, lora_alpha: int = 32):
 def backbone_memory(shape: ModelShape, lora_rank: int) -> HeldModel:
     """Return what `load_backbone` keeps: float32 weights, of which LoRA's adapters and the head train (or all)."""
     trainable = shape.parameters if lora_rank == 0 else shape.lora_weights(lora_rank) + shape.hidden
-    return HeldModel("reward model", shape, 4, trainable)
+    return HeldModel("reward model", shape, 4, trainable, save_copies=SERIALIZATION_COPIES)  # merged in place
 
 
 def encode(tokenizer, prompt, response: str, max_length: int, last_token: bool) -> list[int]:
