@@ -18,7 +18,8 @@ Two modes:
   held-out evaluation each epoch, then the reward-normalization pass over the training pairs and the merged model
   saved. TRL's is `RewardTrainer.train()` (no evaluation, nothing saved), then one held-out evaluation by our
   function for its accuracy. Prints, per max length: peaks, epoch times and their ratios (targets: memory
-  <= 1x, time <= 0.5x), and where in the run each peak was reached.
+  <= 1x, time <= 0.5x), and where in the run each peak was reached. Pairs are rankings of K=2: ours then encodes
+  as many sequences a step as TRL (16), so the K-wise saving is absent and the time ratio shows the rest.
 
     python bench/reward_model.py                      # MiniLM, K=4, a few minutes on a laptop CPU
     python bench/reward_model.py --backbone default --device cuda   # SmolLM2-135M-Instruct with LoRA

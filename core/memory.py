@@ -13,6 +13,8 @@ layer at a time is recomputed in full. Vocabulary logits, their log-softmax and 
 float32 for the positions that get them.
 """
 
+import ctypes
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -174,3 +176,27 @@ def available_memory(device: str) -> int:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     raise OSError("/proc/meminfo has no MemAvailable line")
+
+
+def release_freed_host_memory(device) -> None:
+    """Hand the memory freed since the last call back to the system (CPU under glibc; elsewhere nothing).
+
+    glibc keeps freed blocks for reuse, but a step's tensors change shape from batch to batch (padded to the
+    batch's longest) and rarely fit the holes the last step left, so resident memory climbs step after step.
+    Measured on SmolLM2-135M with LoRA and checkpointing, 16 sequences of 128 tokens a step: 2,813 MiB after
+    the first step and 3,743 MiB after the second's forward pass without this; with it, 921 MiB after each
+    step and the run's peak stayed the first step's (3,090 MiB).
+    """
+    if torch.device(device).type != "cpu" or _glibc() is None:
+        return
+    _glibc().malloc_trim(0)
+
+
+@functools.cache
+def _glibc():
+    """Return the C library when it is glibc (which has `malloc_trim`), else None (musl, macOS, Windows)."""
+    try:
+        library = ctypes.CDLL("libc.so.6")
+        return library if hasattr(library, "malloc_trim") else None
+    except OSError:
+        return None

@@ -21,7 +21,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from core.batching import length_grouped, pad_right, padding_for
 from core.distributed import Sharding
-from core.memory import ModelShape, training_pass
+from core.memory import ModelShape, release_freed_host_memory, training_pass
 from core.models import enable_gradient_checkpointing
 from core.paths import runs_dir
 from core.runs import MetricsWriter, report_cut
@@ -187,6 +187,7 @@ def train_epoch(network, optimizer, scheduler, encoded, config, pad_id, sharding
         accelerator.clip_grad_norm_(trainable, config.max_grad_norm)  # under DeepSpeed the engine clips
         optimizer.step()
         scheduler.step()
+        release_freed_host_memory(device)  # CPU: backward freed the step's activations; the peak stays one step's
         state["step"] += 1
         batch_mean = loss.detach().double() / world  # added up over processes: the whole batch's mean loss
         right, count = _correct_and_count(rewards, groups)
