@@ -41,6 +41,7 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test prepare
 	$(PY) bench/reward_model.py
+	$(PY) bench/reward_model.py --memory --backbone default --max-lengths 256 512
 	$(PY) bench/policy_optimization.py
 	$(PY) bench/generation.py --batches 4 16 --new-tokens 64
 	$(PY) bench/annotation.py
