@@ -227,20 +227,27 @@ def estimate_run(config, shape: RunShape, layout: Layout | None = None) -> Memor
 def knobs_that_fit(config, shape: RunShape, available: int) -> list[str]:
     """Return the changes, one at a time, under which the run's estimate fits the free memory."""
     trials = []
+
+    def trial(knob: str, trial_shape: RunShape = shape, **changes):
+        try:
+            trials.append((knob, replace(config, **changes), trial_shape))
+        except ValueError:  # a change this config refuses (PPO's minibatches must divide the batch)
+            pass
+
     if not config.gradient_checkpointing:
-        trials.append(("turn on gradient checkpointing", replace(config, gradient_checkpointing=True), shape))
-    rows = config.batch_size if isinstance(config, RewardConfig) else config.batch_prompts
-    for smaller in (rows // 2, rows // 4, 1):
-        if 1 <= smaller < rows:
-            name = "batch_size" if isinstance(config, RewardConfig) else "batch_prompts"
-            scaled = replace(shape, sequences=max(1, shape.sequences * smaller // rows))
-            trials.append((f"lower {name} to {smaller}", replace(config, **{name: smaller}), scaled))
+        trial("turn on gradient checkpointing", gradient_checkpointing=True)
+    name = "batch_size" if isinstance(config, RewardConfig) else "batch_prompts"
+    rows = getattr(config, name)
+    for smaller in sorted({rows // 2, rows // 4, 1} - {0, rows}, reverse=True):
+        trial(f"lower {name} to {smaller}", replace(shape, sequences=max(1, shape.sequences * smaller // rows)),
+              **{name: smaller})  # fmt: skip
     if shape.length > 128:
         half = replace(shape, length=shape.length // 2, answer=min(shape.answer, shape.length // 2))
-        trials.append((f"halve the length to {half.length} tokens", config, half))
+        trial(f"cut the inputs to {half.length} tokens (max length)", half)
     if config.lora_rank == 0:
-        trials.append(("use LoRA (rank 16) instead of full fine-tuning", replace(config, lora_rank=16), shape))
-    fitting = [name for name, trial, trial_shape in trials if estimate_run(trial, trial_shape).total <= available]
+        trial("use LoRA (rank 16) instead of full fine-tuning", lora_rank=16)
+    fitting = [knob for knob, trial_config, trial_shape in trials
+               if estimate_run(trial_config, trial_shape).total <= available]  # fmt: skip
     device, _ = _device_of(config.device)
     if device == "cuda":
         for layout in ("zero2-8gpu", "zero3-8gpu"):

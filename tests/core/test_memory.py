@@ -99,3 +99,8 @@ def test_the_knob_list_names_a_layout_on_a_gpu(layout, default_model_dir, monkey
     assert sharded < whole
     knobs = preflight.knobs_that_fit(config, shape, sharded)
     assert any("--accelerate-config" in knob for knob in knobs)
+
+
+def test_knobs_a_config_refuses_are_not_offered(default_model_dir):
+    config = PPOConfig(model=str(default_model_dir), batch_prompts=2, num_minibatches=2)  # a batch of 1 is refused
+    assert preflight.knobs_that_fit(config, preflight.RunShape(0, 96), available=1) == []  # and nothing fits in 1 byte
