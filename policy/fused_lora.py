@@ -9,8 +9,9 @@ on a GPU it is a few fewer kernels.
 
 Only the plain case is fused: one active adapter, not merged, no dropout, DoRA or adapter bias, a frozen
 `nn.Linear` base, and input, base and adapter in one dtype (fp32 on a CPU; a bf16 base with fp32 adapters, the
-usual GPU layout, or anything under autocast falls back to peft). Anything else runs peft's own forward. The weights must be whole on this
-process: under ZeRO-3 or FSDP each module's hooks gather its weight, which reading `base_layer.weight` here skips.
+usual GPU layout, or anything under autocast falls back to peft). Anything else runs peft's own forward. The
+weights must be whole on this process: where a layout splits weights, hooks gather each module's weight on call,
+which reading `base_layer.weight` skips.
 """
 
 import contextlib
