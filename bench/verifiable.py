@@ -135,11 +135,13 @@ def main() -> None:
     parser.add_argument("--eval-batch", type=int, default=25)
     parser.add_argument("--output-dir", default="runs/bench-verifiable")
     parser.add_argument("--output", help="also write the numbers to this JSON file")
+    parser.add_argument("--base-from", help="the base model's numbers from an earlier --output file (same problems)")
     args = parser.parse_args()
     torch.manual_seed(0)
     prompts, columns = read_prompts_with_columns(DATA / "arithmetic-heldout.jsonl")
     prompts, columns = prompts[: args.heldout], columns[: args.heldout]
-    results = {"settings": vars(args), "base": evaluate(args.model, prompts, columns, args)}
+    base = json.loads(Path(args.base_from).read_text())["base"] if args.base_from else None
+    results = {"settings": vars(args), "base": base or evaluate(args.model, prompts, columns, args)}
     print(json.dumps({"base": results["base"]}, indent=2), flush=True)
     if args.steps:
         run_dir, results["training"] = train(args, Path(args.output_dir))
