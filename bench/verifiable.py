@@ -2,7 +2,7 @@
 before and after a short CPU run, and what computing the rewards adds to a step.
 
     python bench/arithmetic_problems.py                     # the problems (already in bench/data)
-    python bench/verifiable.py                              # the default model, ~15 minutes of training on a CPU
+    python bench/verifiable.py                              # the default model, ~6 minutes of training on a CPU
     python bench/verifiable.py --steps 0 --heldout 8        # the base model alone, on 8 problems (a quick look)
 
 Held-out problems are answered greedily (one answer each, deterministic) by the base model and by the trained
@@ -125,7 +125,7 @@ def train(args, output_dir: Path) -> tuple[Path, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
-    parser.add_argument("--steps", type=int, default=30, help="GRPO steps (0: evaluate the base model only)")
+    parser.add_argument("--steps", type=int, default=12, help="GRPO steps (0: evaluate the base model only)")
     parser.add_argument("--heldout", type=int, default=100, help="held-out problems to evaluate on (0: none)")
     parser.add_argument("--batch-prompts", type=int, default=4)
     parser.add_argument("--num-generations", type=int, default=4)
