@@ -14,6 +14,7 @@ float32 for the positions that get them.
 """
 
 import ctypes
+import os
 import sys
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from core.layouts import Layout
 
 GIB = 2**30
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+MMAP_THRESHOLD_ENV = "RLHF_STUDIO_MMAP_THRESHOLD"
 VALUES_PER_HIDDEN = 6  # kept per token and layer, for each hidden unit (norms, projections, attention output)
 VALUES_PER_MLP_UNIT = 4  # kept per token and layer, for each MLP unit (gate, up, activation, product)
 ATTENTION_SQUARES = 2  # heads x length² tensors kept per layer by unfused (eager) attention: scores, probabilities
@@ -174,16 +176,20 @@ def return_freed_memory() -> None:
     32 MiB) whenever a large block is freed, so a step's freed activations and temporaries stay in the process
     and its peak grows with them. Measured on SmolLM2-135M (LoRA, 4 x 128 tokens, checkpointing): 1.70 GiB peak
     resident against 1.12 GiB with a fixed 1 MiB threshold, at which every tensor of 1 MiB or more gets its own
-    mapping, returned when freed. What a CPU run needs is then what it holds, which the estimate counts.
+    mapping, returned when freed. What a CPU run needs is then what it holds, which the estimate counts. The
+    price is time: each large tensor is a fresh mapping whose pages are faulted in (an SFT step of the default
+    model, ours and TRL's alike: about a quarter slower). `RLHF_STUDIO_MMAP_THRESHOLD` sets another threshold in
+    bytes; 0 leaves glibc as it is.
     """
-    if sys.platform != "linux":
+    threshold = int(os.environ.get(MMAP_THRESHOLD_ENV, 1 << 20))
+    if sys.platform != "linux" or threshold <= 0:
         return
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # another C library (musl): its allocator keeps no such heaps
         return
-    libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
-    libc.mallopt(M_TRIM_THRESHOLD, 1 << 20)
+    libc.mallopt(M_MMAP_THRESHOLD, threshold)
+    libc.mallopt(M_TRIM_THRESHOLD, threshold)
 
 
 def fused_attention(implementation: str | None) -> bool:
