@@ -130,12 +130,12 @@ def run_case(trainer: str, length: int, batch: int, checkpointing: bool, steps: 
 def estimate_case(trainer, length, batch, checkpointing, steps, reward_run) -> dict:
     """Return the pre-launch estimate of the case, with the shapes the launch check would read off its inputs."""
     from core.models import load_tokenizer, prepare_default_model
-    from orchestration.preflight import RunShape, _example_shape, estimate_run
+    from orchestration.preflight import RunShape, estimate_run, example_shape
 
     config = config_of(trainer, length, batch, checkpointing, steps, tempfile.mkdtemp() + "/run", reward_run)
     if trainer in ("sft", "dpo"):
         tokenizer = load_tokenizer(prepare_default_model())
-        shape = _example_shape(config, inputs_of(trainer, tokenizer, length, batch, steps), tokenizer)
+        shape = example_shape(config, inputs_of(trainer, tokenizer, length, batch, steps), tokenizer)
     else:
         shape = RunShape(2 * batch if trainer == "rm" else 0, length)
     estimate = estimate_run(config, shape)

@@ -386,7 +386,7 @@ def policy_checks(
         problems += check_prompt_lengths(policy_tokenizer, prompts, config.max_prompt_tokens, prompt_ids)
     if not config.samples and not problems:
         try:
-            shape = _example_shape(config, examples, policy_tokenizer)
+            shape = example_shape(config, examples, policy_tokenizer)
         except ValueError as error:  # a prompt whose last turn alone is over the limit, named
             problems.append(str(error))
     if problems:
@@ -409,7 +409,7 @@ def reward_model_runs(config) -> list[str]:
     return [spec.target for spec in specs if spec.kind == "model"]
 
 
-def _example_shape(config, examples: list[dict], tokenizer, sample: int = 2000) -> RunShape:
+def example_shape(config, examples: list[dict], tokenizer, sample: int = 2000) -> RunShape:
     """Return the longest row and answer of (up to `sample` of) a DPO or SFT run's examples, tokenized as the run
     tokenizes them (cut to max_length); a prompt too long to fit raises ValueError naming it."""
     import datasets
