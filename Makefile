@@ -47,3 +47,5 @@ bench: $(VENV)/.installed-test prepare
 	$(PY) bench/annotation.py
 	$(PY) bench/annotators.py --annotators 12 --items 5
 	$(PY) bench/sft.py
+	$(PY) bench/memory.py --threads 1
+	$(PY) bench/verifiable.py
