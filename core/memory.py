@@ -5,12 +5,12 @@ splits it) next to the code that loads them, and the training pass whose activat
 (`TrainingPass`). `estimate` adds weights, gradients, optimizer state and activations per device for a layout.
 
 The activation terms are counted from a decoder layer's shape and calibrated against measured peaks
-(`bench/memory.py`, fp32 on a CPU, SmolLM2-135M): a layer keeps about 19 values per hidden unit and 4 per MLP
-unit for each token (norms, projections, rotary, attention output, the gated MLP's four tensors, LoRA's inputs),
-plus, where attention runs without a fused kernel (eager, or the math form a CPU falls back to under a padding
-mask), its heads x length² scores and probabilities. With checkpointing a layer keeps only its input, and one
-layer at a time is recomputed in full. Vocabulary logits, their log-softmax and their gradient are kept in
-float32 for the positions that get them.
+(`bench/memory.py`, fp32 on a CPU, SmolLM2-135M): a layer keeps about 6 values per hidden unit and 4 per MLP
+unit for each token (norms, projections, attention output, the gated MLP's four tensors, LoRA's inputs), plus,
+with eager attention only, its heads x length² scores and probabilities (sdpa's kernels keep none, on a CPU too).
+With checkpointing a layer keeps only its input, and a layer at a time is recomputed in full. Vocabulary logits,
+their log-softmax and their gradient are kept in float32 for the positions that get them. Saving the model at
+the end, when the step's memory is free again, sets a floor (a LoRA policy's merged float32 copy).
 """
 
 import ctypes
