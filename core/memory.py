@@ -30,7 +30,7 @@ VALUES_PER_HIDDEN = 6  # kept per token and layer, for each hidden unit (norms, 
 VALUES_PER_MLP_UNIT = 4  # kept per token and layer, for each MLP unit (gate, up, activation, product)
 ATTENTION_SQUARES = 2  # heads x length² tensors kept per layer by unfused (eager) attention: scores, probabilities
 LOGIT_COPIES = 4  # float32 (B, T, V) tensors alive at once: logits, scaled, log-softmax, their gradient
-RECOMPUTE_LAYERS = 2  # under checkpointing: the layer recomputed plus its gradients' working memory
+RECOMPUTE_LAYERS = 1  # under checkpointing: the layer recomputed (its gradients reuse what it frees; measured)
 ADAM_BYTES = 12  # per trainable weight: a float32 gradient and Adam's two float32 moments
 SERIALIZATION_COPIES = 0.15  # saving a model in place holds about this share of it again (measured, SmolLM2-135M:
 # each tensor's serialized copy is returned as soon as it is written)
