@@ -46,6 +46,6 @@ bench: $(VENV)/.installed-test prepare
 	$(PY) bench/generation.py --batches 4 16 --new-tokens 64
 	$(PY) bench/annotation.py
 	$(PY) bench/annotators.py --annotators 12 --items 5
-	$(PY) bench/sft.py
+	$(PY) bench/sft.py --repeats 2
 	$(PY) bench/memory.py --threads 1
 	$(PY) bench/verifiable.py
