@@ -178,7 +178,7 @@ def return_freed_memory() -> None:
     threshold (up to 32 MiB) whenever a large block is freed, so a step's freed activations and temporaries stay
     in the process and its peak grows with them. Fixing the threshold at its starting 128 KiB gives every tensor
     of that size or more its own mapping, returned when freed: what a CPU run needs is then what it holds, which
-    the estimate counts. Measured on SmolLM2-135M (LoRA): reward model 4 x 128 with checkpointing 1.70 GiB peak
+    the estimate counts. Measured on SmolLM2-135M (LoRA): reward model 4 x 128 with checkpointing 1.70 GiB unset
     against 1.12 GiB at a 1 MiB threshold; DPO without checkpointing, 2 pairs x 256, whose shared prompt runs in
     tensors under 1 MiB, 2.76 GiB unset, 2.33 at 1 MiB, 1.77 at 128 KiB. The price is time: each large tensor
     is a fresh mapping whose pages are faulted in (see the README's Memory section). `RLHF_STUDIO_MMAP_THRESHOLD`
