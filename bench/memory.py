@@ -4,7 +4,8 @@ Each case runs one trainer (reward model, SFT, DPO, GRPO, PPO) for a few steps o
 process, with inputs of exactly the length asked for, and measures its peak: resident memory above what the
 process held after its imports (CPU), or `torch.cuda.max_memory_allocated` (GPU). The estimate is the one the
 Train page and `rlhf-studio` check before queueing a run (`orchestration.preflight.estimate_run`), for the same
-config and shapes. Target: every estimate within ±25% of its peak, none below it by more than 10%.
+config and shapes. Target: every estimate within ±25% of its peak, none below it by more than 10%. Each case
+hands freed memory back from its start (`RLHF_STUDIO_MMAP_THRESHOLD`), as a run near the free memory does.
 
     python bench/memory.py                                  # the grid on the CPU (~20-30 minutes on 2 cores)
     python bench/memory.py --trainers rm --lengths 512 --batches 8 --steps 3   # one case: the HH-sized run
@@ -23,6 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.memory import MMAP_THRESHOLD, MMAP_THRESHOLD_ENV  # noqa: E402
 
 TRAINERS = ("rm", "sft", "dpo", "grpo", "ppo")
 NEW_TOKENS = 32  # GRPO and PPO: sampled tokens per response; the rest of the length is the prompt
@@ -130,14 +133,18 @@ def run_case(trainer: str, length: int, batch: int, checkpointing: bool, steps: 
 def estimate_case(trainer, length, batch, checkpointing, steps, reward_run) -> dict:
     """Return the pre-launch estimate of the case, with the shapes the launch check would read off its inputs."""
     from core.models import load_tokenizer, prepare_default_model
-    from orchestration.preflight import RunShape, estimate_run, example_shape
+    from orchestration.preflight import RunShape, estimate_run, example_shape, reward_model_shape
 
     config = config_of(trainer, length, batch, checkpointing, steps, tempfile.mkdtemp() + "/run", reward_run)
+    tokenizer = load_tokenizer(prepare_default_model())
+    rows = inputs_of(trainer, tokenizer, length, batch, steps)
     if trainer in ("sft", "dpo"):
-        tokenizer = load_tokenizer(prepare_default_model())
-        shape = example_shape(config, inputs_of(trainer, tokenizer, length, batch, steps), tokenizer)
+        shape = example_shape(config, rows, tokenizer)
+    elif trainer == "rm":
+        items = [{"prompt": row["prompt"], "ranked_responses": [[row["chosen"]], [row["rejected"]]]} for row in rows]
+        shape = reward_model_shape(config, items, tokenizer)
     else:
-        shape = RunShape(2 * batch if trainer == "rm" else 0, length)
+        shape = RunShape(0, length)
     estimate = estimate_run(config, shape)
     return {"estimate": estimate.total, "parts": estimate.parts()}
 
@@ -152,7 +159,10 @@ def spawn(trainer, length, batch, checkpointing, steps, reward_run) -> dict:
                "--steps", str(steps), "--device", args_device]  # fmt: skip
     command += ["--checkpointing"] if checkpointing else []
     command += ["--reward-run", reward_run] if reward_run else []
-    env = os.environ | ({"OMP_NUM_THREADS": str(args_threads)} if args_threads else {})
+    # Freed memory handed back from the start: the case the estimate governs (a run that fits easily keeps glibc's
+    # heaps until its peak passes half the free memory, `core.memory.FreedMemoryGuard`, and peaks above this).
+    env = os.environ | {MMAP_THRESHOLD_ENV: str(MMAP_THRESHOLD)}
+    env |= {"OMP_NUM_THREADS": str(args_threads)} if args_threads else {}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:

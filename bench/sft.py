@@ -9,14 +9,15 @@ is dropped as warm-up; the median of the rest is compared. Prints ours / TRL (ta
 Where ours saves (the loss is the same, tested against TRL's to 1e-4): the LM head runs only on the positions that
 predict an answer token (no vocabulary-wide logits for the prompt or padding, one fused cross-entropy, no
 entropy), where TRL projects and log-softmaxes every position and adds token accuracy and entropy each step;
-peft's LoRA layers run as one autograd function (`policy/fused_lora.py`) with the adapter product accumulated
+peft's LoRA layers run as one autograd function (`core/fused_lora.py`) with the adapter product accumulated
 in place, and on a CPU their rank-16 products on one thread, which matters most when other processes hold the
 cores (this machine: 2 cores, shared). Both run at torch's default thread count; nothing else differs.
 
-Each side runs in a fresh process, as its users run it: ours with the allocator setting every CPU run of ours makes
-(glibc's mmap threshold fixed, `core.memory.return_freed_memory`: memory back to the system, paid in page
-faults), TRL with glibc as it is. `--repeats` alternates the two and keeps each one's fastest median, as other
-processes on a shared machine slow whichever runs beside them. `--threshold 0` runs ours with glibc as it is too.
+Each side runs in a fresh process, as its users run it, both on glibc's allocator as it is (ours hands freed memory
+back only once a process passes half the free memory, `core.memory.FreedMemoryGuard`, which a run this size never
+does). `--repeats` alternates the two and keeps each one's fastest median, as other processes on a shared machine
+slow whichever runs beside them. `--threshold 131072` runs ours handing freed memory back from the start (glibc's
+mmap threshold fixed: memory back to the system, paid in page faults), as a run near the free memory does.
 
     python bench/sft.py --model tiny          # seconds: a 2-layer model with SmolLM2's vocabulary
     python bench/sft.py                       # SmolLM2-135M-Instruct on the CPU, a few minutes
@@ -69,7 +70,9 @@ def parse_args():
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="runs of each side, alternated; the fastest counts")
-    parser.add_argument("--threshold", type=int, help="ours: glibc's mmap threshold in bytes (0: glibc as it is)")
+    parser.add_argument(
+        "--threshold", type=int, help="ours: fix glibc's mmap threshold at this many bytes from the start"
+    )
     parser.add_argument("--side", choices=["ours", "trl"], help=argparse.SUPPRESS)  # a child process: one side
     parser.add_argument("--model-folder", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -200,7 +203,7 @@ def main() -> int:
     ours, theirs = min(runs["ours"]), min(runs["trl"])
     ratio = ours / theirs
     verdict = "meets" if ratio <= 0.5 else "misses"
-    allocator = "glibc as it is" if args.threshold == 0 else "our allocator setting"
+    allocator = "glibc's heaps" if not args.threshold else f"freed memory handed back, threshold {args.threshold} B"
     print(
         f"SFT step, {args.model} on {args.device}, {args.batch} demonstrations (~{args.prompt_words}-word prompts, "
         f"~{args.answer_words}-word answers), LoRA r{args.lora_rank}: ours ({allocator}) {ours:.3f} s, TRL "

@@ -15,7 +15,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, InitProcessGroupKwargs, broadcast_object_list
 
-from core.memory import return_freed_memory
+from core.memory import manage_freed_memory
 from core.models import DeviceChoice, pick_device, training_dtype
 
 
@@ -23,7 +23,7 @@ def make_accelerator(device: str) -> tuple[Accelerator, DeviceChoice]:
     """Return the run's Accelerator and device: bf16 autocast on a bf16 GPU, float32 elsewhere (`training_dtype`)."""
     choice = pick_device(device)
     if choice.device.type == "cpu":
-        return_freed_memory()
+        manage_freed_memory()
     # Said explicitly, never left to the process-wide state: an earlier Accelerator in this process (a TRL trainer,
     # say) must not silently turn on its autocast for us; accelerate refuses a differing one with a clear error.
     bf16 = training_dtype(choice) == torch.bfloat16 and choice.device.type == "cuda"

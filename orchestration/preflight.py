@@ -11,7 +11,7 @@ import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from core.chat import PromptTooLong, chat_prompt_ids
+from core.chat import PromptTooLong, chat_prompt_ids, plain_layout
 from core.layouts import Layout, read_layout
 from core.memory import MemoryEstimate, ModelShape, available_memory, estimate
 from core.models import ModelNotFound, pick_device, resolve_model
@@ -190,6 +190,7 @@ class RunShape:
     sequences: int  # rows of a pass (RM: rankings x K; DPO: 2 x pairs; GRPO: prompts x G; PPO: a minibatch)
     length: int  # tokens per row, padding included
     answer: int = 0  # tokens per row that get vocabulary logits (SFT and DPO: the answer; PPO, GRPO: max new)
+    packed: bool = False  # the reward model's rows: a ranking each, its prompt once (decoders)
 
 
 @dataclass
@@ -209,7 +210,8 @@ def estimate_run(config, shape: RunShape, layout: Layout | None = None) -> Memor
     if isinstance(config, RewardConfig):
         from rm.train import memory_plan
 
-        models, passes = memory_plan(config, model_shape(config.backbone, False), shape.sequences, shape.length, device)
+        backbone = model_shape(config.backbone, False)
+        models, passes = memory_plan(config, backbone, shape.sequences, shape.length, device, shape.packed)
     else:
         from policy import dpo, grpo, ppo, sft
 
@@ -348,12 +350,44 @@ def reward_model_checks(config, items: list[dict], online: bool | None) -> Check
     problems += check_tokenizer(tokenizer, "backbone")
     if problems:
         return Checked(problems)
-    texts = [item["prompt"] + "\n" + text for item in items for group in item["ranked_responses"] for text in group]
+    return Checked(*check_memory(config, reward_model_shape(config, items, tokenizer)))
+
+
+def reward_model_shape(config, items: list[dict], tokenizer, sample: int = 2000) -> RunShape:
+    """Return the largest pass of a reward model on (up to `sample` of) these ranked items, per process: a decoder's
+    rankings packed one to a row (the prompt once, then each response), an encoder's responses one to a row."""
+    rankings = math.ceil(config.batch_size / read_layout(config.accelerate_config).processes)
+    items = items[:sample]
+    if packs_rankings(config.backbone):
+        rows = []
+        for item in items:
+            prompt = len(chat_prompt_ids(tokenizer, item["prompt"]))
+            answers = [min(_tokens(tokenizer, text) + 1, config.max_length)  # + EOS; a response keeps its start
+                       for group in item["ranked_responses"] for text in group]  # fmt: skip
+            sequences = [min(prompt + answer, config.max_length) for answer in answers]  # the prompt cut to fit
+            shared = min(sequence - answer for sequence, answer in zip(sequences, answers, strict=True))
+            rows.append(shared + sum(sequence - shared for sequence in sequences))
+        return RunShape(rankings, max(rows, default=1), packed=True)
+    texts = [plain_layout(item["prompt"]) + "\n" + text for item in items for group in item["ranked_responses"]
+             for text in group]  # fmt: skip
     responses_per_item = max(sum(len(group) for group in item["ranked_responses"]) for item in items)
-    length = longest_tokens(tokenizer, texts, config.max_length)
-    processes = read_layout(config.accelerate_config).processes  # the batch is split between the processes
-    sequences = math.ceil(config.batch_size / processes) * responses_per_item
-    return Checked(*check_memory(config, RunShape(sequences, length)))
+    return RunShape(rankings * responses_per_item, longest_tokens(tokenizer, texts, config.max_length))
+
+
+def packs_rankings(backbone: str) -> bool:
+    """Return whether a reward model on this backbone reads each response's last token (a decoder), so that its
+    training packs each ranking in one row (built on the meta device: no weights read)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from rm.model import reads_last_token
+
+    with torch.device("meta"):
+        return reads_last_token(AutoModelForSequenceClassification.from_config(model_config(backbone)))
+
+
+def _tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def policy_checks(

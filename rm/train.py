@@ -1,5 +1,8 @@
 """Train a reward model on rankings: each ranking's K responses in one forward pass, all its pairs from the K scalars.
 
+A decoder reads a ranking as one packed row, the prompt once and then each response, every response attending to
+the prompt and to itself only (`rm.model.pack_rankings`): exactly the rewards of K separate rows, in fewer tokens.
+
 The run folder holds `model/` (a plain merged AutoModelForSequenceClassification with its tokenizer),
 config.json (the RewardConfig), data.json (which rankings trained and validated), metrics.jsonl (written live),
 normalization.json (mean/std of training rewards) and summary.json (the best epoch's metrics).
@@ -29,7 +32,14 @@ from data.registry import check_run_name, record_run
 from rm.config import RewardConfig
 from rm.data import Ranking, rankings_from_store, read_pairs, read_rankings, split_rankings
 from rm.loss import batch_loss, comparison_pairs
-from rm.model import RewardNetwork, backbone_memory, encode_and_cut, load_backbone, reads_last_token
+from rm.model import (
+    RewardNetwork,
+    backbone_memory,
+    encode_and_cut,
+    load_backbone,
+    pack_rankings,
+    reads_last_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +53,7 @@ class EncodedRanking:
     sequences: list[list[int]]  # K token-id lists, one per response
     tie_groups: torch.Tensor  # (K,), 0 = best group
     cut: bool = False  # some response (or the prompt's history) was cut to max_length
+    packable: bool = False  # read at each response's last token (a decoder): scored packed, prompt once
 
     @property
     def num_pairs(self) -> int:
@@ -63,19 +74,22 @@ def encode_rankings(rankings: list[Ranking], tokenizer, max_length: int, last_to
     for r in tqdm(rankings, desc="tokenizing", unit="ranking", leave=False):
         pieces = [encode_and_cut(tokenizer, r.prompt, text, max_length, last_token) for text in r.responses]
         sequences, cut = [ids for ids, _ in pieces], any(cut for _, cut in pieces)
-        encoded.append(EncodedRanking(r.ranking_id, sequences, torch.tensor(r.tie_groups), cut))
+        encoded.append(EncodedRanking(r.ranking_id, sequences, torch.tensor(r.tie_groups), cut, last_token))
     return encoded
 
 
 def score_rankings(network, batch: list[EncodedRanking], pad_id: int, device, autocast, pad_multiple: int = 1):
     """Return the K rewards of each ranking in the batch, from one forward pass over all their responses.
 
-    `network`: a `RewardNetwork` (or the engine accelerate wrapped it in).
+    `network`: a `RewardNetwork` (or the engine accelerate wrapped it in). A decoder's rankings run packed, one
+    row each with the responses' shared prompt once (`pack_rankings`); an encoder's one padded row per response.
     """
-    sequences = [ids for ranking in batch for ids in ranking.sequences]
-    input_ids, attention_mask = pad_right(sequences, pad_id, device, pad_multiple)  # (sum K, T)
     with autocast():
-        rewards = network(input_ids, attention_mask)  # (sum K,)
+        if all(ranking.packable for ranking in batch):
+            rewards = network(packed=pack_rankings([r.sequences for r in batch], pad_id, device))  # (sum K,)
+        else:
+            sequences = [ids for ranking in batch for ids in ranking.sequences]
+            rewards = network(*pad_right(sequences, pad_id, device, pad_multiple))  # (sum K,) from (sum K, T)
     return list(rewards.float().split([len(ranking.sequences) for ranking in batch]))
 
 
@@ -210,10 +224,11 @@ def train_epoch(network, optimizer, scheduler, encoded, config, pad_id, sharding
     return {"loss": loss_total / len(encoded), "accuracy": correct / total, "pairs": int(total)}
 
 
-def memory_plan(config: RewardConfig, shape: ModelShape, sequences: int, length: int, device: str):
+def memory_plan(config: RewardConfig, shape: ModelShape, sequences: int, length: int, device: str, packed=False):
     """Return (models kept, training passes) of a step: the backbone, and one pass over each process's share of
-    the batch's responses (K per ranking), read by a score head (no vocabulary logits)."""
-    step = training_pass(shape, sequences, length, 0, device, config.gradient_checkpointing)
+    the batch, read by a score head (no vocabulary logits): `sequences` rows of `length` tokens, one per response,
+    or `packed`, one per ranking (`pack_rankings`)."""
+    step = training_pass(shape, sequences, length, 0, device, config.gradient_checkpointing, packed=packed)
     return [backbone_memory(shape, config.lora_rank)], [step]
 
 

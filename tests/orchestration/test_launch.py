@@ -6,8 +6,9 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from core.chat import chat_prompt_ids
 from core.generation import Sample
-from core.models import fast_encoder_dir
+from core.models import FAST_ENCODER, fast_encoder_dir, load_tokenizer
 from core.runs import read_metrics
 from data import annotation, jobs, registry
 from data.export import ranked_items
@@ -155,16 +156,26 @@ def test_policy_launch_checks_the_reward_run_and_exports_prompts(store, tiny_mod
 
 
 def test_reward_model_memory_check_counts_one_process_share_of_the_batch(store, tiny_model_dir, monkeypatch):
-    """A reward-model batch is split between the processes, so each device holds 1/8 of its activations."""
+    """A reward-model batch is split between the processes, so each device holds 1/8 of its activations. A decoder
+    packs each ranking in one row (the prompt once, then its K responses); an encoder runs a row per response."""
     rank_items(store, 4, prompts=2)
-    sequences = []
-    monkeypatch.setattr(
-        preflight, "check_memory", lambda _config, shape: sequences.append(shape.sequences) or ([], [], None)
-    )
-    for layout in (None, "zero3-8gpu"):
-        values = {"backbone": str(tiny_model_dir), "batch_size": 16, "accelerate_config": layout}
+    shapes = []
+    monkeypatch.setattr(preflight, "check_memory", lambda _config, shape: shapes.append(shape) or ([], [], None))
+    for backbone, layout in ((str(tiny_model_dir), None), (str(tiny_model_dir), "zero3-8gpu"), (FAST_ENCODER, None)):
+        values = {"backbone": backbone, "batch_size": 16, "accelerate_config": layout}
         preflight.reward_model_checks(RewardConfig(**values), ranked_items(store), online=False)
-    assert sequences == [16 * 3, 2 * 3]  # K = 3 responses per ranking
+    assert [(shape.sequences, shape.packed) for shape in shapes] == [(16, True), (2, True), (16 * 3, False)]  # K = 3
+    tokenizer = load_tokenizer(tiny_model_dir)
+    longest = max(
+        len(chat_prompt_ids(tokenizer, item["prompt"]))
+        + sum(
+            len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
+            for group in item["ranked_responses"]
+            for text in group
+        )  # fmt: skip
+        for item in ranked_items(store)
+    )
+    assert shapes[0].length == longest  # the prompt once, then each response and its EOS
 
 
 def test_reward_model_launch_takes_a_layout(store, tiny_model_dir):

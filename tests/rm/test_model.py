@@ -4,8 +4,17 @@ import pytest
 import torch
 
 from core.batching import pad_right
-from core.models import FAST_ENCODER
-from rm.model import encode, head_name, load_backbone, reads_last_token, sequence_rewards
+from core.models import FAST_ENCODER, enable_gradient_checkpointing
+from rm.model import (
+    encode,
+    head_name,
+    load_backbone,
+    pack_rankings,
+    packed_rewards,
+    reads_last_token,
+    sequence_rewards,
+    shared_prefix_length,
+)
 
 PROMPT = "Name a fruit."
 RESPONSES = ["An apple.", "A ripe banana, which is yellow and sweet and good for breakfast."]
@@ -92,3 +101,43 @@ def test_lora_trains_adapters_and_the_whole_score_head(tiny_model_dir):
     assert any(name.endswith("score.modules_to_save.default.weight") for name in trainable)
     assert not any("embed_tokens" in name for name in trainable)
     assert reads_last_token(model) and head_name(model) == "score"
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_packed_rankings_give_each_response_its_own_reward_and_gradients(tiny_model_dir, checkpointing):
+    """A ranking packed in one row (its responses' shared prompt once) scores and trains as its responses apart."""
+    torch.manual_seed(0)
+    model, tokenizer = load_backbone(str(tiny_model_dir), lora_rank=4)
+    if checkpointing:
+        enable_gradient_checkpointing(model)
+    model.train()
+    rankings = [
+        [encode(tokenizer, PROMPT, response, 64, True) for response in (*RESPONSES, "A pear.")],  # K=3
+        [encode(tokenizer, "Name a colour.", response, 64, True) for response in ("Blue.", "Red, like a rose.")],
+        [[5, 6, 7], [8, 9]],  # nothing shared
+        [[5, 6, 7], [5, 6, 7, 8]],  # one response is the other's start: it keeps its last token
+    ]
+    sequences = [ids for ranking in rankings for ids in ranking]
+    weights = torch.linspace(-1.0, 1.0, len(sequences))
+
+    def rewards_and_gradients(score):
+        model.zero_grad()
+        rewards = score()
+        (rewards * weights).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and "lora" in n}
+        return rewards.detach(), grads
+
+    apart, apart_grads = rewards_and_gradients(
+        lambda: sequence_rewards(model, *pad_right(sequences, tokenizer.pad_token_id, "cpu"))
+    )
+    packed = pack_rankings(rankings, tokenizer.pad_token_id, "cpu")
+    together, together_grads = rewards_and_gradients(lambda: packed_rewards(model, packed))
+    shared = shared_prefix_length(rankings[0])
+    assert packed.input_ids.shape[1] == max(  # each prompt once: fewer tokens than the rows apart
+        shared + sum(len(ids) - shared for ids in rankings[0]), sum(map(len, rankings[2]))
+    )
+    torch.testing.assert_close(together, apart, atol=1e-5, rtol=1e-5)
+    lora_b = [grad for name, grad in apart_grads.items() if "lora_B" in name]  # B starts at 0, so A gets none
+    assert lora_b and all(grad.abs().sum() > 0 for grad in lora_b)
+    for name, grad in apart_grads.items():
+        torch.testing.assert_close(together_grads[name], grad, atol=1e-5, rtol=1e-4)
