@@ -4,8 +4,9 @@ Each case runs one trainer (reward model, SFT, DPO, GRPO, PPO) for a few steps o
 process, with inputs of exactly the length asked for, and measures its peak: resident memory above what the
 process held after its imports (CPU), or `torch.cuda.max_memory_allocated` (GPU). The estimate is the one the
 Train page and `rlhf-studio` check before queueing a run (`orchestration.preflight.estimate_run`), for the same
-config and shapes. Target: every estimate within ±25% of its peak, none below it by more than 10%. Each case
-hands freed memory back from its start (`RLHF_STUDIO_MMAP_THRESHOLD`), as a run near the free memory does.
+config and shapes. Target: every estimate within ±25% of its peak, none below it by more than 10%. Each case runs
+on mimalloc, as `rlhf-studio`'s commands do (`core.allocator`); `--allocator glibc` runs it on glibc handing freed
+memory back from the start.
 
     python bench/memory.py                                  # the grid on the CPU (~20-30 minutes on 2 cores)
     python bench/memory.py --trainers rm --lengths 512 --batches 8 --steps 3   # one case: the HH-sized run
@@ -25,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.memory import MMAP_THRESHOLD, MMAP_THRESHOLD_ENV  # noqa: E402
+from core.allocator import ALLOCATOR_ENV, MMAP_THRESHOLD, MMAP_THRESHOLD_ENV, with_mimalloc  # noqa: E402
 
 TRAINERS = ("rm", "sft", "dpo", "grpo", "ppo")
 NEW_TOKENS = 32  # GRPO and PPO: sampled tokens per response; the rest of the length is the prompt
@@ -159,9 +160,12 @@ def spawn(trainer, length, batch, checkpointing, steps, reward_run) -> dict:
                "--steps", str(steps), "--device", args_device]  # fmt: skip
     command += ["--checkpointing"] if checkpointing else []
     command += ["--reward-run", reward_run] if reward_run else []
-    # Freed memory handed back from the start: the case the estimate governs (a run that fits easily keeps glibc's
-    # heaps until its peak passes half the free memory, `core.memory.FreedMemoryGuard`, and peaks above this).
-    env = os.environ | {MMAP_THRESHOLD_ENV: str(MMAP_THRESHOLD)}
+    # As the commands run: on mimalloc (`core.allocator`); --allocator glibc hands freed memory back from the start.
+    env = dict(os.environ)
+    if args_allocator == "glibc":
+        env |= {ALLOCATOR_ENV: "glibc", MMAP_THRESHOLD_ENV: str(MMAP_THRESHOLD)}
+    else:
+        env = with_mimalloc(env) or env
     env |= {"OMP_NUM_THREADS": str(args_threads)} if args_threads else {}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -175,7 +179,7 @@ def gib(count: float) -> str:
 
 
 def main() -> None:
-    global args_device, args_threads
+    global args_device, args_threads, args_allocator
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS)
     parser.add_argument("--lengths", nargs="+", type=int, default=[128, 256])
@@ -187,11 +191,17 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, help="CPU threads per case (default: torch's); memory does not depend on it"
     )
+    parser.add_argument(
+        "--allocator",
+        choices=["mimalloc", "glibc"],
+        default="mimalloc",
+        help="CPU: mimalloc as the commands preload it, or glibc handing freed memory back",
+    )
     parser.add_argument("--one", choices=TRAINERS, help=argparse.SUPPRESS)  # a child process: one case
     parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reward-run", help="reward-model run for GRPO and PPO (default: train a small one first)")
     args = parser.parse_args()
-    args_device, args_threads = args.device, args.threads
+    args_device, args_threads, args_allocator = args.device, args.threads, args.allocator
     if args.one:
         return child(args)
     reward_run = args.reward_run
@@ -218,7 +228,7 @@ def main() -> None:
           f" (target: all within, none under 0.90)")  # fmt: skip
 
 
-args_device, args_threads = "cpu", None
+args_device, args_threads, args_allocator = "cpu", None, "mimalloc"
 
 if __name__ == "__main__":
     main()

@@ -18,8 +18,10 @@ Two modes:
   held-out evaluation each epoch, then the reward-normalization pass over the training pairs and the merged model
   saved. TRL's is `RewardTrainer.train()` (no evaluation, nothing saved), then one held-out evaluation by our
   function for its accuracy. Prints, per max length: peaks, epoch times and their ratios (targets: memory
-  <= 1x, time <= 0.5x), and where in the run each peak was reached. Pairs are rankings of K=2: ours then encodes
-  as many sequences a step as TRL (16), so the K-wise saving is absent and the time ratio shows the rest.
+  <= 1x, time <= 0.5x), and where in the run each peak was reached. Pairs are rankings of K=2: ours packs each
+  pair in one row, its conversation once (`rm.model.pack_rankings`), where TRL runs both sides whole. Each side
+  runs on its allocator as its users get it: ours on mimalloc, which `rlhf-studio train-rm` preloads
+  (`core.allocator`), TRL on glibc's.
 
     python bench/reward_model.py                      # MiniLM, K=4, a few minutes on a laptop CPU
     python bench/reward_model.py --backbone default --device cuda   # SmolLM2-135M-Instruct with LoRA
@@ -29,6 +31,7 @@ Two modes:
 import argparse
 import json
 import logging
+import os
 import random
 import resource
 import subprocess
@@ -43,6 +46,7 @@ from trl import RewardConfig as TRLRewardConfig
 from trl import RewardTrainer
 
 import rm.train
+from core.allocator import with_mimalloc
 from core.distributed import Sharding
 from core.models import FAST_ENCODER, load_tokenizer, pick_device
 from data.conversations import pair_of_row
@@ -284,7 +288,8 @@ def spawn(args, side: str, max_length: int, pairs_file: Path) -> dict:
                "--validation-fraction", str(args.validation_fraction), "--seed", str(args.seed),
                "--device", args.device]  # fmt: skip
     command += ["--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing"]
-    done = subprocess.run(command, capture_output=True, text=True)
+    env = (with_mimalloc(dict(os.environ)) if side == "ours" else None) or dict(os.environ)  # as `train-rm` runs
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
         raise RuntimeError(f"{side} at {max_length} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")

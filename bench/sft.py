@@ -13,11 +13,10 @@ peft's LoRA layers run as one autograd function (`core/fused_lora.py`) with the 
 in place, and on a CPU their rank-16 products on one thread, which matters most when other processes hold the
 cores (this machine: 2 cores, shared). Both run at torch's default thread count; nothing else differs.
 
-Each side runs in a fresh process, as its users run it, both on glibc's allocator as it is (ours hands freed memory
-back only once a process passes half the free memory, `core.memory.FreedMemoryGuard`, which a run this size never
-does). `--repeats` alternates the two and keeps each one's fastest median, as other processes on a shared machine
-slow whichever runs beside them. `--threshold 131072` runs ours handing freed memory back from the start (glibc's
-mmap threshold fixed: memory back to the system, paid in page faults), as a run near the free memory does.
+Each side runs in a fresh process on its allocator as its users get it: ours on mimalloc, which `rlhf-studio`
+preloads (`core.allocator`), TRL on glibc's. `--repeats` alternates the two and keeps each one's fastest median,
+as other processes on a shared machine slow whichever runs beside them. `--threshold 131072` runs ours on glibc
+handing freed memory back from the start (its mmap threshold fixed: paid in page faults).
 
     python bench/sft.py --model tiny          # seconds: a 2-layer model with SmolLM2's vocabulary
     python bench/sft.py                       # SmolLM2-135M-Instruct on the CPU, a few minutes
@@ -44,8 +43,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, TrainerCallback
 from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
 
+from core.allocator import ALLOCATOR_ENV, MMAP_THRESHOLD_ENV, with_mimalloc
 from core.distributed import Sharding
-from core.memory import MMAP_THRESHOLD_ENV
 from core.models import load_tokenizer, pick_device, prepare_default_model, resolve_model, training_dtype
 from core.runs import MetricsWriter, read_metrics
 from policy.config import SFTConfig
@@ -175,9 +174,11 @@ def spawn(args, side: str, model: str) -> float:
                "--steps", str(args.steps), "--batch", str(args.batch), "--prompt-words", str(args.prompt_words),
                "--answer-words", str(args.answer_words), "--lora-rank", str(args.lora_rank), "--lr", str(args.lr),
                "--seed", str(args.seed)]  # fmt: skip
-    env = os.environ | (
-        {MMAP_THRESHOLD_ENV: str(args.threshold)} if side == "ours" and args.threshold is not None else {}
-    )
+    env = dict(os.environ)
+    if side == "ours" and args.threshold is not None:  # glibc, handing freed memory back from the start
+        env |= {ALLOCATOR_ENV: "glibc", MMAP_THRESHOLD_ENV: str(args.threshold)}
+    elif side == "ours":
+        env = with_mimalloc(env) or env  # as `rlhf-studio train-policy` runs
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
@@ -203,7 +204,7 @@ def main() -> int:
     ours, theirs = min(runs["ours"]), min(runs["trl"])
     ratio = ours / theirs
     verdict = "meets" if ratio <= 0.5 else "misses"
-    allocator = "glibc's heaps" if not args.threshold else f"freed memory handed back, threshold {args.threshold} B"
+    allocator = f"glibc, mmap threshold {args.threshold} B" if args.threshold is not None else "mimalloc"
     print(
         f"SFT step, {args.model} on {args.device}, {args.batch} demonstrations (~{args.prompt_words}-word prompts, "
         f"~{args.answer_words}-word answers), LoRA r{args.lora_rank}: ours ({allocator}) {ours:.3f} s, TRL "

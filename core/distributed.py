@@ -15,7 +15,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, InitProcessGroupKwargs, broadcast_object_list
 
-from core.memory import manage_freed_memory
+from core.allocator import manage_freed_memory
 from core.models import DeviceChoice, pick_device, training_dtype
 
 

@@ -13,24 +13,13 @@ their log-softmax and their gradient are kept in float32 for the positions that 
 the end, when the step's memory is free again, sets a floor (a LoRA policy's merged float32 copy).
 """
 
-import ctypes
-import logging
-import os
-import sys
-import threading
 from dataclasses import dataclass
 
 import torch
 
 from core.layouts import Layout
 
-log = logging.getLogger(__name__)
-
 GIB = 2**30
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-MMAP_THRESHOLD_ENV = "RLHF_STUDIO_MMAP_THRESHOLD"
-MMAP_THRESHOLD = 128 * 2**10  # glibc's own starting threshold, kept from rising
-HAND_BACK_SHARE = 0.5  # of the memory free at a CPU run's start: past this peak, freed memory goes back
 VALUES_PER_HIDDEN = 6  # kept per token and layer, for each hidden unit (norms, projections, attention output)
 VALUES_PER_MLP_UNIT = 4  # kept per token and layer, for each MLP unit (gate, up, activation, product)
 ATTENTION_SQUARES = 2  # heads x length² tensors kept per layer by unfused (eager) attention: scores, probabilities
@@ -176,98 +165,6 @@ def estimate(models: list[HeldModel], passes: list[TrainingPass], layout: Layout
     saving = int(sum(model.shape.parameters * 4 * model.save_copies for model in models))
     state = trainable * ADAM_BYTES // layout.training_state_shards
     return MemoryEstimate(weights, state, activations, logits, workspace, saving)
-
-
-def set_mmap_threshold(threshold: int) -> bool:
-    """Fix glibc's mmap (and trim) threshold at `threshold` bytes; return whether it took (Linux with glibc).
-
-    glibc's malloc serves blocks below its mmap threshold (128 KiB at start) from heaps it keeps, and raises that
-    threshold (up to 32 MiB) whenever a large block is freed, so a step's freed activations and temporaries stay
-    in the process and its peak grows with them. Fixing the threshold at its starting 128 KiB gives every tensor
-    of that size or more its own mapping, returned when freed: what a CPU run needs is then what it holds, which
-    the estimate counts. Measured on SmolLM2-135M (LoRA): reward model 4 x 128 with checkpointing 1.70 GiB unset
-    against 1.12 GiB at a 1 MiB threshold; DPO without checkpointing, 2 pairs x 256, whose shared prompt runs in
-    tensors under 1 MiB, 2.76 GiB unset, 2.33 at 1 MiB, 1.77 at 128 KiB. The price is time: each large tensor is
-    a fresh mapping whose pages are faulted in (see the README's Memory section), hence `FreedMemoryGuard`.
-    """
-    libc = _glibc()
-    if libc is None or threshold <= 0:
-        return False
-    libc.mallopt(M_MMAP_THRESHOLD, threshold)
-    libc.mallopt(M_TRIM_THRESHOLD, threshold)
-    return True
-
-
-def _glibc():
-    if sys.platform != "linux":
-        return None
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # another C library (musl): its allocator keeps no such heaps
-        return None
-
-
-def resident_now() -> int:
-    """Return this process's resident memory now, in bytes."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class FreedMemoryGuard:
-    """Keep glibc's heaps (fast) while a CPU process stays under a memory budget; past it, hand freed memory back.
-
-    A thread reads the process's resident memory every `interval` seconds (training, evaluation and generation
-    alike, and within a step): once it passes the budget, the mmap threshold is fixed (`set_mmap_threshold`), the
-    heaps' free pages are returned (`malloc_trim`), and the thread ends. A run that fits easily keeps glibc's
-    speed (the reward model on 44 HH pairs of 256 tokens: 45 s an epoch and a 4.1 GiB peak, against 71 s and
-    0.92 GiB handing back from the start); one that would crowd the machine pays page faults from then on and
-    peaks near its estimate.
-    """
-
-    def __init__(self, budget: int, interval: float = 0.05):
-        self.budget, self.interval = budget, interval
-        self.handed_back = threading.Event()
-        self._stop = threading.Event()
-        threading.Thread(target=self._watch, name="freed-memory-guard", daemon=True).start()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.interval):
-            resident = resident_now()
-            if resident > self.budget:
-                self._hand_back(resident)
-                return
-
-    def _hand_back(self, resident: int) -> None:
-        if not set_mmap_threshold(MMAP_THRESHOLD):
-            return
-        _glibc().malloc_trim(0)
-        self.handed_back.set()
-        log.warning(
-            "memory: this process holds %.2f GiB, over its budget of %.2f GiB (half the memory free at its start); "
-            "freed memory now goes back to the system, which costs some speed",
-            resident / GIB,
-            self.budget / GIB,
-        )
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-_guard: FreedMemoryGuard | None = None
-
-
-def manage_freed_memory() -> None:
-    """Set up how this CPU process returns freed memory: `RLHF_STUDIO_MMAP_THRESHOLD` (bytes) fixes the threshold
-    from the start (0: glibc as it is, never handed back); unset, one `FreedMemoryGuard` per process, its budget
-    `HAND_BACK_SHARE` of the memory free now (and what the process already holds), split between the processes
-    a launcher started on this machine."""
-    global _guard
-    setting = os.environ.get(MMAP_THRESHOLD_ENV)
-    if setting is not None:
-        set_mmap_threshold(int(setting))
-    elif _guard is None and _glibc() is not None:
-        processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        _guard = FreedMemoryGuard(int(HAND_BACK_SHARE * (available_memory("cpu") + resident_now()) / processes))
 
 
 def fused_attention(implementation: str | None) -> bool:

@@ -7,9 +7,11 @@ import os
 import sys
 from pathlib import Path
 
+from core.allocator import mimalloc_loaded
 from core.paths import default_db_path
 from orchestration import train_policy_command, train_rm_command
-from orchestration.processes import run_forwarding_signals
+from orchestration.jobs import JOB_KINDS
+from orchestration.processes import rerun_with_mimalloc, run_forwarding_signals
 
 
 def _open_store(args):
@@ -246,8 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if argv is None and args.command in JOB_KINDS:  # training and sampling
+        rerun_with_mimalloc()  # a CPU run's freed memory reused and returned (core/allocator.py)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # a training command may rerun itself under a launcher
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.command in JOB_KINDS:
+        logging.getLogger(__name__).info("allocator: %s", "mimalloc" if mimalloc_loaded() else "glibc")
     from data.store import StoreError
 
     try:

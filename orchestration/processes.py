@@ -7,6 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
+from core.allocator import mimalloc_loaded, with_mimalloc
 from core.layouts import LAUNCHED_ENV
 
 STOP_GRACE_S = 30  # seconds a child may take to stop after a signal before it is killed
@@ -60,3 +61,13 @@ def relaunch_under_accelerate(config_file: Path, argv: list[str]) -> int:
     command += ["-m", "orchestration.cli", *argv]
     print("$ accelerate launch --config_file", config_file, "-m orchestration.cli", *argv, flush=True)
     return run_forwarding_signals(command, os.environ | {LAUNCHED_ENV: "1"})
+
+
+def rerun_with_mimalloc() -> None:
+    """Replace this process with the same command on mimalloc (`core.allocator`), as nothing is loaded yet that an
+    allocator change could disturb; return only where it already runs on it, cannot, or is told not to."""
+    env = with_mimalloc(os.environ)
+    if env is None or mimalloc_loaded():
+        return
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)

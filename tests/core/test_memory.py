@@ -1,9 +1,6 @@
 """The memory estimate: built from the models each trainer declares, per device for a layout, with the knob that
 makes a run fit named when it does not."""
 
-import logging
-import sys
-
 import pytest
 
 from core import memory
@@ -107,29 +104,3 @@ def test_the_knob_list_names_a_layout_on_a_gpu(layout, default_model_dir, monkey
 def test_knobs_a_config_refuses_are_not_offered(default_model_dir):
     config = PPOConfig(model=str(default_model_dir), batch_prompts=2, num_minibatches=2)  # a batch of 1 is refused
     assert preflight.knobs_that_fit(config, preflight.RunShape(0, 96), available=1) == []  # and nothing fits in 1 byte
-
-
-def test_the_guard_hands_freed_memory_back_once_a_process_passes_its_budget(caplog):
-    roomy = memory.FreedMemoryGuard(budget=memory.resident_now() + 2**40, interval=0.01)
-    with caplog.at_level(logging.WARNING, logger="core.memory"):
-        tight = memory.FreedMemoryGuard(budget=0, interval=0.01)
-        assert tight.handed_back.wait(timeout=60) == (sys.platform == "linux")  # glibc's threshold now fixed
-    roomy.stop()
-    assert not roomy.handed_back.is_set()  # under its budget: glibc's heaps stay as they are
-    passed = [record for record in caplog.records if "over its budget of 0.00 GiB" in record.getMessage()]
-    assert len(passed) == (1 if tight.handed_back.is_set() else 0)  # once: the guard's thread then ends
-
-
-def test_a_set_threshold_replaces_the_guard(monkeypatch):
-    monkeypatch.setattr(memory, "_guard", None)
-    monkeypatch.setenv(memory.MMAP_THRESHOLD_ENV, "0")
-    memory.manage_freed_memory()
-    assert memory._guard is None  # glibc as it is, by choice
-    monkeypatch.delenv(memory.MMAP_THRESHOLD_ENV)
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    memory.manage_freed_memory()
-    try:
-        free = memory.available_memory("cpu") + memory.resident_now()
-        assert 0.8 * free / 4 < memory._guard.budget < 1.2 * free / 4  # half, shared by the 2 processes
-    finally:
-        memory._guard.stop()
