@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 ALLOCATOR_ENV = "RLHF_STUDIO_ALLOCATOR"  # "glibc": no mimalloc for the commands that would preload it
 MIMALLOC_FILE = "cmeel.prefix/lib/libmimalloc.so.3"  # inside the cmeel-mimalloc wheel
+# Freed memory returned at once and arenas committed as used: peaks at what a run holds (the reward model, 4 pairs
+# of 256 tokens without checkpointing: 3.36 GiB with mimalloc's defaults, 3.04 GiB with these). A user's own wins.
+MIMALLOC_OPTIONS = {"MIMALLOC_PURGE_DELAY": "0", "MIMALLOC_ARENA_EAGER_COMMIT": "0"}
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 MMAP_THRESHOLD_ENV = "RLHF_STUDIO_MMAP_THRESHOLD"
 MMAP_THRESHOLD = 128 * 2**10  # glibc's own starting threshold, kept from rising
@@ -58,7 +61,7 @@ def with_mimalloc(env: dict) -> dict | None:
     preload = env.get("LD_PRELOAD", "")
     if library is None or env.get(ALLOCATOR_ENV, "").lower() == "glibc" or library in preload.split(":"):
         return None
-    return dict(env) | {"LD_PRELOAD": ":".join(filter(None, [library, preload]))}
+    return MIMALLOC_OPTIONS | dict(env) | {"LD_PRELOAD": ":".join(filter(None, [library, preload]))}
 
 
 def set_mmap_threshold(threshold: int) -> bool:
