@@ -19,8 +19,8 @@ def test_mimalloc_is_preloaded_once_and_can_be_declined():
     library = allocator.mimalloc_library()
     env = allocator.with_mimalloc({"LD_PRELOAD": "/other/lib.so"})
     assert env["LD_PRELOAD"] == f"{library}:/other/lib.so"  # first, the other preload kept
-    assert env["MIMALLOC_PURGE_DELAY"] == "0"  # freed memory back at once
-    assert allocator.with_mimalloc({"MIMALLOC_PURGE_DELAY": "10"})["MIMALLOC_PURGE_DELAY"] == "10"  # yours wins
+    assert env["MIMALLOC_ARENA_EAGER_COMMIT"] == "0"  # memory committed as used
+    assert allocator.with_mimalloc({"MIMALLOC_ARENA_EAGER_COMMIT": "1"})["MIMALLOC_ARENA_EAGER_COMMIT"] == "1"  # yours
     assert allocator.with_mimalloc(env) is None  # already there
     assert allocator.with_mimalloc({allocator.ALLOCATOR_ENV: "glibc"}) is None
     probe = [sys.executable, "-c", "from core.allocator import mimalloc_loaded; print(mimalloc_loaded())"]
