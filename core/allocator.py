@@ -4,8 +4,9 @@ glibc's malloc keeps a step's freed activations in heaps it grows, so a CPU run'
 holds; fixing its mmap threshold hands freed memory back, at the price of page faults on every large tensor.
 mimalloc (Microsoft's allocator, in the `cmeel-mimalloc` wheel on Linux) does both jobs: it reuses freed memory as
 fast and returns what it does not reuse. Measured on the reward model (SmolLM2-135M, LoRA r16, checkpointing, 44
-HH-shaped pairs of 256 tokens, one epoch, fresh processes): glibc's heaps 40.8 s and a 4.14 GiB peak; glibc
-handing memory back 70.9 s and 0.92 GiB; mimalloc 40.4 s and 0.96 GiB.
+HH-shaped pairs of 256 tokens, one epoch, fresh processes): glibc's heaps 40.8 s and a 4.14 GiB peak; mimalloc
+40.4 s and 0.96 GiB. (Before rankings were packed: glibc's heaps 124 s and 7.00 GiB, handing memory back 196 s
+and 1.03 GiB.)
 
 `rlhf-studio`'s training and sampling commands (the app's jobs among them) rerun themselves with mimalloc
 preloaded (`with_mimalloc`; `RLHF_STUDIO_ALLOCATOR=glibc` keeps glibc). A process without it (the library called
@@ -106,9 +107,8 @@ class FreedMemoryGuard:
     A thread reads the process's resident memory every `interval` seconds (training, evaluation and generation
     alike, and within a step): once it passes the budget, the mmap threshold is fixed (`set_mmap_threshold`), the
     heaps' free pages are returned (`malloc_trim`), and the thread ends. A run that fits easily keeps glibc's
-    speed (the reward model on 44 HH pairs of 256 tokens: 45 s an epoch and a 4.1 GiB peak, against 71 s and
-    0.92 GiB handing back from the start); one that would crowd the machine pays page faults from then on and
-    peaks near its estimate.
+    speed; one that would crowd the machine pays page faults from then on (see the module's numbers) and peaks near
+    its estimate.
     """
 
     def __init__(self, budget: int, interval: float = 0.05):
