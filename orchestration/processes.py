@@ -64,8 +64,8 @@ def relaunch_under_accelerate(config_file: Path, argv: list[str]) -> int:
 
 
 def rerun_with_mimalloc() -> None:
-    """Replace this process with the same command on mimalloc (`core.allocator`), as nothing is loaded yet that an
-    allocator change could disturb; return only where it already runs on it, cannot, or is told not to."""
+    """Replace this process with the same command on mimalloc (`core.allocator`), before it loads any model; return
+    only where it runs on mimalloc already, cannot, or is told not to (`RLHF_STUDIO_ALLOCATOR=glibc`)."""
     env = with_mimalloc(os.environ)
     if env is None or mimalloc_loaded():
         return
