@@ -128,13 +128,13 @@ class FreedMemoryGuard:
         if not set_mmap_threshold(MMAP_THRESHOLD):
             return
         _glibc().malloc_trim(0)
-        self.handed_back.set()
         log.warning(
             "memory: this process holds %.2f GiB, over its budget of %.2f GiB (half the memory free at its start); "
             "freed memory now goes back to the system, which costs some speed",
             resident / GIB,
             self.budget / GIB,
         )
+        self.handed_back.set()  # after the warning: whoever waits on it finds it said
 
     def stop(self) -> None:
         self._stop.set()
@@ -144,11 +144,10 @@ _guard: FreedMemoryGuard | None = None
 
 
 def manage_freed_memory() -> None:
-    """Set up how this CPU process returns freed memory: nothing to do on mimalloc; on glibc,
-    `RLHF_STUDIO_MMAP_THRESHOLD` (bytes) fixes the threshold
-    from the start (0: glibc as it is, never handed back); unset, one `FreedMemoryGuard` per process, its budget
-    `HAND_BACK_SHARE` of the memory free now (and what the process already holds), split between the processes
-    a launcher started on this machine."""
+    """Set up how this CPU process returns freed memory: nothing to do on mimalloc. On glibc,
+    `RLHF_STUDIO_MMAP_THRESHOLD` (bytes) fixes the threshold from the start (0: glibc as it is, never handed back);
+    unset, one `FreedMemoryGuard` per process, its budget `HAND_BACK_SHARE` of the memory free now (and what the
+    process already holds), split between the processes a launcher started on this machine."""
     global _guard
     if mimalloc_loaded():  # it hands freed memory back itself
         return

@@ -4,7 +4,7 @@ wherever the layer is not the plain case (adapter disabled)."""
 import pytest
 import torch
 
-from core.fused_lora import fused_lora
+from policy.fused_lora import fused_lora
 from policy.lora import LoraSettings, load_policy
 from policy.sft import batch_loss, collate_demonstrations, tokenize_demonstrations
 
