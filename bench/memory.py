@@ -10,6 +10,7 @@ memory back from the start.
 
     python bench/memory.py                                  # the grid on the CPU (~20-30 minutes on 2 cores)
     python bench/memory.py --trainers rm --lengths 512 --batches 8 --steps 3   # one case: the HH-sized run
+    python bench/memory.py --precision fp32                 # float32 where the default is bf16
     python bench/memory.py --device cuda                    # on a GPU
 """
 
@@ -63,7 +64,8 @@ def config_of(trainer: str, length: int, batch: int, checkpointing: bool, steps:
     from policy.config import DPOConfig, GRPOConfig, PPOConfig, SFTConfig
     from rm.config import RewardConfig
 
-    common = {"output_dir": output_dir, "device": args_device, "gradient_checkpointing": checkpointing}
+    common = {"output_dir": output_dir, "device": args_device, "precision": args_precision,
+              "gradient_checkpointing": checkpointing}  # fmt: skip
     if trainer == "rm":
         return RewardConfig(batch_size=batch, max_length=length, epochs=1, validation_fraction=0.2, **common)
     if trainer in ("sft", "dpo"):
@@ -157,7 +159,7 @@ def child(args) -> None:
 
 def spawn(trainer, length, batch, checkpointing, steps, reward_run) -> dict:
     command = [sys.executable, __file__, "--one", trainer, "--lengths", str(length), "--batches", str(batch),
-               "--steps", str(steps), "--device", args_device]  # fmt: skip
+               "--steps", str(steps), "--device", args_device, "--precision", args_precision]  # fmt: skip
     command += ["--checkpointing"] if checkpointing else []
     command += ["--reward-run", reward_run] if reward_run else []
     # As the commands run: on mimalloc (`core.allocator`); --allocator glibc hands freed memory back from the start.
@@ -179,7 +181,7 @@ def gib(count: float) -> str:
 
 
 def main() -> None:
-    global args_device, args_threads, args_allocator
+    global args_device, args_precision, args_threads, args_allocator
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS)
     parser.add_argument("--lengths", nargs="+", type=int, default=[128, 256])
@@ -187,6 +189,7 @@ def main() -> None:
     parser.add_argument("--checkpointing-modes", nargs="+", default=["off", "on"], choices=["off", "on"])
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="the runs' precision")
     parser.add_argument("--output", help="also write the rows to this JSON file")
     parser.add_argument(
         "--threads", type=int, help="CPU threads per case (default: torch's); memory does not depend on it"
@@ -201,7 +204,12 @@ def main() -> None:
     parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reward-run", help="reward-model run for GRPO and PPO (default: train a small one first)")
     args = parser.parse_args()
-    args_device, args_threads, args_allocator = args.device, args.threads, args.allocator
+    args_device, args_precision, args_threads, args_allocator = (
+        args.device,
+        args.precision,
+        args.threads,
+        args.allocator,
+    )
     if args.one:
         return child(args)
     reward_run = args.reward_run
@@ -228,7 +236,7 @@ def main() -> None:
           f" (target: all within, none under 0.90)")  # fmt: skip
 
 
-args_device, args_threads, args_allocator = "cpu", None, "mimalloc"
+args_device, args_precision, args_threads, args_allocator = "cpu", "auto", None, "mimalloc"
 
 if __name__ == "__main__":
     main()

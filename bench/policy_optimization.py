@@ -9,7 +9,8 @@ Ours caches reference log-probs once before training (timed apart, and amortised
 both with its default (a reference forward every step) and with precompute_ref_log_probs=True.
 
 Both sides run LoRA on all linear layers, no gradient checkpointing (TRL turns it on by default; it trades
-speed for memory and would flatter us), fp32 on CPU or bf16 on CUDA. The first step of each run is dropped as
+speed for memory and would flatter us), at one precision (`--precision auto`: bf16 where the device computes it
+natively, as both sides default to; TRL's configs set bf16=True on any device). The first step of each run is dropped as
 warm-up; the median of the rest is compared (for our DPO, which reads its metrics off the device once per
 `log_every` steps as a real run does, their mean). Our DPO runs the device's forward layout, or the one
 --dpo-forward-mode forces (to compare both on one machine). Prints ratios ours / TRL (targets: GRPO <= 0.5x,
@@ -42,7 +43,8 @@ from trl import GRPOConfig as TRLGRPOConfig
 import policy.grpo
 import policy.ppo
 from core.distributed import Sharding
-from core.models import load_tokenizer, pick_device, resolve_model, training_dtype
+from core.fields import PRECISION_HELP, PRECISIONS
+from core.models import load_tokenizer, resolve_model, training_choice, training_dtype
 from core.runs import MetricsWriter, read_metrics
 from policy.config import DPO_FORWARD_MODES, DPOConfig, GRPOConfig, PPOConfig
 from policy.dpo import fit_dpo, prepare_pairs
@@ -62,6 +64,7 @@ def parse_args():
     parser.add_argument("--model", default="default", help="'default' (SmolLM2-135M-Instruct), 'tiny', or a folder")
     parser.add_argument("--only", choices=("grpo", "ppo", "dpo"), default=None, help="run one part only")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where both sides run")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="both sides: " + PRECISION_HELP)
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per run (plus one warm-up step)")
     parser.add_argument("--prompts-per-step", type=int, default=2, help="GRPO: prompts per step")
@@ -137,7 +140,7 @@ def median_step(times: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def trl_common(args, output_dir: Path) -> dict:
-    choice = pick_device(args.device)
+    choice = training_choice(args.device, args.precision)
     return dict(
         output_dir=str(output_dir), report_to="none", use_cpu=choice.device.type == "cpu",
         bf16=choice.dtype == torch.bfloat16, gradient_checkpointing=False, learning_rate=args.lr,
@@ -168,7 +171,7 @@ def run_our_grpo(args, model: str, prompts: list[str], workdir: Path) -> list[tu
         model=model, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank, learning_rate=args.lr,
         steps=args.steps + 1, batch_prompts=args.prompts_per_step, num_generations=args.group_size,
         max_new_tokens=args.max_new_tokens, temperature=1.0, beta=0.0, loss_type="dapo", seed=args.seed,
-        output_dir=str(workdir / "ours-grpo"), device=args.device,
+        output_dir=str(workdir / "ours-grpo"), device=args.device, precision=args.precision,
     )  # fmt: skip
     times = []
     original = policy.grpo.grpo_step
@@ -186,7 +189,7 @@ def run_our_ppo(args, model: str, prompts: list[str], workdir: Path) -> list[tup
         model=model, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank, learning_rate=args.lr,
         steps=args.steps + 1, batch_prompts=args.prompts_per_step * args.group_size, ppo_epochs=1,
         max_new_tokens=args.max_new_tokens, temperature=1.0, seed=args.seed, output_dir=str(workdir / "ours-ppo"),
-        device=args.device,
+        device=args.device, precision=args.precision,
     )  # fmt: skip
     repeated = [prompt for prompt in prompts for _ in range(args.group_size)]
     times = []
@@ -201,7 +204,7 @@ def run_our_ppo(args, model: str, prompts: list[str], workdir: Path) -> list[tup
 
 def run_trl_grpo(args, model: str, prompts: list[str], workdir: Path) -> list[tuple[float, float]]:
     tokenizer = load_tokenizer(model)
-    policy = AutoModelForCausalLM.from_pretrained(model, dtype=pick_device(args.device).dtype)
+    policy = AutoModelForCausalLM.from_pretrained(model, dtype=training_choice(args.device, args.precision).dtype)
     config = TRLGRPOConfig(
         **trl_common(args, workdir / "trl-grpo"), per_device_train_batch_size=args.prompts_per_step * args.group_size,
         num_generations=args.group_size, max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0,
@@ -248,9 +251,9 @@ def run_our_dpo(args, model: str, pairs: list[dict], workdir: Path):
     config = DPOConfig(
         model=model, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank, learning_rate=args.lr,
         batch_prompts=args.batch, epochs=1, max_length=1024, seed=args.seed, output_dir=str(workdir / "ours-dpo"),
-        device=args.device, forward_mode=args.dpo_forward_mode, log_every=args.steps + 1,
+        device=args.device, precision=args.precision, forward_mode=args.dpo_forward_mode, log_every=args.steps + 1,
     )  # fmt: skip
-    sharding = Sharding(args.device)
+    sharding = Sharding(args.device, args.precision)
     accelerator = sharding.accelerator
     torch.manual_seed(args.seed)
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
@@ -295,7 +298,7 @@ def run_trl_dpo(args, model: str, pairs: list[dict], workdir: Path, precompute: 
     As for ours, CPU seconds are those of the whole `train()` spread evenly over its steps.
     """
     tokenizer = load_tokenizer(model)
-    policy = AutoModelForCausalLM.from_pretrained(model, dtype=pick_device(args.device).dtype)
+    policy = AutoModelForCausalLM.from_pretrained(model, dtype=training_choice(args.device, args.precision).dtype)
     rows = [
         {
             # The chat-formatted prompt as text: TRL then appends EOS and tokenizes exactly as we do
@@ -356,7 +359,7 @@ def main() -> int:
     datasets.disable_progress_bars()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = training_choice(args.device, args.precision)
     print(f"device {device.device} {device.dtype}, torch threads {torch.get_num_threads()}, model {args.model}")
     results = {}
     with tempfile.TemporaryDirectory() as folder:

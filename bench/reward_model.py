@@ -1,7 +1,9 @@
 """Benchmark: our ranking-wise reward trainer vs TRL's RewardTrainer on the same rankings expanded to pairs.
 
 Same backbone and initial head (same seed), same LoRA, same epochs, optimizer steps, learning rate and schedule,
-gradient checkpointing on (non-reentrant) or off in both. Ours encodes each of a ranking's K responses once per
+gradient checkpointing on (non-reentrant) or off in both, the same precision: `--precision auto` (the default) is
+bf16 autocast where the device computes it natively (a bf16 GPU; a CPU with AVX512-BF16 or AMX), as both sides
+default to (TRL's RewardConfig sets bf16=True on any device), float32 weights in both. Ours encodes each of a ranking's K responses once per
 step; TRL encodes both sides of each of its K(K-1)/2 pairs. Both are scored on the same validation prompts by the
 same function. On a shared machine other processes inflate wall time: `--repeats` alternates the two and keeps
 each one's fastest run, and CPU seconds (all threads of the process) are printed beside wall seconds.
@@ -48,7 +50,8 @@ from trl import RewardTrainer
 import rm.train
 from core.allocator import with_mimalloc
 from core.distributed import Sharding
-from core.models import FAST_ENCODER, load_tokenizer, pick_device
+from core.fields import PRECISION_HELP, PRECISIONS
+from core.models import FAST_ENCODER, load_tokenizer, pick_device, training_choice
 from data.conversations import pair_of_row
 from data.export import expand_to_pairs
 from rm.config import RewardConfig
@@ -83,6 +86,7 @@ def parse_args():
     parser.add_argument("--validation-fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where both sides run")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="both sides: " + PRECISION_HELP)
     parser.add_argument("--repeats", type=int, default=1, help="run each trainer this many times, keep the fastest")
     parser.add_argument("--memory", action="store_true", help="peak memory and epoch time on HH-shaped pairs")
     parser.add_argument("--max-lengths", type=int, nargs="+", default=[256, 512], help="--memory: lengths to run")
@@ -95,7 +99,7 @@ def run_ours(args, rankings, output_dir: Path) -> dict:
     config = RewardConfig(
         backbone=args.backbone, epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
         lora_rank=args.lora_rank, max_length=args.max_length, validation_fraction=args.validation_fraction,
-        seed=args.seed, output_dir=str(output_dir), device=args.device,
+        seed=args.seed, output_dir=str(output_dir), device=args.device, precision=args.precision,
         gradient_checkpointing=args.gradient_checkpointing,
     )  # fmt: skip
     result = train_reward_model(config, rankings=rankings)
@@ -111,7 +115,7 @@ def run_ours(args, rankings, output_dir: Path) -> dict:
 
 
 def run_trl(args, train, validation, output_dir: Path, peaks: dict | None = None) -> dict:
-    choice = pick_device(args.device)
+    choice = training_choice(args.device, args.precision)
     torch.manual_seed(args.seed)  # the same initial head as ours
     model, tokenizer = load_backbone(args.backbone, args.lora_rank, 32)  # ours: the same LoRA on the same modules
     last_token = reads_last_token(model)
@@ -131,7 +135,7 @@ def run_trl(args, train, validation, output_dir: Path, peaks: dict | None = None
         per_device_train_batch_size=args.batch_size * pairs_per_ranking, lr_scheduler_type="linear", warmup_steps=0,
         weight_decay=0.0, max_grad_norm=1.0, max_length=args.max_length, seed=args.seed, report_to="none",
         save_strategy="no", eval_strategy="no", logging_steps=10_000, disable_dropout=True,
-        use_cpu=choice.device.type == "cpu", bf16=choice.device.type == "cuda", dataloader_num_workers=0,
+        use_cpu=choice.device.type == "cpu", bf16=choice.dtype == torch.bfloat16, dataloader_num_workers=0,
         gradient_checkpointing=args.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
     )  # fmt: skip
     trainer = RewardTrainer(model=model, args=trl_args, train_dataset=dataset, processing_class=tokenizer)
@@ -144,7 +148,7 @@ def run_trl(args, train, validation, output_dir: Path, peaks: dict | None = None
         peaks["train"] = _peak()
     config = RewardConfig(batch_size=args.batch_size, lora_rank=args.lora_rank)
     encoded = encode_rankings(validation, tokenizer, args.max_length, last_token)
-    sharding = Sharding(choice.device.type)
+    sharding = Sharding(choice.device.type, args.precision)
     evaluation = evaluate(RewardNetwork(trainer.model), encoded, config, tokenizer.pad_token_id, sharding)
     if peaks is not None:
         peaks["evaluation"] = _peak()
@@ -152,6 +156,10 @@ def run_trl(args, train, validation, output_dir: Path, peaks: dict | None = None
         "epoch_s": epoch_s, "epoch_cpu_s": epoch_cpu_s, "val_accuracy": evaluation["accuracy"], "pairs": len(pairs),
         "train_pairs": trained_pairs,
     }  # fmt: skip
+
+
+def _precision(args) -> str:
+    return "bf16" if training_choice(args.device, args.precision).dtype == torch.bfloat16 else "fp32"
 
 
 def _pairs(ranking) -> list[dict]:
@@ -286,7 +294,7 @@ def spawn(args, side: str, max_length: int, pairs_file: Path) -> dict:
                str(max_length), "--backbone", args.backbone, "--k", "2", "--epochs", str(args.epochs),
                "--batch-size", str(args.batch_size), "--lora-rank", str(args.lora_rank), "--lr", str(args.lr),
                "--validation-fraction", str(args.validation_fraction), "--seed", str(args.seed),
-               "--device", args.device]  # fmt: skip
+               "--device", args.device, "--precision", args.precision]  # fmt: skip
     command += ["--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing"]
     env = (with_mimalloc(dict(os.environ)) if side == "ours" else None) or dict(os.environ)  # as `train-rm` runs
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -326,6 +334,7 @@ def memory_main(args) -> None:
         f"\nbackbone={args.backbone} lora_rank={args.lora_rank} lr={args.lr} {HH_PAIRS} HH-shaped pairs, "
         f"validation_fraction={args.validation_fraction} batch={args.batch_size} pairs epochs={args.epochs} "
         f"gradient_checkpointing={args.gradient_checkpointing} device={pick_device(args.device).device.type} "
+        f"precision={_precision(args)} "
         f"repeats={args.repeats} (time: fastest; peak: highest)"
     )
     print(
@@ -381,6 +390,7 @@ def main() -> None:
         f"\nbackbone={args.backbone} K={args.k} train rankings={len(train)} ({trl['pairs']} pairs) "
         f"validation rankings={len(validation)} epochs={args.epochs} lora_rank={args.lora_rank} lr={args.lr} "
         f"gradient_checkpointing={args.gradient_checkpointing} device={pick_device(args.device).device.type} "
+        f"precision={_precision(args)} "
         f"repeats={args.repeats} (fastest kept)"
     )
     for name, run in (("ours", ours), ("TRL", trl)):

@@ -2,7 +2,10 @@
 
 Both train on the same demonstrations tokenized identically (our chat-formatted prompt, then the answer and EOS:
 TRL gets the token ids and the completion mask), with a completion-only loss, LoRA on all linear layers, the
-same batch size and learning rate, no gradient checkpointing, fp32 on CPU or bf16 on CUDA. TRL is timed per
+same batch size and learning rate, no gradient checkpointing, at one precision: `--precision auto` (the default)
+is bf16 where the device computes it natively (a bf16 GPU; a CPU with AVX512-BF16 or AMX), as both sides default
+to (TRL's configs set bf16=True on any device), `fp32` or `bf16` to choose. Both keep the frozen LoRA base in the
+compute dtype and the adapters in float32 under autocast. TRL is timed per
 optimizer step by a callback, ours per step by its own metrics (read every step here). The first step of each
 is dropped as warm-up; the median of the rest is compared. Prints ours / TRL (target <= 0.5x).
 
@@ -20,6 +23,7 @@ handing freed memory back from the start (its mmap threshold fixed: paid in page
 
     python bench/sft.py --model tiny          # seconds: a 2-layer model with SmolLM2's vocabulary
     python bench/sft.py                       # SmolLM2-135M-Instruct on the CPU, a few minutes
+    python bench/sft.py --precision fp32      # both sides in float32
     python bench/sft.py --device cuda         # on a GPU
 """
 
@@ -45,7 +49,8 @@ from trl import SFTTrainer
 
 from core.allocator import ALLOCATOR_ENV, MMAP_THRESHOLD_ENV, with_mimalloc
 from core.distributed import Sharding
-from core.models import load_tokenizer, pick_device, prepare_default_model, resolve_model, training_dtype
+from core.fields import PRECISION_HELP, PRECISIONS
+from core.models import load_tokenizer, prepare_default_model, resolve_model, training_choice, training_dtype
 from core.runs import MetricsWriter, read_metrics
 from policy.config import SFTConfig
 from policy.lora import LoraSettings, load_policy
@@ -61,6 +66,7 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="'default', 'tiny', a hub id or a folder")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     parser.add_argument("--steps", type=int, default=6, help="timed steps (one more runs as warm-up)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--prompt-words", type=int, default=120)
@@ -108,9 +114,9 @@ def run_ours(args, model: str, rows: list[dict], workdir: Path) -> list[float]:
     config = SFTConfig(
         model=model, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank, learning_rate=args.lr,
         batch_prompts=args.batch, epochs=1, max_length=2048, seed=args.seed, device=args.device, log_every=1,
-        output_dir=str(workdir / "ours"),
+        precision=args.precision, output_dir=str(workdir / "ours"),
     )  # fmt: skip
-    sharding = Sharding(args.device)
+    sharding = Sharding(args.device, args.precision)
     torch.manual_seed(args.seed)
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
     policy, _, tokenizer = load_policy(model, lora, sharding.device, training_dtype(sharding.choice))
@@ -142,7 +148,7 @@ def run_trl(args, model: str, rows: list[dict], workdir: Path) -> list[float]:
             for e in examples
         ]
     )  # fmt: skip
-    choice = pick_device(args.device)
+    choice = training_choice(args.device, args.precision)
     config = TRLSFTConfig(
         output_dir=str(workdir / "trl"), report_to="none", use_cpu=choice.device.type == "cpu",
         bf16=choice.dtype == torch.bfloat16, gradient_checkpointing=False, learning_rate=args.lr,
@@ -173,7 +179,7 @@ def spawn(args, side: str, model: str) -> float:
     command = [sys.executable, __file__, "--side", side, "--model-folder", model, "--device", args.device,
                "--steps", str(args.steps), "--batch", str(args.batch), "--prompt-words", str(args.prompt_words),
                "--answer-words", str(args.answer_words), "--lora-rank", str(args.lora_rank), "--lr", str(args.lr),
-               "--seed", str(args.seed)]  # fmt: skip
+               "--seed", str(args.seed), "--precision", args.precision]  # fmt: skip
     env = dict(os.environ)
     if side == "ours" and args.threshold is not None:  # glibc, handing freed memory back from the start
         env |= {ALLOCATOR_ENV: "glibc", MMAP_THRESHOLD_ENV: str(args.threshold)}
@@ -204,9 +210,10 @@ def main() -> int:
     ours, theirs = min(runs["ours"]), min(runs["trl"])
     ratio = ours / theirs
     verdict = "meets" if ratio <= 0.5 else "misses"
+    precision = "bf16" if training_choice(args.device, args.precision).dtype == torch.bfloat16 else "fp32"
     allocator = f"glibc, mmap threshold {args.threshold} B" if args.threshold is not None else "mimalloc"
     print(
-        f"SFT step, {args.model} on {args.device}, {args.batch} demonstrations (~{args.prompt_words}-word prompts, "
+        f"SFT step, {args.model} on {args.device} in {precision}, {args.batch} demonstrations (~{args.prompt_words}-word prompts, "
         f"~{args.answer_words}-word answers), LoRA r{args.lora_rank}: ours ({allocator}) {ours:.3f} s, TRL "
         f"{theirs:.3f} s, ratio {ratio:.2f}x ({verdict} the 0.5x target)"
     )

@@ -13,21 +13,26 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, InitProcessGroupKwargs, broadcast_object_list
 
 from core.allocator import manage_freed_memory
-from core.models import DeviceChoice, pick_device, training_dtype
+from core.models import DeviceChoice, training_choice
 
 
-def make_accelerator(device: str) -> tuple[Accelerator, DeviceChoice]:
-    """Return the run's Accelerator and device: bf16 autocast on a bf16 GPU, float32 elsewhere (`training_dtype`)."""
-    choice = pick_device(device)
+def make_accelerator(device: str, precision: str = "auto") -> tuple[Accelerator, DeviceChoice]:
+    """Return the run's Accelerator and device: bf16 autocast where `training_choice` picks bf16, else float32."""
+    choice = training_choice(device, precision)
     if choice.device.type == "cpu":
         manage_freed_memory()
     # Said explicitly, never left to the process-wide state: an earlier Accelerator in this process (a TRL trainer,
-    # say) must not silently turn on its autocast for us; accelerate refuses a differing one with a clear error.
-    bf16 = training_dtype(choice) == torch.bfloat16 and choice.device.type == "cuda"
-    mixed_precision = "bf16" if bf16 else os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    # or a run at the other precision) must not turn its autocast on or off for this run. accelerate keeps one
+    # precision per process and refuses another, so a run at a new one starts its state afresh (the process group,
+    # `PartialState`, stays; DeepSpeed takes its precision from its own config).
+    mixed_precision = "bf16" if choice.dtype == torch.bfloat16 else "no"
+    earlier = AcceleratorState._shared_state
+    if earlier.get("_mixed_precision", mixed_precision) != mixed_precision and not earlier.get("deepspeed_plugins"):
+        AcceleratorState._reset_state()
     on_cpu = choice.device.type == "cpu"
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # On CPU, processes talk over gloo; said explicitly, or accelerate counts one process where DeepSpeed counts all.
@@ -75,8 +80,8 @@ class Sharding:
     lockstep; saving, snapshots and copies gather the shards first. Rank 0 (`is_main`) reads inputs and writes.
     """
 
-    def __init__(self, device: str = "auto"):
-        self.accelerator, self.choice = make_accelerator(device)
+    def __init__(self, device: str = "auto", precision: str = "auto"):
+        self.accelerator, self.choice = make_accelerator(device, precision)
         self.device = self.accelerator.device
         self.is_main = self.accelerator.is_main_process
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes

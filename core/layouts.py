@@ -46,6 +46,10 @@ class Layout:
     weights_shards: int  # ZeRO-3 and FSDP shard the weights
     training_state_shards: int  # ZeRO-2/3 and FSDP shard gradients and optimizer state
 
+    @property
+    def deepspeed(self) -> bool:
+        return self.name.startswith("DeepSpeed")
+
     def describe(self) -> str:
         return self.name if self.processes == 1 else f"{self.name} over {self.processes} processes"
 

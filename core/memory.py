@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from core.layouts import Layout
+from core.models import DeviceChoice
 
 GIB = 2**30
 VALUES_PER_HIDDEN = 6  # kept per token and layer, for each hidden unit (norms, projections, attention output)
@@ -152,7 +153,9 @@ def logit_bytes(step: TrainingPass) -> int:
     return LOGIT_COPIES * step.sequences * step.logits_length * step.shape.vocab * 4
 
 
-def estimate(models: list[HeldModel], passes: list[TrainingPass], layout: Layout, device: str) -> MemoryEstimate:
+def estimate(
+    models: list[HeldModel], passes: list[TrainingPass], layout: Layout, device: DeviceChoice
+) -> MemoryEstimate:
     """Return what one device holds for the run under the layout: weights (split where the layout splits them and
     the model is prepared for it), gradients and Adam state (split under ZeRO-2/3 and FSDP), the activations of
     its own share of the batch (`passes`: the training passes alive at once, PPO's policy and value trunk)."""
@@ -161,10 +164,11 @@ def estimate(models: list[HeldModel], passes: list[TrainingPass], layout: Layout
         shards = layout.weights_shards if model.sharded else 1
         weights[model.role] = weights.get(model.role, 0) + model.shape.parameters * model.weight_bytes // shards
     trainable = sum(model.trainable for model in models)
-    slack = 1 + (ALLOCATOR_SLACK if device == "cpu" else 0)
+    on_cpu = device.device.type == "cpu"
+    slack = 1 + (ALLOCATOR_SLACK if on_cpu else 0)
     activations = int(slack * sum(activation_bytes(step) for step in passes))
     logits = int(slack * sum(logit_bytes(step) for step in passes))
-    workspace = CPU_RUNTIME if device == "cpu" else 0
+    workspace = CPU_RUNTIME if on_cpu else 0
     saving = int(sum(model.shape.parameters * 4 * model.save_copies for model in models))
     state = trainable * ADAM_BYTES // layout.training_state_shards
     return MemoryEstimate(weights, state, activations, logits, workspace, saving)
@@ -176,12 +180,12 @@ def fused_attention(implementation: str | None) -> bool:
     return implementation != "eager"
 
 
-def value_bytes(device: str) -> int:
-    """Return the bytes of an activation: bf16 under CUDA's autocast, float32 on a CPU."""
-    return 2 if device == "cuda" else 4
+def value_bytes(device: DeviceChoice) -> int:
+    """Return the bytes of an activation: bf16 under autocast, else float32."""
+    return 2 if device.dtype == torch.bfloat16 else 4
 
 
-def training_pass(shape: ModelShape, sequences: int, length: int, logits_length: int, device: str,
+def training_pass(shape: ModelShape, sequences: int, length: int, logits_length: int, device: DeviceChoice,
                   checkpointing: bool, shared_tokens: int = 0, packed: bool = False) -> TrainingPass:  # fmt: skip
     """Return a training pass on this kind of device (its activation bytes; sdpa attention, the default)."""
     return TrainingPass(shape, sequences, length, logits_length, value_bytes(device), checkpointing,

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -221,6 +222,34 @@ def pick_device(prefer: str | None = None) -> DeviceChoice:
         raise RuntimeError("device 'cuda' was asked for but torch sees no GPU")
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return DeviceChoice(torch.device("cuda"), dtype)
+
+
+def cpu_computes_bf16() -> bool:
+    """Return whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX tiles); elsewhere oneDNN emulates it,
+    slower than float32."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def training_choice(prefer: str | None = None, precision: str = "auto", deepspeed: bool | None = None) -> DeviceChoice:
+    """Return the device a run trains on and the dtype it computes in: bf16 (autocast, frozen LoRA bases stored in
+    bf16) or float32. `precision`: 'bf16', 'fp32', or 'auto' for bf16 where the device computes it natively.
+
+    bf16 keeps float32's range, so no loss scaling; the optimizer state and trained weights stay float32. An
+    fp16-only GPU trains in float32 (`training_dtype`). DeepSpeed on a CPU trains in float32: its ZeRO-3 linear
+    layers autocast on CUDA only. `deepspeed`: whether the run is under DeepSpeed (None: as the launcher set it).
+    """
+    choice = pick_device(prefer)
+    on_cpu = choice.device.type == "cpu"
+    if deepspeed is None:
+        deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    if precision == "bf16" and on_cpu and deepspeed:
+        raise ValueError("precision 'bf16' is not supported under DeepSpeed on a CPU (its layers do not autocast "
+                         "there); use 'fp32' or 'auto'")  # fmt: skip
+    native = cpu_computes_bf16() and not deepspeed if on_cpu else choice.dtype == torch.bfloat16
+    if precision == "bf16" and not on_cpu and not native:
+        raise ValueError("precision 'bf16' was asked for but this GPU does not support bf16; use 'fp32'")
+    bf16 = precision == "bf16" or (precision == "auto" and native)
+    return DeviceChoice(choice.device, torch.bfloat16 if bf16 else torch.float32)
 
 
 GENERATOR_HEADS = ("ForCausalLM", "LMHeadModel")  # LlamaForCausalLM, GPT2LMHeadModel, ...

@@ -14,7 +14,7 @@ from pathlib import Path
 from core.chat import PromptTooLong, chat_prompt_ids, plain_layout
 from core.layouts import Layout, read_layout
 from core.memory import MemoryEstimate, ModelShape, available_memory, estimate
-from core.models import ModelNotFound, pick_device, resolve_model
+from core.models import ModelNotFound, resolve_model, training_choice
 from rm.config import RewardConfig
 
 MIN_RANKED_ITEMS = 4  # ranked items with at least one comparison (a ranking of ties teaches nothing)
@@ -205,8 +205,8 @@ class Checked:
 def estimate_run(config, shape: RunShape, layout: Layout | None = None) -> MemoryEstimate:
     """Return what one device needs for a run of this config on batches of this shape, from the models and passes
     its trainer declares (`memory_plan` beside the code that loads them)."""
-    device, _ = _device_of(config.device)
     layout = layout or read_layout(config.accelerate_config)
+    device = training_choice(config.device, config.precision, layout.deepspeed)
     if isinstance(config, RewardConfig):
         from rm.train import memory_plan
 
@@ -250,8 +250,7 @@ def knobs_that_fit(config, shape: RunShape, available: int) -> list[str]:
         trial("use LoRA (rank 16) instead of full fine-tuning", lora_rank=16)
     fitting = [knob for knob, trial_config, trial_shape in trials
                if estimate_run(trial_config, trial_shape).total <= available]  # fmt: skip
-    device, _ = _device_of(config.device)
-    if device == "cuda":
+    if training_choice(config.device, config.precision).device.type == "cuda":
         for layout in ("zero2-8gpu", "zero3-8gpu"):
             if estimate_run(config, shape, read_layout(layout)).total <= available:
                 fitting.append(f"shard it: --accelerate-config {layout}")
@@ -263,8 +262,8 @@ def check_memory(config, shape: RunShape) -> tuple[list[str], list[str], MemoryE
     """Return (problems, warnings, estimate) of a run on this machine: blocked when over the free memory (naming
     the changes that would make it fit), warned when close."""
     try:
-        device, _ = _device_of(config.device)
-    except RuntimeError as error:  # 'cuda' asked for on a machine without a GPU
+        device = training_choice(config.device, config.precision).device.type
+    except (RuntimeError, ValueError) as error:  # 'cuda' without a GPU, 'bf16' on a GPU without it
         return [str(error)], [], None
     layout = read_layout(config.accelerate_config)
     found = estimate_run(config, shape, layout)
@@ -289,12 +288,6 @@ def check_memory(config, shape: RunShape) -> tuple[list[str], list[str], MemoryE
 
 def _gib(count: int) -> str:
     return f"{count / 2**30:.2f}"
-
-
-def _device_of(config_device: str) -> tuple[str, int]:
-    """Return the device a job will train on and its bytes per value (bf16 on CUDA, fp32 on CPU)."""
-    choice = pick_device(config_device)
-    return choice.device.type, 2 if choice.device.type == "cuda" else 4
 
 
 def _reward_model_folders(config) -> list[str]:

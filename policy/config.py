@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from core.fields import DEVICES, check_choices, documented
+from core.fields import DEVICES, PRECISION_HELP, PRECISIONS, check_choices, documented
 from core.layouts import ACCELERATE_CONFIG_HELP, layout_file
 from core.paths import runs_dir
 from core.runs import REPORT_TO, REPORT_TO_HELP, check_trackers
@@ -65,7 +65,8 @@ class RunConfig:
     prompts_file: str | None = documented(
         None, "prompts from a .jsonl/.csv/.parquet file or datasets folder (default: DuckDB)"
     )
-    device: str = documented("auto", "'auto' (CUDA bf16 when present, else CPU fp32), 'cpu' or 'cuda'", DEVICES)
+    device: str = documented("auto", "'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'", DEVICES)
+    precision: str = documented("auto", PRECISION_HELP, PRECISIONS)
     accelerate_config: str | None = documented(None, ACCELERATE_CONFIG_HELP)
     report_to: str = documented("none", REPORT_TO_HELP, REPORT_TO)
     gradient_checkpointing: bool = documented(

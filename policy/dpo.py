@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from core.distributed import Sharding
 from core.memory import ModelShape, training_pass
-from core.models import disable_dropout
+from core.models import DeviceChoice, disable_dropout
 from core.runs import MetricsWriter, MetricWindow, is_log_step, report_cut
 from core.splits import split_by_prompt
 from policy.config import DPOConfig
@@ -196,7 +196,7 @@ def fit_dpo(
     return policy, metrics | {"steps": step}
 
 
-def memory_plan(config: DPOConfig, shape: ModelShape, length: int, answer: int, device: str):
+def memory_plan(config: DPOConfig, shape: ModelShape, length: int, answer: int, device: DeviceChoice):
     """Return (models kept, training passes) of a step: the policy (a full fine-tuning run's reference too, while
     it caches the reference log-probs), and one pass over the chosen and rejected rows of a batch of pairs."""
     models = run_memory(config, shape, [], device)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from core.memory import ModelShape, training_pass
+from core.models import DeviceChoice
 from core.runs import MetricWindow, is_log_step
 from policy.config import GRPOConfig
 from policy.logprobs import token_logprobs
@@ -104,7 +105,9 @@ def average_loss(loss_type: str, per_token: torch.Tensor, mask: torch.Tensor, **
 # The loop.
 
 
-def memory_plan(config: GRPOConfig, shape: ModelShape, reward_shapes: list[ModelShape], length: int, device: str):
+def memory_plan(
+    config: GRPOConfig, shape: ModelShape, reward_shapes: list[ModelShape], length: int, device: DeviceChoice
+):
     """Return (models kept, training passes) of a step: the policy (and reference), the reward models, and one pass
     over the G responses of each prompt, vocabulary logits over the responses' columns."""
     sequences, new = config.batch_prompts * config.num_generations, config.max_new_tokens

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from core.memory import ModelShape, training_pass
-from core.models import disable_dropout, enable_gradient_checkpointing
+from core.models import DeviceChoice, disable_dropout, enable_gradient_checkpointing
 from core.runs import MetricWindow, is_log_step
 from policy.config import PPOConfig
 from policy.gae import gae, masked_mean, masked_whiten
@@ -167,7 +167,9 @@ def build_model(ctx: RunContext, config: PPOConfig) -> PolicyAndValue:
     raise ValueError(f"unknown value_model {config.value_model!r}; expected 'shared' or 'separate'")
 
 
-def memory_plan(config: PPOConfig, shape: ModelShape, reward_shapes: list[ModelShape], length: int, device: str):
+def memory_plan(
+    config: PPOConfig, shape: ModelShape, reward_shapes: list[ModelShape], length: int, device: DeviceChoice
+):
     """Return (models kept, training passes) of a step: the policy (and reference), the reward models, a separate
     value model as `build_model` loads it, and a minibatch's pass through the policy (and the value trunk)."""
     models = run_memory(config, shape, reward_shapes, device)

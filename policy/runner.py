@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM
 from core.chat import fitted_prompt_ids
 from core.distributed import Sharding
 from core.memory import HeldModel, ModelShape
-from core.models import disable_dropout, enable_gradient_checkpointing, training_dtype
+from core.models import DeviceChoice, disable_dropout, enable_gradient_checkpointing, training_dtype
 from core.runs import METRICS_FILE, MetricsWriter, report_cut
 from data.importers import read_prompts_with_columns
 from data.prompt_columns import stored_columns
@@ -66,12 +66,13 @@ class RunContext:
         return self.sharding.accelerator
 
 
-def run_memory(config: RunConfig, shape: ModelShape, reward_shapes: list[ModelShape], device: str) -> list[HeldModel]:
+def run_memory(config: RunConfig, shape: ModelShape, reward_shapes: list[ModelShape], device: DeviceChoice):
     """Return the models a run keeps as `start_run` and `start_policy_gradient_run` load them: the policy (and a
-    full fine-tuning run's reference), and each reward model a PPO or GRPO run scores with, frozen."""
-    weight_bytes = 2 if device == "cuda" else 4  # `training_dtype`: bf16 on a bf16 GPU
-    models = policy_memory(shape, config.lora_rank, weight_bytes)
-    return models + [HeldModel("reward model", s, weight_bytes, 0) for s in reward_shapes]
+    full fine-tuning run's reference) in the training dtype, and each reward model a PPO or GRPO run scores with,
+    frozen, as `RewardScorer` loads it (bf16 on a GPU, float32 on a CPU)."""
+    models = policy_memory(shape, config.lora_rank, 2 if training_dtype(device) == torch.bfloat16 else 4)
+    scorer_bytes = 2 if device.device.type == "cuda" else 4
+    return models + [HeldModel("reward model", s, scorer_bytes, 0) for s in reward_shapes]
 
 
 def start_run(config: RunConfig, read_inputs: Callable[[], tuple[object, dict]], store=None, resume: bool = False):
@@ -81,7 +82,7 @@ def start_run(config: RunConfig, read_inputs: Callable[[], tuple[object, dict]],
     registry name are checked, and returns (inputs, lineage); every process gets both. Bad input fails here,
     before any model is loaded or file written.
     """
-    sharding = Sharding(config.device)
+    sharding = Sharding(config.device, config.precision)
 
     def checked_inputs():
         _check_run_dir(Path(config.output_dir), resume)

@@ -18,7 +18,7 @@ from core.batching import pad_right
 from core.chat import fitted_prompt_ids
 from core.distributed import Sharding
 from core.memory import ModelShape, training_pass
-from core.models import disable_dropout
+from core.models import DeviceChoice, disable_dropout
 from core.runs import MetricWindow, is_log_step, report_cut
 from core.splits import split_by_prompt
 from data.export import best_ranked_demonstrations
@@ -182,7 +182,7 @@ def fit_sft(policy, tokenizer, examples: list[dict], config: SFTConfig, sharding
     return policy, metrics | {"steps": step}
 
 
-def memory_plan(config: SFTConfig, shape: ModelShape, length: int, answer: int, device: str):
+def memory_plan(config: SFTConfig, shape: ModelShape, length: int, answer: int, device: DeviceChoice):
     """Return (models kept, training passes) of a step: the policy, and one pass over a batch of demonstrations
     with vocabulary logits over the answers' columns."""
     models = run_memory(config, shape, [], device)

@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from core.fields import DEVICES, check_choices, documented
+from core.fields import DEVICES, PRECISION_HELP, PRECISIONS, check_choices, documented
 from core.layouts import ACCELERATE_CONFIG_HELP, layout_file
 from core.models import FAST_ENCODER
 from core.runs import REPORT_TO, REPORT_TO_HELP, check_trackers
@@ -73,7 +73,8 @@ class RewardConfig:
     max_grad_norm: float = documented(1.0, "clip the gradient's global norm to this")
     log_every: int = documented(10, "write a training record to metrics.jsonl every N steps")
     seed: int = documented(0, "random seed (head init, prompt split, shuffling)")
-    device: str = documented("auto", "'auto' (CUDA with bf16 when present, else CPU fp32), 'cpu' or 'cuda'", DEVICES)
+    device: str = documented("auto", "'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'", DEVICES)
+    precision: str = documented("auto", PRECISION_HELP, PRECISIONS)
     accelerate_config: str | None = documented(None, ACCELERATE_CONFIG_HELP)
     report_to: str = documented("none", REPORT_TO_HELP, REPORT_TO)
     pairs: str | None = documented(

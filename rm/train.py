@@ -25,7 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 from core.batching import length_grouped, pad_right, padding_for
 from core.distributed import Sharding
 from core.memory import ModelShape, training_pass
-from core.models import enable_gradient_checkpointing
+from core.models import DeviceChoice, enable_gradient_checkpointing
 from core.paths import runs_dir
 from core.runs import MetricsWriter, report_cut
 from data.registry import check_run_name, record_run
@@ -224,7 +224,9 @@ def train_epoch(network, optimizer, scheduler, encoded, config, pad_id, sharding
     return {"loss": loss_total / len(encoded), "accuracy": correct / total, "pairs": int(total)}
 
 
-def memory_plan(config: RewardConfig, shape: ModelShape, sequences: int, length: int, device: str, packed=False):
+def memory_plan(
+    config: RewardConfig, shape: ModelShape, sequences: int, length: int, device: DeviceChoice, packed=False
+):
     """Return (models kept, training passes) of a step: the backbone, and one pass over each process's share of
     the batch, read by a score head (no vocabulary logits): `sequences` rows of `length` tokens, one per response,
     or `packed`, one per ranking (`pack_rankings`)."""
@@ -265,7 +267,7 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
     Under `accelerate launch` every process trains on its share of each batch (data-parallel or sharded, as the
     layout says); rank 0 reads the inputs and writes the run folder.
     """
-    sharding = Sharding(config.device)
+    sharding = Sharding(config.device, config.precision)
 
     def read_inputs():
         found, source = load_rankings(config, store, rankings)

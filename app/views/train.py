@@ -25,9 +25,9 @@ auth.require_admin()
 store = resources.store()
 
 REWARD_FIELDS = ("epochs", "min_steps", "patience", "batch_size", "learning_rate", "lora_rank", "max_length", "validation_fraction", "margin",
-                 "seed", "device", "report_to", "accelerate_config", "gradient_checkpointing")  # fmt: skip
+                 "seed", "device", "precision", "report_to", "accelerate_config", "gradient_checkpointing")  # fmt: skip
 POLICY_FIELDS = ("steps", "batch_prompts", "learning_rate", "lora_rank", "max_new_tokens", "temperature", "seed",
-                 "device", "report_to", "accelerate_config", "gradient_checkpointing")  # fmt: skip
+                 "device", "precision", "report_to", "accelerate_config", "gradient_checkpointing")  # fmt: skip
 ALGO_FIELDS = {
     "ppo": ("kl_coef", "clip_eps", "ppo_epochs", "vf_coef", "adaptive_kl"),
     "grpo": ("num_generations", "beta", "loss_type", "scale_rewards", "epsilon_high"),

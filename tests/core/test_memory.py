@@ -2,10 +2,12 @@
 makes a run fit named when it does not."""
 
 import pytest
+import torch
 
 from core import memory
 from core.layouts import read_layout
 from core.memory import HeldModel, ModelShape, TrainingPass, estimate
+from core.models import DeviceChoice
 from orchestration import preflight
 from policy import dpo, grpo, ppo, sft
 from policy.config import DPOConfig, GRPOConfig, PPOConfig, SFTConfig
@@ -14,6 +16,9 @@ from rm.config import RewardConfig
 
 SHAPE = ModelShape(parameters=1000, hidden=10, layers=2, heads=2, intermediate=30, vocab=50)
 ONE = read_layout(None)
+CPU = DeviceChoice(torch.device("cpu"), torch.float32)
+CPU_BF16 = DeviceChoice(torch.device("cpu"), torch.bfloat16)
+GPU = DeviceChoice(torch.device("cuda"), torch.bfloat16)
 
 
 def test_activations_by_hand_with_and_without_checkpointing():
@@ -36,39 +41,52 @@ def test_a_layout_splits_what_it_shards_and_keeps_the_rest_whole():
     models = [HeldModel("policy", SHAPE, 4, 1000), HeldModel("reference", SHAPE, 2, 0),
               HeldModel("reward model", SHAPE, 4, 0, sharded=False)]  # fmt: skip
     step = TrainingPass(SHAPE, 1, 4, 0, 4, False, True)
-    one = estimate(models, [step], ONE, "cuda")
-    zero2 = estimate(models, [step], read_layout("zero2-8gpu"), "cuda")
-    zero3 = estimate(models, [step], read_layout("zero3-8gpu"), "cuda")
+    one = estimate(models, [step], ONE, GPU)
+    zero2 = estimate(models, [step], read_layout("zero2-8gpu"), GPU)
+    zero3 = estimate(models, [step], read_layout("zero3-8gpu"), GPU)
     assert one.weights == {"policy": 4000, "reference": 2000, "reward model": 4000}
     assert one.training_state == 12 * 1000 and zero2.training_state == zero3.training_state == 12 * 1000 // 8
     assert zero2.weights == one.weights
     assert zero3.weights == {"policy": 500, "reference": 250, "reward model": 4000}
     assert zero3.activations == one.activations and one.workspace == 0  # a GPU has no CPU allocator slack
-    assert estimate(models, [step], ONE, "cpu").workspace > 0
+    assert estimate(models, [step], ONE, CPU).workspace > 0
 
 
 def test_each_trainer_declares_the_models_it_loads():
-    rm_models, [rm_pass] = rm_train.memory_plan(RewardConfig(lora_rank=4), SHAPE, 6, 32, "cpu")
+    rm_models, [rm_pass] = rm_train.memory_plan(RewardConfig(lora_rank=4), SHAPE, 6, 32, CPU)
     assert [(m.role, m.weight_bytes, m.trainable) for m in rm_models] == [
         ("reward model", 4, SHAPE.lora_weights(4) + SHAPE.hidden)  # adapters and the score head
     ]
     assert rm_pass.logits_length == 0 and rm_pass.checkpointing  # a score head; checkpointing by default
-    full, _ = rm_train.memory_plan(RewardConfig(lora_rank=0), SHAPE, 6, 32, "cpu")
+    full, _ = rm_train.memory_plan(RewardConfig(lora_rank=0), SHAPE, 6, 32, CPU)
     assert full[0].trainable == SHAPE.parameters
 
-    models, [step] = dpo.memory_plan(DPOConfig(lora_rank=0), SHAPE, 32, 10, "cuda")
+    models, [step] = dpo.memory_plan(DPOConfig(lora_rank=0), SHAPE, 32, 10, GPU)
     assert [(m.role, m.weight_bytes, m.trainable) for m in models] == [("policy", 4, 1000), ("reference", 2, 0)]
     assert (step.sequences, step.logits_length, step.value_bytes) == (2 * 8, 11, 2)  # chosen + rejected rows
-    models, [step] = sft.memory_plan(SFTConfig(), SHAPE, 32, 10, "cpu")
+    models, [step] = sft.memory_plan(SFTConfig(), SHAPE, 32, 10, CPU)
     assert [m.role for m in models] == ["policy"] and step.sequences == 8
 
     rewards = [SHAPE, SHAPE]
-    models, [step] = grpo.memory_plan(GRPOConfig(num_generations=4, batch_prompts=2), SHAPE, rewards, 96, "cpu")
+    models, [step] = grpo.memory_plan(GRPOConfig(num_generations=4, batch_prompts=2), SHAPE, rewards, 96, CPU)
     assert [m.role for m in models] == ["policy", "reward model", "reward model"]
     assert (step.sequences, step.logits_length, step.checkpointing) == (8, 65, False)
-    models, passes = ppo.memory_plan(PPOConfig(value_model="separate", num_minibatches=2), SHAPE, [], 96, "cpu")
+    models, passes = ppo.memory_plan(PPOConfig(value_model="separate", num_minibatches=2), SHAPE, [], 96, CPU)
     assert [m.role for m in models] == ["policy", "value model"]
     assert [(p.sequences, p.logits_length) for p in passes] == [(4, 65), (4, 0)]  # policy, then value trunk
+
+
+def test_bf16_halves_a_lora_policy_s_frozen_base_and_its_activations_not_a_trained_weight():
+    fp32_models, [fp32_step] = sft.memory_plan(SFTConfig(), SHAPE, 32, 10, CPU)
+    bf16_models, [bf16_step] = sft.memory_plan(SFTConfig(), SHAPE, 32, 10, CPU_BF16)
+    assert (fp32_models[0].weight_bytes, bf16_models[0].weight_bytes) == (4, 2)  # peft keeps adapters in float32
+    assert (fp32_step.value_bytes, bf16_step.value_bytes) == (4, 2)
+    full, _ = sft.memory_plan(SFTConfig(lora_rank=0), SHAPE, 32, 10, CPU_BF16)
+    assert full[0].weight_bytes == 4  # fully trained weights stay float32 under autocast
+    rm_models, _ = rm_train.memory_plan(RewardConfig(lora_rank=4), SHAPE, 6, 32, CPU_BF16)
+    assert rm_models[0].weight_bytes == 4  # the reward model trains its head: float32 weights, bf16 compute
+    models, _ = grpo.memory_plan(GRPOConfig(), SHAPE, [SHAPE], 96, CPU_BF16)
+    assert [m.weight_bytes for m in models] == [2, 4]  # the scorer loads float32 on a CPU
 
 
 def test_a_run_over_the_free_memory_is_blocked_with_the_knobs_that_would_fit(default_model_dir, monkeypatch):
@@ -93,7 +111,7 @@ def test_the_knob_list_names_a_layout_on_a_gpu(layout, default_model_dir, monkey
     config = GRPOConfig(model=str(default_model_dir), lora_rank=0, gradient_checkpointing=True, batch_prompts=1,
                         num_generations=2)  # fmt: skip
     shape = preflight.RunShape(0, 64)
-    monkeypatch.setattr(preflight, "_device_of", lambda _device: ("cuda", 2))
+    monkeypatch.setattr(preflight, "training_choice", lambda *_: GPU)
     whole = preflight.estimate_run(config, shape).total
     sharded = preflight.estimate_run(config, shape, read_layout(layout)).total
     assert sharded < whole

@@ -4,8 +4,11 @@ import json
 import shutil
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from core import models
+from core.distributed import make_accelerator
 from core.models import DEFAULT_MODEL, ModelNotFound, ensure_pad_token, resolve_model
 
 
@@ -97,3 +100,28 @@ def test_only_causal_language_models_are_generators(tiny_model_dir, tmp_path):
     assert "LlamaForSequenceClassification, not a causal language model" in generator_problem(tmp_path / "rm-run")
     with pytest.raises(ValueError, match="BertModel, not a causal language model"):
         load_causal_lm("all-MiniLM-L6-v2", device="cpu")  # the sampler and the playground load through this
+
+
+@pytest.mark.parametrize(("precision", "native", "dtype"), [
+    ("auto", True, torch.bfloat16), ("auto", False, torch.float32), ("fp32", True, torch.float32),
+    ("bf16", False, torch.bfloat16),
+])  # fmt: skip
+def test_a_cpu_run_computes_in_bf16_where_the_cpu_does_natively_or_when_asked(precision, native, dtype, monkeypatch):
+    monkeypatch.setattr(models, "cpu_computes_bf16", lambda: native)
+    assert models.training_choice("cpu", precision) == models.DeviceChoice(torch.device("cpu"), dtype)
+
+
+def test_deepspeed_on_a_cpu_trains_in_float32(monkeypatch):
+    monkeypatch.setattr(models, "cpu_computes_bf16", lambda: True)
+    assert models.training_choice("cpu", "auto", deepspeed=True).dtype == torch.float32
+    with pytest.raises(ValueError, match="not supported under DeepSpeed on a CPU"):
+        models.training_choice("cpu", "bf16", deepspeed=True)
+
+
+def test_a_bf16_cpu_run_autocasts_and_an_fp32_one_does_not():
+    for precision, expected in (("bf16", "bf16"), ("fp32", "no")):
+        accelerator, choice = make_accelerator("cpu", precision)
+        assert accelerator.mixed_precision == expected
+        with accelerator.autocast():
+            product = torch.nn.Linear(4, 4)(torch.ones(2, 4))
+        assert product.dtype == choice.dtype

@@ -125,6 +125,15 @@ def test_sft_lowers_the_held_out_loss_and_a_dpo_run_from_it_uses_it_as_reference
     assert first["rewards/chosen"] == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_sft_learns_in_either_precision_and_saves_float32_weights(precision, tiny_model_dir, tmp_path):
+    run_dir = train_sft(sft_config(tiny_model_dir, tmp_path, precision=precision), demonstrations=demonstrations(24))
+    held_out = read_metrics(run_dir)[-1]
+    assert held_out["eval/loss"] < held_out["eval/loss_before"] - 0.5, held_out
+    merged = AutoModelForCausalLM.from_pretrained(run_dir / "merged")
+    assert {parameter.dtype for parameter in merged.parameters()} == {torch.float32}
+
+
 def test_train_sft_command_trains_from_a_file(tiny_model_dir, tmp_path, capsys):
     path = tmp_path / "sft.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in demonstrations(6)))

@@ -40,7 +40,8 @@ def test_each_rank_holds_about_half_of_the_parameters(zero3_config, tiny_model_d
 
 def test_dpo_sharded_over_two_processes_matches_one_process(zero3_config, tiny_model_dir, pairs_file, tmp_path):
     common = ["train-policy", "--algo", "dpo", "--model", str(tiny_model_dir), "--pairs-file", str(pairs_file),
-              "--lora-rank", "4", "--device", "cpu", "--learning-rate", "1e-3", "--log-every", "1"]  # fmt: skip
+              "--lora-rank", "4", "--device", "cpu", "--precision", "fp32", "--learning-rate", "1e-3", "--log-every",
+              "1"]  # fmt: skip
     sharded = studio("--db", str(tmp_path / "a.duckdb"), *common, "--batch-prompts", "2",
                      "--output-dir", str(tmp_path / "zero3"), "--accelerate-config", str(zero3_config))  # fmt: skip
     assert sharded.returncode == 0, sharded.stderr[-3000:]

@@ -28,6 +28,7 @@ def tiny_config(model_dir, tmp_path, **changes) -> RewardConfig:
     settings = dict(
         backbone=str(model_dir), epochs=1, lora_rank=0, learning_rate=1e-3, batch_size=8, max_length=96,
         validation_fraction=0.25, log_every=2, output_dir=str(tmp_path / "run"),
+        precision="fp32",  # losses are compared with a float32 scorer's to 1e-4
     )  # fmt: skip
     return RewardConfig(**settings | changes)
 
@@ -44,8 +45,19 @@ def learned_run(tiny_model_dir, tmp_path_factory):
     reached 0.375 held-out accuracy here, chance.
     """
     rankings = synthetic_rankings(40, k=4, seed=0)
-    config = RewardConfig(backbone=str(tiny_model_dir), output_dir=str(tmp_path_factory.mktemp("learned") / "run"))
+    output_dir = str(tmp_path_factory.mktemp("learned") / "run")
+    # float32: the saved run's scores are compared with the recorded losses to 1e-4 (bf16 learns too: below)
+    config = RewardConfig(backbone=str(tiny_model_dir), output_dir=output_dir, precision="fp32")
     return config, rankings, train_reward_model(config, rankings=rankings)
+
+
+def test_a_bf16_run_learns_the_rule_and_saves_float32_weights(tiny_model_dir, tmp_path):
+    config = RewardConfig(backbone=str(tiny_model_dir), output_dir=str(tmp_path / "run"), precision="bf16", epochs=3)
+    result = train_reward_model(config, rankings=synthetic_rankings(40, k=4, seed=0))
+    accuracy = held_out_accuracy(result.metrics)
+    assert accuracy.rate >= 0.9, str(accuracy)
+    saved = AutoModelForSequenceClassification.from_pretrained(result.run_dir / "model")
+    assert {parameter.dtype for parameter in saved.parameters()} == {torch.float32}
 
 
 def test_default_settings_learn_the_hidden_rule_from_40_rankings(learned_run):
