@@ -88,7 +88,7 @@ class TrainingPass:
     sequences: int  # per process
     length: int  # tokens per sequence, padding included
     logits_length: int  # positions per sequence that get vocabulary logits (0: a score or value head only)
-    value_bytes: int  # 4 in float32, 2 under bf16 autocast
+    value_bytes: float  # per activation value: 4 in float32, less under bf16 autocast (`value_bytes`)
     checkpointing: bool
     fused_attention: bool  # sdpa's fused kernels keep no length² scores; eager attention keeps them
     shared_tokens: int = 0  # prompt tokens not run again for rows that share a prompt (GRPO's group, DPO's pair)
@@ -180,15 +180,21 @@ def fused_attention(implementation: str | None) -> bool:
     return implementation != "eager"
 
 
-def value_bytes(device: DeviceChoice) -> int:
-    """Return the bytes of an activation: bf16 under autocast, else float32."""
-    return 2 if device.dtype == torch.bfloat16 else 4
+def value_bytes(device: DeviceChoice, weight_bytes: int) -> float:
+    """Return the bytes an activation takes, on average: 4 in float32. Under bf16 autocast the products are bf16
+    but norms keep float32 copies, and over float32 weights (the reward model, a fully fine-tuned policy) the
+    residual stream stays float32 too: 2.5 and 3.5 (measured, `bench/memory.py`)."""
+    if device.dtype != torch.bfloat16:
+        return 4
+    return 2.5 if weight_bytes == 2 else 3.5
 
 
 def training_pass(shape: ModelShape, sequences: int, length: int, logits_length: int, device: DeviceChoice,
-                  checkpointing: bool, shared_tokens: int = 0, packed: bool = False) -> TrainingPass:  # fmt: skip
-    """Return a training pass on this kind of device (its activation bytes; sdpa attention, the default)."""
-    return TrainingPass(shape, sequences, length, logits_length, value_bytes(device), checkpointing,
+                  checkpointing: bool, shared_tokens: int = 0, packed: bool = False, *,
+                  weight_bytes: int) -> TrainingPass:  # fmt: skip
+    """Return a training pass on this kind of device through a model whose weights take `weight_bytes` (its
+    activation bytes; sdpa attention, the default)."""
+    return TrainingPass(shape, sequences, length, logits_length, value_bytes(device, weight_bytes), checkpointing,
                         fused_attention(shape.attention), shared_tokens, packed)  # fmt: skip
 
 

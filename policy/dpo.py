@@ -200,12 +200,12 @@ def memory_plan(config: DPOConfig, shape: ModelShape, length: int, answer: int, 
     """Return (models kept, training passes) of a step: the policy (a full fine-tuning run's reference too, while
     it caches the reference log-probs), and one pass over the chosen and rejected rows of a batch of pairs."""
     models = run_memory(config, shape, [], device)
-    shares = (
-        not config.gradient_checkpointing and forward_mode(config.forward_mode, torch.device(device)) == "shared_prompt"
-    )
+    shares = not config.gradient_checkpointing and forward_mode(config.forward_mode, device.device) == "shared_prompt"
     shared = config.batch_prompts * (length - answer) if shares else 0  # each pair's prompt runs once
     rows = 2 * config.batch_prompts
-    return models, [training_pass(shape, rows, length, answer + 1, device, config.gradient_checkpointing, shared)]
+    step = training_pass(shape, rows, length, answer + 1, device, config.gradient_checkpointing, shared,
+                         weight_bytes=models[0].weight_bytes)  # fmt: skip
+    return models, [step]
 
 
 def train_dpo(config: DPOConfig, store=None, pairs=None) -> Path:

@@ -115,8 +115,10 @@ def memory_plan(
     shared = (
         0 if config.gradient_checkpointing else config.batch_prompts * (config.num_generations - 1) * (length - new)
     )
-    step = training_pass(shape, sequences, length, new + 1, device, config.gradient_checkpointing, shared)
-    return run_memory(config, shape, reward_shapes, device), [step]
+    models = run_memory(config, shape, reward_shapes, device)
+    step = training_pass(shape, sequences, length, new + 1, device, config.gradient_checkpointing, shared,
+                         weight_bytes=models[0].weight_bytes)  # fmt: skip
+    return models, [step]
 
 
 def train_grpo(

@@ -60,11 +60,15 @@ def policy_memory(shape: ModelShape, rank: int, weight_bytes: int) -> list[HeldM
     full fine-tuning float32 weights that all train, and the frozen reference copy (split like the policy).
 
     Saving (`save_checkpoint`) builds the merged float32 model beside the weights folded into it: two copies with
-    LoRA; a fully fine-tuned policy saves itself (about half its size again in serialization, measured)."""
+    LoRA (two and a half from a bf16 base); a fully fine-tuned policy saves itself (about half its size again in
+    serialization, measured)."""
     if rank == 0:
         policy = HeldModel("policy", shape, 4, shape.parameters, save_copies=SERIALIZATION_COPIES)
         return [policy, HeldModel("reference", shape, weight_bytes, 0)]
-    return [HeldModel("policy", shape, weight_bytes, shape.lora_weights(rank), save_copies=2.0)]
+    # From a bf16 base the float32 copies of what LoRA leaves alone (embeddings, norms) and of each weight as it
+    # is upcast add about half a copy (measured, `bench/memory.py`).
+    save_copies = 2.0 if weight_bytes == 4 else 2.5
+    return [HeldModel("policy", shape, weight_bytes, shape.lora_weights(rank), save_copies=save_copies)]
 
 
 @contextlib.contextmanager

@@ -174,10 +174,12 @@ def memory_plan(
     value model as `build_model` loads it, and a minibatch's pass through the policy (and the value trunk)."""
     models = run_memory(config, shape, reward_shapes, device)
     rows, checkpointing = config.batch_prompts // config.num_minibatches, config.gradient_checkpointing
-    passes = [training_pass(shape, rows, length, config.max_new_tokens + 1, device, checkpointing)]
+    weight_bytes = models[0].weight_bytes  # the policy's; a separate value model is loaded like it
+    passes = [training_pass(shape, rows, length, config.max_new_tokens + 1, device, checkpointing,
+                            weight_bytes=weight_bytes)]  # fmt: skip
     if config.value_model == "separate":
         models += [replace(model, role="value model") for model in models if model.role == "policy"]
-        passes.append(training_pass(shape, rows, length, 0, device, checkpointing))
+        passes.append(training_pass(shape, rows, length, 0, device, checkpointing, weight_bytes=weight_bytes))
     return models, passes
 
 

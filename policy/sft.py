@@ -186,9 +186,9 @@ def memory_plan(config: SFTConfig, shape: ModelShape, length: int, answer: int, 
     """Return (models kept, training passes) of a step: the policy, and one pass over a batch of demonstrations
     with vocabulary logits over the answers' columns."""
     models = run_memory(config, shape, [], device)
-    return models, [
-        training_pass(shape, config.batch_prompts, length, answer + 1, device, config.gradient_checkpointing)
-    ]
+    step = training_pass(shape, config.batch_prompts, length, answer + 1, device, config.gradient_checkpointing,
+                         weight_bytes=models[0].weight_bytes)  # fmt: skip
+    return models, [step]
 
 
 def train_sft(config: SFTConfig, store=None, demonstrations=None) -> Path:

@@ -230,7 +230,9 @@ def memory_plan(
     """Return (models kept, training passes) of a step: the backbone, and one pass over each process's share of
     the batch, read by a score head (no vocabulary logits): `sequences` rows of `length` tokens, one per response,
     or `packed`, one per ranking (`pack_rankings`)."""
-    step = training_pass(shape, sequences, length, 0, device, config.gradient_checkpointing, packed=packed)
+    step = training_pass(
+        shape, sequences, length, 0, device, config.gradient_checkpointing, packed=packed, weight_bytes=4
+    )
     return [backbone_memory(shape, config.lora_rank)], [step]
 
 

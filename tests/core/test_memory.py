@@ -63,7 +63,9 @@ def test_each_trainer_declares_the_models_it_loads():
 
     models, [step] = dpo.memory_plan(DPOConfig(lora_rank=0), SHAPE, 32, 10, GPU)
     assert [(m.role, m.weight_bytes, m.trainable) for m in models] == [("policy", 4, 1000), ("reference", 2, 0)]
-    assert (step.sequences, step.logits_length, step.value_bytes) == (2 * 8, 11, 2)  # chosen + rejected rows
+    assert (step.sequences, step.logits_length, step.value_bytes) == (2 * 8, 11, 3.5)  # chosen + rejected rows
+    _, [plain] = dpo.memory_plan(DPOConfig(gradient_checkpointing=False), SHAPE, 32, 10, CPU)
+    assert plain.shared_tokens == 8 * 22  # on a CPU each pair's prompt runs once
     models, [step] = sft.memory_plan(SFTConfig(), SHAPE, 32, 10, CPU)
     assert [m.role for m in models] == ["policy"] and step.sequences == 8
 
@@ -80,11 +82,13 @@ def test_bf16_halves_a_lora_policy_s_frozen_base_and_its_activations_not_a_train
     fp32_models, [fp32_step] = sft.memory_plan(SFTConfig(), SHAPE, 32, 10, CPU)
     bf16_models, [bf16_step] = sft.memory_plan(SFTConfig(), SHAPE, 32, 10, CPU_BF16)
     assert (fp32_models[0].weight_bytes, bf16_models[0].weight_bytes) == (4, 2)  # peft keeps adapters in float32
-    assert (fp32_step.value_bytes, bf16_step.value_bytes) == (4, 2)
+    assert (fp32_step.value_bytes, bf16_step.value_bytes) == (4, 2.5)  # norms keep float32 copies
     full, _ = sft.memory_plan(SFTConfig(lora_rank=0), SHAPE, 32, 10, CPU_BF16)
     assert full[0].weight_bytes == 4  # fully trained weights stay float32 under autocast
-    rm_models, _ = rm_train.memory_plan(RewardConfig(lora_rank=4), SHAPE, 6, 32, CPU_BF16)
+    assert (bf16_models[0].save_copies, fp32_models[0].save_copies) == (2.5, 2.0)
+    rm_models, [rm_step] = rm_train.memory_plan(RewardConfig(lora_rank=4), SHAPE, 6, 32, CPU_BF16)
     assert rm_models[0].weight_bytes == 4  # the reward model trains its head: float32 weights, bf16 compute
+    assert rm_step.value_bytes == 3.5  # and a float32 residual stream
     models, _ = grpo.memory_plan(GRPOConfig(), SHAPE, [SHAPE], 96, CPU_BF16)
     assert [m.weight_bytes for m in models] == [2, 4]  # the scorer loads float32 on a CPU
 
