@@ -5,12 +5,12 @@ splits it) next to the code that loads them, and the training pass whose activat
 (`TrainingPass`). `estimate` adds weights, gradients, optimizer state and activations per device for a layout.
 
 The activation terms are counted from a decoder layer's shape and calibrated against measured peaks
-(`bench/memory.py`, fp32 on a CPU, SmolLM2-135M): a layer keeps about 6 values per hidden unit and 4 per MLP
-unit for each token (norms, projections, attention output, the gated MLP's four tensors, LoRA's inputs), plus,
-with eager attention only, its heads x length² scores and probabilities (sdpa's kernels keep none, on a CPU too).
-With checkpointing a layer keeps only its input, and a layer at a time is recomputed in full. Vocabulary logits,
-their log-softmax and their gradient are kept in float32 for the positions that get them. Saving the model at
-the end, when the step's memory is free again, sets a floor (a LoRA policy's merged float32 copy).
+(`bench/memory.py`, float32 and bf16 on a CPU, SmolLM2-135M): a layer keeps about 6 values per hidden unit and 4
+per MLP unit for each token (norms, projections, attention output, the gated MLP's four tensors, LoRA's inputs),
+plus, with eager attention only, its heads x length² scores and probabilities (sdpa's kernels keep none, on a CPU
+too). With checkpointing a layer keeps only its input, and a layer at a time is recomputed in full. Vocabulary
+logits, their log-softmax and their gradient are kept in float32 for the positions that get them. Saving the model
+at the end, when the step's memory is free again, sets a floor (a LoRA policy's merged float32 copy).
 """
 
 from dataclasses import dataclass
@@ -93,6 +93,7 @@ class TrainingPass:
     fused_attention: bool  # sdpa's fused kernels keep no length² scores; eager attention keeps them
     shared_tokens: int = 0  # prompt tokens not run again for rows that share a prompt (GRPO's group, DPO's pair)
     packed: bool = False  # each row several sequences, kept apart by its own (length, length) float32 mask
+    input_bytes: int = 4  # per value of a layer's input (the residual stream, what checkpointing keeps): 2 in bf16
 
 
 @dataclass
@@ -144,7 +145,7 @@ def activation_bytes(step: TrainingPass) -> int:
     the layers recomputed at a time."""
     mask = step.sequences * step.length**2 * 4 if step.packed else 0
     if step.checkpointing:
-        inputs = step_tokens(step) * step.shape.hidden * step.shape.layers * step.value_bytes
+        inputs = step_tokens(step) * step.shape.hidden * step.shape.layers * step.input_bytes
         return mask + inputs + RECOMPUTE_LAYERS * layer_activations(step)
     return mask + step.shape.layers * layer_activations(step)
 
@@ -194,8 +195,9 @@ def training_pass(shape: ModelShape, sequences: int, length: int, logits_length:
                   weight_bytes: int) -> TrainingPass:  # fmt: skip
     """Return a training pass on this kind of device through a model whose weights take `weight_bytes` (its
     activation bytes; sdpa attention, the default)."""
+    residual = 2 if device.dtype == torch.bfloat16 and weight_bytes == 2 else 4  # float32 weights keep it float32
     return TrainingPass(shape, sequences, length, logits_length, value_bytes(device, weight_bytes), checkpointing,
-                        fused_attention(shape.attention), shared_tokens, packed)  # fmt: skip
+                        fused_attention(shape.attention), shared_tokens, packed, residual)  # fmt: skip
 
 
 def available_memory(device: str) -> int:

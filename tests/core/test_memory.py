@@ -88,7 +88,8 @@ def test_bf16_halves_a_lora_policy_s_frozen_base_and_its_activations_not_a_train
     assert (bf16_models[0].save_copies, fp32_models[0].save_copies) == (2.5, 2.0)
     rm_models, [rm_step] = rm_train.memory_plan(RewardConfig(lora_rank=4), SHAPE, 6, 32, CPU_BF16)
     assert rm_models[0].weight_bytes == 4  # the reward model trains its head: float32 weights, bf16 compute
-    assert rm_step.value_bytes == 3.5  # and a float32 residual stream
+    assert (rm_step.value_bytes, rm_step.input_bytes) == (3.5, 4)  # and a float32 residual stream
+    assert (bf16_step.input_bytes, fp32_step.input_bytes) == (2, 4)
     models, _ = grpo.memory_plan(GRPOConfig(), SHAPE, [SHAPE], 96, CPU_BF16)
     assert [m.weight_bytes for m in models] == [2, 4]  # the scorer loads float32 on a CPU
 
