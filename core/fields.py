@@ -10,7 +10,7 @@ DEVICES = ("auto", "cpu", "cuda")  # 'auto': CUDA (bf16 when supported) when pre
 PRECISIONS = ("auto", "bf16", "fp32")  # 'auto': bf16 where the device computes it natively (`training_choice`)
 PRECISION_HELP = (
     "'auto': bf16 autocast where the device computes bf16 natively (a bf16 GPU; a CPU with AVX512-BF16 or AMX,"
-    " where it runs about twice as fast as fp32), else fp32; 'bf16' or 'fp32' to choose"
+    " where reward-model and SFT steps measured 1.6-1.8x faster than fp32), else fp32; 'bf16' or 'fp32' to choose"
 )
 
 

@@ -227,7 +227,8 @@ def pick_device(prefer: str | None = None) -> DeviceChoice:
 def cpu_computes_bf16() -> bool:
     """Return whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX tiles); elsewhere oneDNN emulates it,
     slower than float32."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch's own CPU checks (private)
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def training_choice(prefer: str | None = None, precision: str = "auto", deepspeed: bool | None = None) -> DeviceChoice:
