@@ -4,7 +4,7 @@ makes a run fit named when it does not."""
 import pytest
 import torch
 
-from core import memory
+from core import memory, models
 from core.layouts import read_layout
 from core.memory import HeldModel, ModelShape, TrainingPass, estimate
 from core.models import DeviceChoice
@@ -109,6 +109,18 @@ def test_a_run_over_the_free_memory_is_blocked_with_the_knobs_that_would_fit(def
     assert preflight.check_memory(config, shape)[1][0].startswith("memory is tight on cpu")
     monkeypatch.setattr(preflight, "available_memory", lambda _device: 10 * plain.total)
     assert preflight.check_memory(config, shape)[:2] == ([], [])
+
+
+def test_an_fp32_run_that_would_fit_in_bf16_is_told_so_where_the_cpu_computes_it(default_model_dir, monkeypatch):
+    monkeypatch.setattr(models, "cpu_computes_bf16", lambda: True)
+    config = SFTConfig(model=str(default_model_dir), precision="fp32", device="cpu")
+    shape = preflight.RunShape(8, 256, answer=128)
+    fp32 = preflight.estimate_run(config, shape).total
+    bf16 = preflight.estimate_run(SFTConfig(model=str(default_model_dir), precision="bf16", device="cpu"), shape).total
+    assert bf16 < fp32
+    assert "compute in bf16 (precision 'bf16')" in preflight.knobs_that_fit(config, shape, (fp32 + bf16) // 2)
+    monkeypatch.setattr(models, "cpu_computes_bf16", lambda: False)  # emulated bf16 is never offered
+    assert "compute in bf16 (precision 'bf16')" not in preflight.knobs_that_fit(config, shape, (fp32 + bf16) // 2)
 
 
 @pytest.mark.parametrize("layout", ["zero2-8gpu", "zero3-8gpu"])
