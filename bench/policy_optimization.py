@@ -44,7 +44,7 @@ import policy.grpo
 import policy.ppo
 from core.distributed import Sharding
 from core.fields import PRECISION_HELP, PRECISIONS
-from core.models import load_tokenizer, resolve_model, training_choice, training_dtype
+from core.models import load_tokenizer, resolve_model, training_choice
 from core.runs import MetricsWriter, read_metrics
 from policy.config import DPO_FORWARD_MODES, DPOConfig, GRPOConfig, PPOConfig
 from policy.dpo import fit_dpo, prepare_pairs
@@ -257,7 +257,7 @@ def run_our_dpo(args, model: str, pairs: list[dict], workdir: Path):
     accelerator = sharding.accelerator
     torch.manual_seed(args.seed)
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
-    policy, reference, tokenizer = load_policy(model, lora, accelerator.device, training_dtype(sharding.choice))
+    policy, reference, tokenizer = load_policy(model, lora, accelerator.device, sharding.choice.dtype)
     # CUDA start-up is no part of our reference pass (TRL's lands in its first step, which is dropped).
     warm_up(policy, accelerator.device)
     started = (time.perf_counter(), time.process_time())

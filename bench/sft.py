@@ -50,7 +50,7 @@ from trl import SFTTrainer
 from core.allocator import ALLOCATOR_ENV, MMAP_THRESHOLD_ENV, with_mimalloc
 from core.distributed import Sharding
 from core.fields import PRECISION_HELP, PRECISIONS
-from core.models import load_tokenizer, prepare_default_model, resolve_model, training_choice, training_dtype
+from core.models import load_tokenizer, prepare_default_model, resolve_model, training_choice
 from core.runs import MetricsWriter, read_metrics
 from policy.config import SFTConfig
 from policy.lora import LoraSettings, load_policy
@@ -119,7 +119,7 @@ def run_ours(args, model: str, rows: list[dict], workdir: Path) -> list[float]:
     sharding = Sharding(args.device, args.precision)
     torch.manual_seed(args.seed)
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
-    policy, _, tokenizer = load_policy(model, lora, sharding.device, training_dtype(sharding.choice))
+    policy, _, tokenizer = load_policy(model, lora, sharding.device, sharding.choice.dtype)
     examples = tokenize_demonstrations(tokenizer, rows, config.max_length)
     fit_sft(policy, tokenizer, examples, config, sharding, MetricsWriter(workdir / "ours"))
     return [record["charts/step_time_s"] for record in read_metrics(workdir / "ours")]

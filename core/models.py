@@ -151,15 +151,6 @@ def checkpointing(model: torch.nn.Module) -> bool:
     return any(getattr(module, "gradient_checkpointing", False) is True for module in model.modules())
 
 
-def training_dtype(choice: "DeviceChoice") -> torch.dtype:
-    """Return the dtype to keep trainable weights in: bf16 on a bf16 GPU (autocast), else float32.
-
-    fp16 weights without loss scaling lose small updates and underflow Adam's eps, so an fp16-only GPU trains
-    in float32.
-    """
-    return torch.bfloat16 if choice.dtype == torch.bfloat16 else torch.float32
-
-
 def load_config(name_or_path: str | Path, **kwargs):
     """Return a model's AutoConfig, or raise ModelNotFound naming the model (before any weights are read).
 
@@ -236,7 +227,7 @@ def training_choice(prefer: str | None = None, precision: str = "auto", deepspee
     bf16) or float32. `precision`: 'bf16', 'fp32', or 'auto' for bf16 where the device computes it natively.
 
     bf16 keeps float32's range, so no loss scaling; the optimizer state and trained weights stay float32. An
-    fp16-only GPU trains in float32 (`training_dtype`). DeepSpeed on a CPU trains in float32: its ZeRO-3 linear
+    fp16-only GPU trains in float32: fp16 weights without loss scaling lose small updates. DeepSpeed on a CPU trains in float32: its ZeRO-3 linear
     layers autocast on CUDA only. `deepspeed`: whether the run is under DeepSpeed (None: as the launcher set it).
     """
     choice = pick_device(prefer)

@@ -248,8 +248,9 @@ def knobs_that_fit(config, shape: RunShape, available: int) -> list[str]:
         trial(f"cut the inputs to {half.length} tokens (max length)", half)
     if config.lora_rank == 0:
         trial("use LoRA (rank 16) instead of full fine-tuning", lora_rank=16)
-    native = training_choice(config.device, "auto") != training_choice(config.device, "fp32")  # bf16 natively
-    if native and config.precision == "fp32":
+    deepspeed = read_layout(config.accelerate_config).deepspeed
+    native = training_choice(config.device, "auto", deepspeed).dtype != training_choice(config.device, "fp32").dtype
+    if native and config.precision == "fp32":  # the device computes bf16 natively
         trial("compute in bf16 (precision 'bf16')", precision="bf16")
     fitting = [knob for knob, trial_config, trial_shape in trials
                if estimate_run(trial_config, trial_shape).total <= available]  # fmt: skip

@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM
 from core.chat import fitted_prompt_ids
 from core.distributed import Sharding
 from core.memory import HeldModel, ModelShape
-from core.models import DeviceChoice, disable_dropout, enable_gradient_checkpointing, training_dtype
+from core.models import DeviceChoice, disable_dropout, enable_gradient_checkpointing
 from core.runs import METRICS_FILE, MetricsWriter, report_cut
 from data.importers import read_prompts_with_columns
 from data.prompt_columns import stored_columns
@@ -70,7 +70,7 @@ def run_memory(config: RunConfig, shape: ModelShape, reward_shapes: list[ModelSh
     """Return the models a run keeps as `start_run` and `start_policy_gradient_run` load them: the policy (and a
     full fine-tuning run's reference) in the training dtype, and each reward model a PPO or GRPO run scores with,
     frozen, as `RewardScorer` loads it (bf16 on a GPU, float32 on a CPU)."""
-    models = policy_memory(shape, config.lora_rank, 2 if training_dtype(device) == torch.bfloat16 else 4)
+    models = policy_memory(shape, config.lora_rank, 2 if device.dtype == torch.bfloat16 else 4)
     scorer_bytes = 2 if device.device.type == "cuda" else 4
     return models + [HeldModel("reward model", s, scorer_bytes, 0) for s in reward_shapes]
 
@@ -99,7 +99,7 @@ def start_run(config: RunConfig, read_inputs: Callable[[], tuple[object, dict]],
     random.seed(config.seed + sharding.rank)
     lora = LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha)
     with sharding.loading():
-        policy, reference, tokenizer = load_policy(config.model, lora, sharding.device, training_dtype(sharding.choice))
+        policy, reference, tokenizer = load_policy(config.model, lora, sharding.device, sharding.choice.dtype)
     if state:
         _restore_weights(policy, run_dir)
     disable_dropout(policy)
