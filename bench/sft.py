@@ -12,7 +12,7 @@ is dropped as warm-up; the median of the rest is compared. Prints ours / TRL (ta
 Where ours saves (the loss is the same, tested against TRL's to 1e-4): the LM head runs only on the positions that
 predict an answer token (no vocabulary-wide logits for the prompt or padding, one fused cross-entropy, no
 entropy), where TRL projects and log-softmaxes every position and adds token accuracy and entropy each step;
-peft's LoRA layers run as one autograd function (`policy/fused_lora.py`) with the adapter product accumulated
+peft's LoRA layers run as one autograd function (`core/fused_lora.py`) with the adapter product accumulated
 in place, and on a CPU their rank-16 products on one thread, which matters most when other processes hold the
 cores (this machine: 2 cores, shared). Both run at torch's default thread count; nothing else differs.
 

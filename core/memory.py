@@ -92,7 +92,7 @@ class TrainingPass:
     checkpointing: bool
     fused_attention: bool  # sdpa's fused kernels keep no length² scores; eager attention keeps them
     shared_tokens: int = 0  # prompt tokens not run again for rows that share a prompt (GRPO's group, DPO's pair)
-    packed: bool = False  # each row several sequences, kept apart by its own (length, length) float32 mask
+    kept_scores: int = 0  # bytes of attention probabilities each layer keeps besides (packed rankings on a CPU)
     input_bytes: int = 4  # per value of a layer's input (the residual stream, what checkpointing keeps): 2 in bf16
 
 
@@ -137,17 +137,16 @@ def layer_activations(step: TrainingPass) -> int:
     shape, tokens = step.shape, step_tokens(step)
     linear = tokens * (VALUES_PER_HIDDEN * shape.hidden + VALUES_PER_MLP_UNIT * shape.intermediate)
     squares = 0 if step.fused_attention else ATTENTION_SQUARES * step.sequences * shape.heads * step.length**2
-    return (linear + squares) * step.value_bytes
+    return int((linear + squares) * step.value_bytes) + step.kept_scores
 
 
 def activation_bytes(step: TrainingPass) -> int:
     """Return the activations of a training pass: every layer's, or under checkpointing each layer's input plus
     the layers recomputed at a time."""
-    mask = step.sequences * step.length**2 * 4 if step.packed else 0
     if step.checkpointing:
         inputs = step_tokens(step) * step.shape.hidden * step.shape.layers * step.input_bytes
-        return mask + inputs + RECOMPUTE_LAYERS * layer_activations(step)
-    return mask + step.shape.layers * layer_activations(step)
+        return inputs + RECOMPUTE_LAYERS * layer_activations(step)
+    return step.shape.layers * layer_activations(step)
 
 
 def logit_bytes(step: TrainingPass) -> int:
@@ -191,13 +190,13 @@ def value_bytes(device: DeviceChoice, weight_bytes: int) -> float:
 
 
 def training_pass(shape: ModelShape, sequences: int, length: int, logits_length: int, device: DeviceChoice,
-                  checkpointing: bool, shared_tokens: int = 0, packed: bool = False, *,
+                  checkpointing: bool, shared_tokens: int = 0, kept_scores: int = 0, *,
                   weight_bytes: int) -> TrainingPass:  # fmt: skip
     """Return a training pass on this kind of device through a model whose weights take `weight_bytes` (its
     activation bytes; sdpa attention, the default)."""
     residual = 2 if device.dtype == torch.bfloat16 and weight_bytes == 2 else 4  # float32 weights keep it float32
     return TrainingPass(shape, sequences, length, logits_length, value_bytes(device, weight_bytes), checkpointing,
-                        fused_attention(shape.attention), shared_tokens, packed, residual)  # fmt: skip
+                        fused_attention(shape.attention), shared_tokens, kept_scores, residual)  # fmt: skip
 
 
 def available_memory(device: str) -> int:

@@ -191,6 +191,7 @@ class RunShape:
     length: int  # tokens per row, padding included
     answer: int = 0  # tokens per row that get vocabulary logits (SFT and DPO: the answer; PPO, GRPO: max new)
     packed: bool = False  # the reward model's rows: a ranking each, its prompt once (decoders)
+    scores: int = 0  # packed: the query-key pairs a head of the largest ranking's attention computes
 
 
 @dataclass
@@ -211,7 +212,7 @@ def estimate_run(config, shape: RunShape, layout: Layout | None = None) -> Memor
         from rm.train import memory_plan
 
         backbone = model_shape(config.backbone, False)
-        models, passes = memory_plan(config, backbone, shape.sequences, shape.length, device, shape.packed)
+        models, passes = memory_plan(config, backbone, shape.sequences, shape.length, device, shape.scores)
     else:
         from policy import dpo, grpo, ppo, sft
 
@@ -353,10 +354,12 @@ def reward_model_checks(config, items: list[dict], online: bool | None) -> Check
 def reward_model_shape(config, items: list[dict], tokenizer, sample: int = 2000) -> RunShape:
     """Return the largest pass of a reward model on (up to `sample` of) these ranked items, per process: a decoder's
     rankings packed one to a row (the prompt once, then each response), an encoder's responses one to a row."""
+    from rm.model import attention_scores
+
     rankings = math.ceil(config.batch_size / read_layout(config.accelerate_config).processes)
     items = items[:sample]
     if packs_rankings(config.backbone):
-        rows = []
+        rows, scores = [], []
         for item in items:
             prompt = len(chat_prompt_ids(tokenizer, item["prompt"]))
             answers = [min(_tokens(tokenizer, text) + 1, config.max_length)  # + EOS; a response keeps its start
@@ -364,7 +367,8 @@ def reward_model_shape(config, items: list[dict], tokenizer, sample: int = 2000)
             sequences = [min(prompt + answer, config.max_length) for answer in answers]  # the prompt cut to fit
             shared = min(sequence - answer for sequence, answer in zip(sequences, answers, strict=True))
             rows.append(shared + sum(sequence - shared for sequence in sequences))
-        return RunShape(rankings, max(rows, default=1), packed=True)
+            scores.append(attention_scores(shared, [sequence - shared for sequence in sequences]))
+        return RunShape(rankings, max(rows, default=1), packed=True, scores=max(scores, default=1))
     texts = [plain_layout(item["prompt"]) + "\n" + text for item in items for group in item["ranked_responses"]
              for text in group]  # fmt: skip
     responses_per_item = max(sum(len(group) for group in item["ranked_responses"]) for item in items)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from core.batching import pad_right
 from core.chat import fitted_prompt_ids
 from core.distributed import Sharding
+from core.fused_lora import fused_lora
 from core.memory import ModelShape, training_pass
 from core.models import DeviceChoice, disable_dropout
 from core.runs import MetricWindow, is_log_step, report_cut
@@ -25,7 +26,6 @@ from data.export import best_ranked_demonstrations
 from data.store import Store
 from data.tables import load_table
 from policy.config import SFTConfig
-from policy.fused_lora import fused_lora
 from policy.logprobs import answer_logprobs
 from policy.runner import finish_run, make_optimizer, run_memory, save_weights, start_run
 

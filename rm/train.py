@@ -24,6 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from core.batching import length_grouped, pad_right, padding_for
 from core.distributed import Sharding
+from core.fused_lora import fused_lora
 from core.memory import ModelShape, training_pass
 from core.models import DeviceChoice, enable_gradient_checkpointing
 from core.paths import runs_dir
@@ -38,6 +39,7 @@ from rm.model import (
     encode_and_cut,
     load_backbone,
     pack_rankings,
+    packed_score_bytes,
     reads_last_token,
 )
 
@@ -225,15 +227,17 @@ def train_epoch(network, optimizer, scheduler, encoded, config, pad_id, sharding
 
 
 def memory_plan(
-    config: RewardConfig, shape: ModelShape, sequences: int, length: int, device: DeviceChoice, packed=False
+    config: RewardConfig, shape: ModelShape, sequences: int, length: int, device: DeviceChoice, scores: int = 0
 ):
     """Return (models kept, training passes) of a step: the backbone, and one pass over each process's share of
     the batch, read by a score head (no vocabulary logits): `sequences` rows of `length` tokens, one per response,
-    or `packed`, one per ranking (`pack_rankings`)."""
+    or packed rankings (`pack_rankings`), a row each whose attention computes `scores` query-key pairs a head."""
+    weight_bytes = 2 if config.lora_rank and device.dtype == torch.bfloat16 else 4  # `base_dtype`
+    kept = sequences * scores * packed_score_bytes(shape, device)
     step = training_pass(
-        shape, sequences, length, 0, device, config.gradient_checkpointing, packed=packed, weight_bytes=4
+        shape, sequences, length, 0, device, config.gradient_checkpointing, 0, kept, weight_bytes=weight_bytes
     )
-    return [backbone_memory(shape, config.lora_rank)], [step]
+    return [backbone_memory(shape, config.lora_rank, weight_bytes)], [step]
 
 
 def load_rankings(config: RewardConfig, store=None, rankings=None) -> tuple[list[Ranking], str]:
@@ -285,8 +289,12 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
     run_dir, main = Path(run_dir), sharding.is_main
     train_set, validation_set = split_rankings(rankings, config.validation_fraction, config.seed)
     torch.manual_seed(config.seed)  # the same fresh head in every process
+
+    def load():  # a bad name fails here
+        return load_backbone(config.backbone, config.lora_rank, config.lora_alpha, sharding.choice.dtype)
+
     with sharding.loading():
-        model, tokenizer = load_backbone(config.backbone, config.lora_rank, config.lora_alpha)  # a bad name fails here
+        model, tokenizer = load()
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if main:
@@ -301,13 +309,12 @@ def train_reward_model(config: RewardConfig, store=None, rankings: list[Ranking]
     encoded = train_encoded + validation_encoded
     unit = "pairs" if source.startswith("pairs:") else "rankings"
     report_cut(metrics, sum(ranking.cut for ranking in encoded), len(encoded), unit, config.max_length)
-    network, best = _fit(
-        RewardNetwork(model), train_encoded, validation_encoded, config, tokenizer.pad_token_id, sharding, metrics
-    )
-    normalization = _reward_normalization(network, train_encoded, config, tokenizer.pad_token_id, sharding)
-    trained = sharding.whole_copy(
-        network, lambda: RewardNetwork(load_backbone(config.backbone, config.lora_rank, config.lora_alpha)[0])
-    )
+    with fused_lora(model, enabled=sharding.weights_whole):  # peft's LoRA layers in fewer passes (fused_lora.py)
+        network, best = _fit(
+            RewardNetwork(model), train_encoded, validation_encoded, config, tokenizer.pad_token_id, sharding, metrics
+        )
+        normalization = _reward_normalization(network, train_encoded, config, tokenizer.pad_token_id, sharding)
+    trained = sharding.whole_copy(network, lambda: RewardNetwork(load()[0]))
     model_id = None
     if main:
         _save_model(trained.model, tokenizer, run_dir)
@@ -377,8 +384,8 @@ def _train_and_evaluate(network, optimizer, scheduler, train_encoded, validation
 
 def _save_model(model, tokenizer, run_dir: Path):
     """Write the merged model and tokenizer to run_dir/model (renamed into place whole); return the merged model."""
-    if isinstance(model, PeftModel):
-        model = model.merge_and_unload()  # training is over: fold LoRA into the weights, keep the trained head
+    if isinstance(model, PeftModel):  # training is over: fold LoRA into float32 weights, keep the trained head
+        model = model.float().merge_and_unload()
     model.eval()
     tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=run_dir))
     model.save_pretrained(tmp)

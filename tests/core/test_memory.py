@@ -52,6 +52,20 @@ def test_a_layout_splits_what_it_shards_and_keeps_the_rest_whole():
     assert estimate(models, [step], ONE, CPU).workspace > 0
 
 
+def test_packed_rankings_keep_their_attention_probabilities_per_layer():
+    """A reward model's packed rankings: on a CPU every head's probabilities over the pairs its attention computes,
+    in the compute dtype; on a GPU sdpa's mask as a bias, one for all heads."""
+    config = RewardConfig(gradient_checkpointing=False)
+    for device, per_pair in ((CPU, SHAPE.heads * 4), (CPU_BF16, SHAPE.heads * 2), (GPU, 2)):
+        _, [plain] = rm_train.memory_plan(config, SHAPE, 2, 32, device)
+        _, [packed] = rm_train.memory_plan(config, SHAPE, 2, 32, device, scores=500)
+        assert memory.activation_bytes(packed) - memory.activation_bytes(plain) == SHAPE.layers * 2 * 500 * per_pair
+    checkpointed = RewardConfig(gradient_checkpointing=True)  # only the layer recomputed keeps them
+    _, [plain] = rm_train.memory_plan(checkpointed, SHAPE, 2, 32, CPU)
+    _, [packed] = rm_train.memory_plan(checkpointed, SHAPE, 2, 32, CPU, scores=500)
+    assert memory.activation_bytes(packed) - memory.activation_bytes(plain) == 2 * 500 * SHAPE.heads * 4
+
+
 def test_each_trainer_declares_the_models_it_loads():
     rm_models, [rm_pass] = rm_train.memory_plan(RewardConfig(lora_rank=4), SHAPE, 6, 32, CPU)
     assert [(m.role, m.weight_bytes, m.trainable) for m in rm_models] == [
@@ -87,8 +101,11 @@ def test_bf16_halves_a_lora_policy_s_frozen_base_and_its_activations_not_a_train
     assert full[0].weight_bytes == 4  # fully trained weights stay float32 under autocast
     assert (bf16_models[0].save_copies, fp32_models[0].save_copies) == (2.5, 2.0)
     rm_models, [rm_step] = rm_train.memory_plan(RewardConfig(lora_rank=4), SHAPE, 6, 32, CPU_BF16)
-    assert rm_models[0].weight_bytes == 4  # the reward model trains its head: float32 weights, bf16 compute
-    assert (rm_step.value_bytes, rm_step.input_bytes) == (3.5, 4)  # and a float32 residual stream
+    assert rm_models[0].weight_bytes == 2 and rm_models[0].save_copies == memory.SERIALIZATION_COPIES + 0.5
+    assert (rm_step.value_bytes, rm_step.input_bytes) == (2.5, 2)  # a LoRA reward model's base as a policy's
+    full_rm, [full_step] = rm_train.memory_plan(RewardConfig(lora_rank=0), SHAPE, 6, 32, CPU_BF16)
+    assert full_rm[0].weight_bytes == 4  # every weight trains: float32 weights, bf16 compute
+    assert (full_step.value_bytes, full_step.input_bytes) == (3.5, 4)  # and a float32 residual stream
     assert (bf16_step.input_bytes, fp32_step.input_bytes) == (2, 4)
     models, _ = grpo.memory_plan(GRPOConfig(), SHAPE, [SHAPE], 96, CPU_BF16)
     assert [m.weight_bytes for m in models] == [2, 4]  # the scorer loads float32 on a CPU

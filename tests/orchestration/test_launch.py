@@ -166,16 +166,20 @@ def test_reward_model_memory_check_counts_one_process_share_of_the_batch(store, 
         preflight.reward_model_checks(RewardConfig(**values), ranked_items(store), online=False)
     assert [(shape.sequences, shape.packed) for shape in shapes] == [(16, True), (2, True), (16 * 3, False)]  # K = 3
     tokenizer = load_tokenizer(tiny_model_dir)
-    longest = max(
-        len(chat_prompt_ids(tokenizer, item["prompt"]))
-        + sum(
-            len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
-            for group in item["ranked_responses"]
-            for text in group
+    pieces = [
+        (
+            len(chat_prompt_ids(tokenizer, item["prompt"])),
+            [
+                len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
+                for group in item["ranked_responses"]
+                for text in group
+            ],
         )  # fmt: skip
         for item in ranked_items(store)
-    )
-    assert shapes[0].length == longest  # the prompt once, then each response and its EOS
+    ]
+    assert shapes[0].length == max(prompt + sum(answers) for prompt, answers in pieces)  # each answer with its EOS
+    # each head's attention: the prompt over itself, each answer over the prompt and itself
+    assert shapes[0].scores == max(prompt**2 + sum(n * (prompt + n) for n in answers) for prompt, answers in pieces)
 
 
 def test_reward_model_launch_takes_a_layout(store, tiny_model_dir):

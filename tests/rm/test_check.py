@@ -60,6 +60,7 @@ def trained(tiny_model_dir, tmp_path_factory):
     config = RewardConfig(
         backbone=str(tiny_model_dir), epochs=2, lora_rank=0, learning_rate=1e-3, batch_size=8, max_length=96,
         validation_fraction=0.25, output_dir=str(tmp_path_factory.mktemp("rm") / "run"),
+        precision="fp32",  # training's held-out accuracy is compared with the float32 scorer's, pair for pair
     )  # fmt: skip
     result = train_reward_model(config, rankings=rankings)
     return config, rankings, result

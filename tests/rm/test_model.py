@@ -11,9 +11,11 @@ from rm.model import (
     load_backbone,
     pack_rankings,
     packed_rewards,
+    packs,
     reads_last_token,
     sequence_rewards,
     shared_prefix_length,
+    unwrap,
 )
 
 PROMPT = "Name a fruit."
@@ -103,11 +105,13 @@ def test_lora_trains_adapters_and_the_whole_score_head(tiny_model_dir):
     assert reads_last_token(model) and head_name(model) == "score"
 
 
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_packed_rankings_give_each_response_its_own_reward_and_gradients(tiny_model_dir, checkpointing):
-    """A ranking packed in one row (its responses' shared prompt once) scores and trains as its responses apart."""
+@pytest.mark.parametrize(("checkpointing", "attention"), [(False, "sdpa"), (True, "sdpa"), (False, "eager")])
+def test_packed_rankings_give_each_response_its_own_reward_and_gradients(tiny_model_dir, checkpointing, attention):
+    """Rankings packed in one row (each one's shared prompt once) score and train as their responses apart; under
+    sdpa every layer computes only what each response sees, other attention reads the responses apart."""
     torch.manual_seed(0)
     model, tokenizer = load_backbone(str(tiny_model_dir), lora_rank=4)
+    unwrap(model).set_attn_implementation(attention)
     if checkpointing:
         enable_gradient_checkpointing(model)
     model.train()
@@ -132,10 +136,14 @@ def test_packed_rankings_give_each_response_its_own_reward_and_gradients(tiny_mo
     )
     packed = pack_rankings(rankings, tokenizer.pad_token_id, "cpu")
     together, together_grads = rewards_and_gradients(lambda: packed_rewards(model, packed))
-    shared = shared_prefix_length(rankings[0])
-    assert packed.input_ids.shape[1] == max(  # each prompt once: fewer tokens than the rows apart
-        shared + sum(len(ids) - shared for ids in rankings[0]), sum(map(len, rankings[2]))
+    shares = [shared_prefix_length(ranking) for ranking in rankings]
+    assert packed.input_ids.shape == (
+        1,
+        sum(s + sum(len(ids) - s for ids in r) for s, r in zip(shares, rankings, strict=True)),
     )
+    assert packs(model) == (attention == "sdpa")
+    passes = (2 if checkpointing else 1) if attention == "sdpa" else 0  # checkpointing: recomputed ones too
+    assert packed.attention.calls == passes * unwrap(model).config.num_hidden_layers
     torch.testing.assert_close(together, apart, atol=1e-5, rtol=1e-5)
     lora_b = [grad for name, grad in apart_grads.items() if "lora_B" in name]  # B starts at 0, so A gets none
     assert lora_b and all(grad.abs().sum() > 0 for grad in lora_b)

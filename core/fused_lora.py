@@ -8,10 +8,10 @@ thread-pool synchronisation, that is about a quarter less time per LoRA layer (m
 on a GPU it is a few fewer kernels.
 
 Only the plain case is fused: one active adapter, not merged, no dropout, DoRA or adapter bias, a frozen
-`nn.Linear` base, and input, base and adapter in one dtype (fp32 on a CPU; a bf16 base with fp32 adapters, the
-usual GPU layout, or anything under autocast falls back to peft). Anything else runs peft's own forward. The
-weights must be whole on this process: where a layout splits weights, hooks gather each module's weight on call,
-which reading `base_layer.weight` skips.
+`nn.Linear` base, and input, base and adapter in one dtype, or under autocast, which runs the products in its
+dtype (bf16) as it would run peft's, the adapters' gradients flowing back to their float32 weights through the
+casts. Anything else runs peft's own forward. The weights must be whole on this process: where a layout splits
+weights, hooks gather each module's weight on call, which reading `base_layer.weight` skips.
 """
 
 import contextlib
@@ -73,14 +73,13 @@ def fused_forward(module: LoraLinear, x: torch.Tensor, *args, **kwargs) -> torch
     parts = _plain_parts(module, x) if not args and not kwargs else None
     if parts is None:
         return LoraLinear.forward(module, x, *args, **kwargs)
-    return LoraLinearFunction.apply(x, *parts)
+    return LoraLinearFunction.apply(*parts)
 
 
 def _plain_parts(module: LoraLinear, x: torch.Tensor):
-    """Return (W, b, A, B, s) of a layer whose output is exactly x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ, or None."""
+    """Return (x, W, b, A, B, s) of a layer whose output is exactly x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ, or None; under
+    autocast all cast to its dtype."""
     if module.disable_adapters or module.merged or len(module.active_adapters) != 1:
-        return None
-    if torch.is_autocast_enabled(x.device.type):  # autocast would cast the products, not the in-place sum
         return None
     name = module.active_adapters[0]
     if name not in module.lora_A or name in module.lora_variant:  # DoRA and other variants: peft's forward
@@ -93,9 +92,13 @@ def _plain_parts(module: LoraLinear, x: torch.Tensor):
     bias = base.bias
     if base.weight.requires_grad or (bias is not None and bias.requires_grad):
         return None
-    if not x.dtype == base.weight.dtype == lora_A.weight.dtype == lora_B.weight.dtype:
+    parts = (x, base.weight, bias, lora_A.weight, lora_B.weight)
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        parts = tuple(None if part is None else part.to(dtype) for part in parts)
+    elif not x.dtype == base.weight.dtype == lora_A.weight.dtype == lora_B.weight.dtype:
         return None
-    return base.weight, bias, lora_A.weight, lora_B.weight, float(module.scaling[name])
+    return *parts, float(module.scaling[name])
 
 
 @contextlib.contextmanager
