@@ -3,8 +3,10 @@
 Same backbone and initial head (same seed), same LoRA, same epochs, optimizer steps, learning rate and schedule,
 gradient checkpointing on (non-reentrant) or off in both, the same precision: `--precision auto` (the default) is
 bf16 autocast where the device computes it natively (a bf16 GPU; a CPU with AVX512-BF16 or AMX), as both sides
-default to (TRL's RewardConfig sets bf16=True on any device), float32 weights in both. Ours encodes each of a ranking's K responses once per
-step; TRL encodes both sides of each of its K(K-1)/2 pairs. Both are scored on the same validation prompts by the
+default to (TRL's RewardConfig sets bf16=True on any device). Each side keeps its weights as its users get them:
+TRL float32 (its RewardTrainer's default), ours a LoRA run's frozen base in the compute dtype (`load_backbone`),
+trained weights float32 in both. Ours encodes each of a ranking's K responses once per step; TRL encodes both
+sides of each of its K(K-1)/2 pairs. Both are scored on the same validation prompts by the
 same function. On a shared machine other processes inflate wall time: `--repeats` alternates the two and keeps
 each one's fastest run, and CPU seconds (all threads of the process) are printed beside wall seconds.
 
@@ -20,8 +22,9 @@ Two modes:
   held-out evaluation each epoch, then the reward-normalization pass over the training pairs and the merged model
   saved. TRL's is `RewardTrainer.train()` (no evaluation, nothing saved), then one held-out evaluation by our
   function for its accuracy. Prints, per max length: peaks, epoch times and their ratios (targets: memory
-  <= 1x, time <= 0.5x), and where in the run each peak was reached. Pairs are rankings of K=2: ours packs each
-  pair in one row, its conversation once (`rm.model.pack_rankings`), where TRL runs both sides whole. Each side
+  <= 1x, time <= 0.5x), and where in the run each peak was reached. Pairs are rankings of K=2: ours packs a
+  step's pairs in one row without padding, each conversation once, and its attention computes only what each token
+  sees (`rm.model.pack_rankings`, `SegmentedAttention`), where TRL runs both sides whole, padded to the longest. Each side
   runs on its allocator as its users get it: ours on mimalloc, which `rlhf-studio train-rm` preloads
   (`core.allocator`), TRL on glibc's.
 

@@ -186,28 +186,31 @@ class SegmentedAttention:
                 q_own, k_own, v_own = next(pieces)
                 keys, values = torch.cat([k_prefix, k_own], dim=2), torch.cat([v_prefix, v_own], dim=2)
                 outputs.append(causal_attention(q_own, keys, values, scale, dropout))
-        return torch.cat(outputs, dim=2).transpose(1, 2).contiguous()
+        return torch.cat(outputs)[None]  # (1, T, heads, head_dim), contiguous
 
 
-def causal_attention(query, key, value, scale: float, dropout: float = 0.0) -> torch.Tensor:
-    """Return the attention of query (1, heads, n, head_dim) over key and value (1, kv heads, m, head_dim) whose last
-    n are the queries' own tokens: each query sees the keys before them, and its own tokens up to itself.
+def causal_attention(query, key, value, scale: float, dropout: float = 0.0, fused: bool | None = None) -> torch.Tensor:
+    """Return the attention (n, heads, head_dim) of query (1, heads, n, head_dim) over key and value (1, kv heads, m,
+    head_dim) whose last n are the queries' own tokens: each query sees the keys before them, and its own tokens up
+    to itself.
 
     On a CPU plain products (`grouped_attention`): for a ranking's pieces (up to some hundreds of tokens) sdpa's
-    fused kernel is 2-3x slower, forward and backward (measured, bf16, SmolLM2-135M's heads). On a GPU sdpa.
+    fused kernel is 2-3x slower, forward and backward (measured, bf16, SmolLM2-135M's heads). On a GPU (`fused`
+    by default) sdpa.
     """
-    if query.device.type == "cpu":
-        return grouped_attention(query[0], key[0], value[0], scale, dropout)[None]
+    if not (query.device.type != "cpu" if fused is None else fused):
+        return grouped_attention(query[0], key[0], value[0], scale, dropout)
     queries, keys = query.shape[2], key.shape[2]
     mask = torch.ones(queries, keys, dtype=torch.bool, device=query.device).tril(keys - queries)
     key, value = (repeat_kv(t, query.shape[1] // t.shape[1]) for t in (key, value))  # as transformers' sdpa
-    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scale)
+    output = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scale)
+    return output[0].transpose(0, 1)
 
 
 def grouped_attention(query, key, value, scale: float, dropout: float = 0.0) -> torch.Tensor:
     """`causal_attention` as matrix products for query (heads, n, head_dim) and key and value (kv heads, m,
-    head_dim): the query heads that share a key head in one product (no copies of the keys), in the inputs'
-    dtype. It keeps one (heads, n, m) tensor of probabilities for the backward pass."""
+    head_dim), returned as (n, heads, head_dim): the query heads that share a key head in one product (no copies of
+    the keys), in the inputs' dtype. It keeps one (heads, n, m) tensor of probabilities for the backward pass."""
     heads, queries, head_dim = query.shape
     kv_heads, keys, _ = key.shape
     group = heads // kv_heads
@@ -218,7 +221,8 @@ def grouped_attention(query, key, value, scale: float, dropout: float = 0.0) -> 
     probabilities = torch.softmax(scores, dim=-1)
     if dropout:
         probabilities = F.dropout(probabilities, dropout)
-    return (probabilities.view(kv_heads, group * queries, keys) @ value).view(heads, queries, head_dim)
+    output = probabilities.view(kv_heads, group * queries, keys) @ value  # (kv heads, group x queries, head_dim)
+    return output.view(heads, queries, head_dim).transpose(0, 1)
 
 
 def attention_scores(prefix: int, responses: list[int]) -> int:

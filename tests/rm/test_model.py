@@ -6,6 +6,7 @@ import torch
 from core.batching import pad_right
 from core.models import FAST_ENCODER, enable_gradient_checkpointing
 from rm.model import (
+    causal_attention,
     encode,
     head_name,
     load_backbone,
@@ -149,3 +150,19 @@ def test_packed_rankings_give_each_response_its_own_reward_and_gradients(tiny_mo
     assert lora_b and all(grad.abs().sum() > 0 for grad in lora_b)
     for name, grad in apart_grads.items():
         torch.testing.assert_close(together_grads[name], grad, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_causal_attention_over_a_prefix_matches_one_masked_pass(fused):
+    """A response's attention over its prompt's keys and its own, as plain products (a CPU) or sdpa (a GPU): the
+    rows of one causal pass over prompt + response, with query heads sharing key heads."""
+    torch.manual_seed(0)
+    prefix, own, heads, kv_heads, head_dim = 5, 4, 6, 2, 8
+    query = torch.randn(1, heads, prefix + own, head_dim, dtype=torch.float64)
+    key, value = torch.randn(2, 1, kv_heads, prefix + own, head_dim, dtype=torch.float64)
+    whole = torch.nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(3, 1), value.repeat_interleave(3, 1), is_causal=True, scale=0.3
+    )  # (1, heads, prefix + own, head_dim)
+    mine = causal_attention(query[:, :, prefix:], key, value, 0.3, fused=fused)  # (own, heads, head_dim)
+    torch.testing.assert_close(mine, whole[0, :, prefix:].transpose(0, 1))
+    torch.testing.assert_close(causal_attention(query, key, value, 0.3, fused=fused), whole[0].transpose(0, 1))
