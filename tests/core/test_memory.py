@@ -101,7 +101,7 @@ def test_bf16_halves_a_lora_policy_s_frozen_base_and_its_activations_not_a_train
     assert full[0].weight_bytes == 4  # fully trained weights stay float32 under autocast
     assert (bf16_models[0].save_copies, fp32_models[0].save_copies) == (2.5, 2.0)
     rm_models, [rm_step] = rm_train.memory_plan(RewardConfig(lora_rank=4), SHAPE, 6, 32, CPU_BF16)
-    assert rm_models[0].weight_bytes == 2 and rm_models[0].save_copies == memory.SERIALIZATION_COPIES + 0.5
+    assert rm_models[0].weight_bytes == 2 and rm_models[0].save_copies == memory.SERIALIZATION_COPIES + 0.75
     assert (rm_step.value_bytes, rm_step.input_bytes) == (2.5, 2)  # a LoRA reward model's base as a policy's
     full_rm, [full_step] = rm_train.memory_plan(RewardConfig(lora_rank=0), SHAPE, 6, 32, CPU_BF16)
     assert full_rm[0].weight_bytes == 4  # every weight trains: float32 weights, bf16 compute
