@@ -92,7 +92,7 @@ class TrainingPass:
     checkpointing: bool
     fused_attention: bool  # sdpa's fused kernels keep no length² scores; eager attention keeps them
     shared_tokens: int = 0  # prompt tokens not run again for rows that share a prompt (GRPO's group, DPO's pair)
-    kept_scores: int = 0  # bytes of attention probabilities each layer keeps besides (packed rankings on a CPU)
+    kept_scores: int = 0  # bytes each layer keeps for packed rankings' attention (`rm.model.packed_score_bytes`)
     input_bytes: int = 4  # per value of a layer's input (the residual stream, what checkpointing keeps): 2 in bf16
 
 
