@@ -177,8 +177,9 @@ class SegmentedAttention:
         self.calls += 1
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling
         sizes = [size for ranking in self.rankings for size in (ranking.prefix, *ranking.responses)]
-        pieces = iter(list(zip(*(t.split(sizes, dim=2) for t in (query, key, value)), strict=True)))  # split, not
-        outputs = []  # slices: the backward pass joins the pieces' gradients once
+        # split rather than sliced: the backward pass joins the pieces' gradients once
+        pieces = iter(list(zip(*(t.split(sizes, dim=2) for t in (query, key, value)), strict=True)))
+        outputs = []
         for ranking in self.rankings:
             q_prefix, k_prefix, v_prefix = next(pieces)
             if ranking.prefix:
@@ -199,7 +200,9 @@ def causal_attention(query, key, value, scale: float, dropout: float = 0.0, fuse
     fused kernel is 2-3x slower, forward and backward (measured, bf16, SmolLM2-135M's heads). On a GPU (`fused`
     by default) sdpa.
     """
-    if not (query.device.type != "cpu" if fused is None else fused):
+    if fused is None:
+        fused = query.device.type != "cpu"
+    if not fused:
         return grouped_attention(query[0], key[0], value[0], scale, dropout)
     queries, keys = query.shape[2], key.shape[2]
     mask = torch.ones(queries, keys, dtype=torch.bool, device=query.device).tril(keys - queries)
