@@ -69,5 +69,8 @@ if kind in ("policy", "reward"):
 else:
     sharding, parts = prepared_by_the_runner(kind, model_dir, sys.argv[3])
 record = {"rank": sharding.rank, "type": str(sharding.accelerator.distributed_type), **parts}
-print(json.dumps(record))
+# One write of the whole line: both ranks share stdout, and print's separate write of the newline let the
+# other rank's line land between them.
+sys.stdout.write(json.dumps(record) + "\n")
+sys.stdout.flush()
 sharding.end()
